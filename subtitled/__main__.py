@@ -1,0 +1,7 @@
+"""`python -m subtitled` is the `subtitled` console script."""
+
+import sys
+
+from subtitled.cli import main
+
+sys.exit(main())

@@ -1,0 +1,78 @@
+"""Guards against Whisper's known failure modes. Pure functions over word lists.
+
+- Repetition loops: the decoder falls into a cycle and repeats a phrase until it runs
+  out of tokens ("represented in the exhibition, represented in the exhibition, ...").
+  We keep the first occurrence and drop the repeats (openai/whisper's compression
+  ratio check catches the same thing on whole segments; we need it per word).
+- Hallucinations on silence or noise: phrases from YouTube subtitle credits that
+  Whisper emits when there is no speech ("Thank you for watching"). They are dropped
+  when the evidence for speech is weak: Whisper's own no-speech probability, or a
+  VAD that heard little speech under the words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from subtitled.asr.policy import normalise_word
+from subtitled.events import Word
+
+MIN_REPEATS = 3
+"""A phrase of two or more words seen this many times in a row is a loop."""
+MIN_SINGLE_WORD_REPEATS = 5
+"""A single word needs more: "no, no, no" is ordinary speech."""
+
+# Phrases Whisper is documented to produce on non-speech audio (openai/whisper
+# discussions #679 and #928; faster-whisper issue #71). Compared after normalise_word.
+HALLUCINATIONS: tuple[tuple[str, ...], ...] = tuple(
+    tuple(phrase.split())
+    for phrase in (
+        "thank you for watching",
+        "thanks for watching",
+        "thank you so much for watching",
+        "thank you very much for watching",
+        "please subscribe",
+        "please subscribe to my channel",
+        "like and subscribe",
+        "don't forget to like and subscribe",
+        "subtitles by the amara org community",
+        "subtitles by",
+        "transcribed by",
+        "see you in the next video",
+        "see you next time",
+        "thank you",
+        "thanks",
+        "bye",
+        "you",
+    )
+)
+
+
+def drop_repetition_loops(words: Sequence[Word], max_phrase_words: int = 8) -> list[Word]:
+    """Keep one occurrence of any phrase (up to `max_phrase_words`) repeated in a loop."""
+    out = list(words)
+    keys = [normalise_word(w.text) for w in out]
+    i = 0
+    while i < len(keys):
+        for n in range(1, max_phrase_words + 1):
+            phrase = keys[i : i + n]
+            if len(phrase) < n or not all(phrase):
+                break
+            repeats = 1
+            while keys[i + repeats * n : i + (repeats + 1) * n] == phrase:
+                repeats += 1
+            if repeats >= (MIN_SINGLE_WORD_REPEATS if n == 1 else MIN_REPEATS):
+                del out[i + n : i + repeats * n]
+                del keys[i + n : i + repeats * n]
+                break
+        i += 1
+    return out
+
+
+def is_hallucination(words: Sequence[Word], speech_ratio: float, no_speech_prob: float) -> bool:
+    """True when `words` is a known non-speech phrase and the audio evidence is weak."""
+    keys = tuple(k for k in (normalise_word(w.text) for w in words) if k)
+    if not keys:
+        return False
+    weak = speech_ratio < 0.5 or no_speech_prob > 0.5
+    return weak and keys in HALLUCINATIONS

@@ -1,0 +1,222 @@
+"""The streaming commit policy: a pure core with no I/O and no clock.
+
+LocalAgreement-2 (Macháček, Dabre and Bojar, 2023, "Turning Whisper into Real-Time
+Transcription System", §3): the audio buffer is re-transcribed as it grows, and the
+longest common prefix of two consecutive hypotheses is committed. Committed words are
+never revised. The buffer is trimmed at committed sentence ends, so the cost of a
+step follows the length of the current sentence, not of the stream.
+
+The shell (`subtitled.asr.stream`) owns the audio and the model. It asks this core
+where the buffer starts and what to force-decode as a prefix, feeds it each new
+hypothesis, and publishes the `SegmentUpdate`s the core returns.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from subtitled.events import SegmentUpdate, Word
+
+_SENTENCE_END = re.compile(r"[.?!…]['\"”’)]*$")
+_NORMALISE = re.compile(r"[^\w']+")
+
+
+def normalise_word(text: str) -> str:
+    """The form two hypotheses are compared in: lower-case, punctuation dropped."""
+    return _NORMALISE.sub("", text.lower())
+
+
+def ends_sentence(word: Word) -> bool:
+    """True when Whisper closed a sentence after this word (., ?, ! or …)."""
+    return bool(_SENTENCE_END.search(word.text.strip()))
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Tuning of the commit policy. Times are audio seconds."""
+
+    max_buffer_s: float = 12.0
+    """Past this, the buffer is trimmed at the last committed word even mid-sentence."""
+    force_commit_margin_s: float = 1.5
+    """When the buffer is over `max_buffer_s` with nothing agreed, words ending this far
+    before the buffer end are committed anyway (Whisper failed to agree with itself)."""
+    max_segment_words: int = 60
+    """A segment (caption line group) is closed after this many committed words."""
+
+
+@dataclass
+class _OpenSegment:
+    segment_id: int
+    revision: int = 0
+    committed: list[Word] = field(default_factory=list)
+    last_sent: tuple[tuple[Word, ...], tuple[Word, ...]] | None = None
+
+
+class CommitPolicy:
+    """LocalAgreement-2 over a trimmed buffer, producing segment revisions.
+
+    Call `on_hypothesis` with each new transcription of the buffer (only the words
+    after the forced `prefix_words`), `on_pause` when the VAD hears the speaker stop,
+    and `finish` at the end of the stream.
+    """
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        self.config = config or PolicyConfig()
+        self.buffer_start_s = 0.0
+        self._prefix: list[Word] = []  # committed words whose audio is still in the buffer
+        self._pending: list[Word] = []  # last hypothesis after the prefix, not yet agreed
+        self._next_segment_id = 0
+        self._segment: _OpenSegment | None = None
+
+    # What the shell needs to run the next transcription.
+
+    @property
+    def prefix_words(self) -> tuple[Word, ...]:
+        """Committed words inside the buffer: force-decoded so Whisper continues after them."""
+        return tuple(self._prefix)
+
+    @property
+    def pending_words(self) -> tuple[Word, ...]:
+        """The unstable tail from the last hypothesis."""
+        return tuple(self._pending)
+
+    @property
+    def committed_end_s(self) -> float:
+        """Audio time up to which everything is committed."""
+        return self._prefix[-1].end_s if self._prefix else self.buffer_start_s
+
+    # Events.
+
+    def on_hypothesis(
+        self, words: list[Word], buffer_end_s: float, now_unix: float
+    ) -> list[SegmentUpdate]:
+        """Take a new hypothesis for the audio after the prefix; commit what two agree on."""
+        words = [w for w in words if w.end_s > self.committed_end_s - 0.05 or not self._prefix]
+        agreed = _common_prefix_length(self._pending, words)
+        to_commit = words[:agreed]
+        if to_commit and agreed == len(words) and ends_sentence(to_commit[-1]):
+            # Whisper tends to end a sentence wherever the buffer ends; a period on
+            # the last word counts only if the previous hypothesis had it too.
+            if not ends_sentence(self._pending[agreed - 1]):
+                to_commit[-1] = self._pending[agreed - 1]
+        self._pending = words[agreed:]
+        if buffer_end_s - self.buffer_start_s > self.config.max_buffer_s and not to_commit:
+            cutoff_s = buffer_end_s - self.config.force_commit_margin_s
+            forced = 0
+            while forced < len(self._pending) and self._pending[forced].end_s <= cutoff_s:
+                forced += 1
+            to_commit, self._pending = self._pending[:forced], self._pending[forced:]
+        updates = self._commit(to_commit, now_unix)
+        updates += self._revise(now_unix)
+        if buffer_end_s - self.buffer_start_s > self.config.max_buffer_s and self._prefix:
+            self._trim_buffer_at(self._prefix[-1].end_s)
+        return updates
+
+    def on_pause(self, words: list[Word], pause_start_s: float, now_unix: float) -> list[SegmentUpdate]:
+        """The speaker paused: commit the latest hypothesis whole and close the segment.
+
+        `words` is a transcription made after the pause began (so Whisper heard the
+        sentence end). Trims the buffer to the start of the pause.
+        """
+        words = [w for w in words if w.end_s > self.committed_end_s - 0.05 or not self._prefix]
+        self._pending = []
+        updates = self._commit(words, now_unix, close_at_sentence_end=False)
+        updates += self._close(now_unix)
+        self._prefix = []
+        self.buffer_start_s = max(self.buffer_start_s, pause_start_s)
+        return updates
+
+    def on_silence(self, until_s: float) -> None:
+        """Nothing is pending and no speech was heard: move the buffer start forward."""
+        if not self._prefix and not self._pending:
+            self.buffer_start_s = max(self.buffer_start_s, until_s)
+
+    def finish(self, now_unix: float) -> list[SegmentUpdate]:
+        """End of stream: commit the unstable tail as it stands and close the segment."""
+        updates = self._commit(self._pending, now_unix, close_at_sentence_end=False)
+        self._pending = []
+        updates += self._close(now_unix)
+        self._prefix = []
+        return updates
+
+    # Internals.
+
+    def _commit(
+        self, words: list[Word], now_unix: float, *, close_at_sentence_end: bool = True
+    ) -> list[SegmentUpdate]:
+        updates: list[SegmentUpdate] = []
+        for word in words:
+            segment = self._open_segment()
+            segment.committed.append(word)
+            self._prefix.append(word)
+            full = len(segment.committed) >= self.config.max_segment_words
+            if close_at_sentence_end and (ends_sentence(word) or full):
+                # Words after the sentence end open the next segment.
+                updates += self._close(now_unix, keep_pending=True)
+                self._trim_buffer_at(word.end_s)
+        return updates
+
+    def _trim_buffer_at(self, time_s: float) -> None:
+        self._prefix = [w for w in self._prefix if w.start_s >= time_s]
+        self.buffer_start_s = max(self.buffer_start_s, time_s)
+
+    def _open_segment(self) -> _OpenSegment:
+        if self._segment is None:
+            self._segment = _OpenSegment(self._next_segment_id)
+            self._next_segment_id += 1
+        return self._segment
+
+    def _revise(self, now_unix: float) -> list[SegmentUpdate]:
+        """A partial revision when the committed text or the unstable tail changed."""
+        if self._segment is None and not self._pending:
+            return []
+        segment = self._open_segment()
+        state = (tuple(segment.committed), tuple(self._pending))
+        if segment.last_sent is not None and _same_text(segment.last_sent, state):
+            return []
+        segment.last_sent = state
+        update = SegmentUpdate(
+            segment_id=segment.segment_id,
+            revision=segment.revision,
+            status="partial",
+            committed=state[0],
+            partial=state[1],
+            emitted_unix=now_unix,
+        )
+        segment.revision += 1
+        return [update]
+
+    def _close(self, now_unix: float, *, keep_pending: bool = False) -> list[SegmentUpdate]:
+        segment = self._segment
+        self._segment = None
+        if segment is None or not segment.committed:
+            return []
+        update = SegmentUpdate(
+            segment_id=segment.segment_id,
+            revision=segment.revision,
+            status="final",
+            committed=tuple(segment.committed),
+            partial=(),
+            emitted_unix=now_unix,
+        )
+        if not keep_pending:
+            self._pending = []
+        return [update]
+
+
+def _common_prefix_length(previous: list[Word], current: list[Word]) -> int:
+    n = 0
+    for old, new in zip(previous, current, strict=False):
+        if normalise_word(old.text) != normalise_word(new.text):
+            break
+        n += 1
+    return n
+
+
+def _same_text(
+    a: tuple[tuple[Word, ...], tuple[Word, ...]], b: tuple[tuple[Word, ...], tuple[Word, ...]]
+) -> bool:
+    return [w.text for w in a[0]] == [w.text for w in b[0]] and [w.text for w in a[1]] == [
+        w.text for w in b[1]
+    ]

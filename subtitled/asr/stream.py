@@ -1,0 +1,155 @@
+"""Streaming ASR: audio buffer + VAD gating + a `Transcriber` + the commit policy.
+
+Synchronous and clock-free like the cores it joins (the caller passes `now_unix`),
+so the daemon runs it in a worker thread and the benchmark drives it on a
+simulated clock. The caller decides how often to call `step` (see `StreamConfig`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from subtitled import SAMPLE_RATE_HZ
+from subtitled.asr.guards import drop_repetition_loops, is_hallucination
+from subtitled.asr.policy import CommitPolicy, PolicyConfig
+from subtitled.asr.vad import WINDOW_S, SileroStream, SpeechTracker, VadConfig
+from subtitled.asr.whisper import Hypothesis, Transcriber
+from subtitled.events import AudioChunk, SegmentUpdate, Word
+
+log = logging.getLogger(__name__)
+
+PREROLL_S = 0.3
+"""Audio kept before the first speech window: Silero flags onsets a little late."""
+GAP_S = 0.25
+"""A jump in chunk start times larger than this is a gap (a device was lost)."""
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How the streaming ASR runs."""
+
+    step_s: float = 0.5
+    """New audio between two transcriptions of the buffer."""
+    context_chars: int = 200
+    """Committed text before the buffer, given to Whisper as the previous-text prompt."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+
+
+class StreamingAsr:
+    """Turns audio chunks into segment revisions (partial and final)."""
+
+    def __init__(
+        self,
+        transcriber: Transcriber,
+        config: StreamConfig | None = None,
+        vad: SileroStream | None = None,
+    ) -> None:
+        self.config = config or StreamConfig()
+        self.transcriber = transcriber
+        self.policy = CommitPolicy(self.config.policy)
+        self.speech = SpeechTracker(self.config.vad)
+        self._vad = vad if vad is not None else SileroStream()
+        self._audio = np.zeros(0, dtype=np.float32)
+        self._audio_start_s = 0.0
+        self._last_step_end_s = 0.0
+        self._context = ""
+        self.transcriptions = 0
+
+    @property
+    def audio_end_s(self) -> float:
+        """Stream time up to which audio has been accepted."""
+        return self._audio_start_s + len(self._audio) / SAMPLE_RATE_HZ
+
+    def due(self) -> bool:
+        """True when enough new audio has arrived for another step."""
+        return self.audio_end_s - self._last_step_end_s >= self.config.step_s
+
+    def accept(self, chunk: AudioChunk, now_unix: float) -> list[SegmentUpdate]:
+        """Append captured audio. A jump in `start_s` (a lost device) closes the segment."""
+        updates: list[SegmentUpdate] = []
+        gap_s = chunk.start_s - self.audio_end_s
+        if gap_s > GAP_S:
+            updates = self.finish(now_unix)
+            # Silence stands in for the lost audio in the VAD timeline, not in the buffer.
+            self.speech.push(np.zeros(int(gap_s / WINDOW_S), dtype=np.float32))
+            self._audio = np.zeros(0, dtype=np.float32)
+            self._audio_start_s = chunk.start_s
+            self._last_step_end_s = chunk.start_s
+            self.policy.on_silence(chunk.start_s)
+        self._audio = np.concatenate([self._audio, chunk.samples.astype(np.float32, copy=False)])
+        self.speech.push(self._vad(chunk.samples))
+        return updates
+
+    def step(self, now_unix: float) -> list[SegmentUpdate]:
+        """Transcribe the buffer if it holds speech; return the segment revisions."""
+        self._last_step_end_s = self.audio_end_s
+        policy, speech = self.policy, self.speech
+        uncommitted_from = policy.committed_end_s
+        has_speech = speech.has_speech(uncommitted_from, self.audio_end_s)
+        if not has_speech and not policy.pending_words:
+            policy.on_silence(max(self.audio_end_s - PREROLL_S, policy.buffer_start_s))
+            self._trim_audio()
+            return []
+        if speech.silence_s() >= self.config.vad.pause_s:
+            pause_start_s = speech.last_speech_end_s
+            words = self._transcribe(end_s=min(self.audio_end_s, pause_start_s + 0.3))
+            updates = policy.on_pause(words, pause_start_s, now_unix)
+            self._after_commit(updates)
+            return updates
+        words = self._transcribe(end_s=self.audio_end_s)
+        updates = policy.on_hypothesis(words, self.audio_end_s, now_unix)
+        self._after_commit(updates)
+        return updates
+
+    def finish(self, now_unix: float) -> list[SegmentUpdate]:
+        """End of stream (or of a span before a gap): commit everything, close the segment."""
+        words: list[Word] = []
+        if self.speech.has_speech(self.policy.committed_end_s, self.audio_end_s):
+            words = self._transcribe(end_s=self.audio_end_s)
+        updates = self.policy.on_pause(words, self.audio_end_s, now_unix)
+        self._after_commit(updates)
+        return updates
+
+    def _transcribe(self, end_s: float) -> list[Word]:
+        start_s = self.policy.buffer_start_s
+        first = max(int((start_s - self._audio_start_s) * SAMPLE_RATE_HZ), 0)
+        last = int((end_s - self._audio_start_s) * SAMPLE_RATE_HZ)
+        audio = self._audio[first:last]
+        if len(audio) < SAMPLE_RATE_HZ // 10:
+            return []
+        hypothesis = self.transcriber.transcribe(
+            audio, start_s, self.policy.prefix_words, self._context
+        )
+        self.transcriptions += 1
+        return self._guard(hypothesis)
+
+    def _guard(self, hypothesis: Hypothesis) -> list[Word]:
+        words = drop_repetition_loops(hypothesis.words)
+        if len(words) < len(hypothesis.words):
+            log.debug("dropped a repetition loop of %d words", len(hypothesis.words) - len(words))
+        if words:
+            ratio = self.speech.speech_ratio(words[0].start_s, words[-1].end_s)
+            if is_hallucination(words, ratio, hypothesis.no_speech_prob):
+                log.info("dropped a likely hallucination: %r", "".join(w.text for w in words))
+                return []
+        return words
+
+    def _after_commit(self, updates: list[SegmentUpdate]) -> None:
+        for update in updates:
+            if update.status == "final":
+                self._context = (self._context + " " + update.committed_text)[
+                    -self.config.context_chars :
+                ]
+        self._trim_audio()
+
+    def _trim_audio(self) -> None:
+        drop = int((self.policy.buffer_start_s - self._audio_start_s) * SAMPLE_RATE_HZ)
+        if drop > 0:
+            self._audio = self._audio[drop:]
+            self._audio_start_s += drop / SAMPLE_RATE_HZ
+            self.speech.forget_before(self._audio_start_s - 1.0)

@@ -1,0 +1,73 @@
+"""capture: the pipeline's first stage. Any source in, 16 kHz mono float32 `AudioChunk`s out.
+
+    spec = parse_source("monitor")             # or "file:talk.mp4", "stdin", "USB", "3"
+    chunks = open_source(spec, on_status=print)
+    async for chunk in chunks:                 # chunk.samples, chunk.start_s (audio time)
+        ...
+    await chunks.aclose()                      # releases the device
+
+Sources: `device` and `monitor` (live, through PortAudio; see `device.py`), `file`
+(PyAV; `file.py`) and `stdin` (raw PCM; `stdin.py`). `start_s` is audio time; a live
+source's time jumps forward over gaps (lost device, dropped audio), so it stays on the
+wall clock. sounddevice and PyAV are imported only when a source that needs them opens.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncGenerator, Callable
+
+from subtitled.capture.device import DeviceCapture, PortAudioOpener, RetryPolicy
+from subtitled.capture.file import decode_file, file_chunks
+from subtitled.capture.portaudio import DeviceInfo, list_devices
+from subtitled.capture.source import SourceSpec, parse_source
+from subtitled.capture.stdin import pcm_chunks
+from subtitled.errors import CaptureError, ConfigError
+from subtitled.events import AudioChunk, StatusUpdate
+
+__all__ = [
+    "DeviceCapture",
+    "DeviceInfo",
+    "RetryPolicy",
+    "SourceSpec",
+    "decode_file",
+    "list_devices",
+    "open_source",
+    "parse_source",
+]
+
+
+def open_source(
+    spec: SourceSpec,
+    *,
+    realtime: bool = True,
+    block_s: float = 0.1,
+    on_status: Callable[[StatusUpdate], None] | None = None,
+) -> AsyncGenerator[AudioChunk, None]:
+    """Chunks of `block_s` seconds of 16 kHz mono audio from `spec`, until the source ends.
+
+    Nothing is opened until the first `__anext__`; errors opening the source
+    (`DeviceNotFound`, `AudioDecodeError`, other `CaptureError`s) are raised there.
+    `aclose()` stops the source and releases the device. `realtime` paces files and
+    stdin to real time (live devices are real time anyway). `on_status` is called on
+    the event loop with `starting`, `running`, `lost` and `ended` updates.
+    """
+    if not block_s > 0:
+        raise ConfigError(f"invalid block_s {block_s!r}: must be a positive number of seconds")
+    if spec.kind in ("device", "monitor"):
+        capture = DeviceCapture(PortAudioOpener(spec), block_s=block_s, on_status=on_status)
+        return capture.chunks()
+    if spec.kind == "file":
+        if spec.path is None:
+            raise ConfigError("a file source needs a path")
+        return file_chunks(spec.path, realtime=realtime, block_s=block_s, on_status=on_status)
+    stdin = sys.stdin
+    if stdin is None:
+        raise CaptureError("the source is stdin, but this process has no standard input")
+    return pcm_chunks(
+        stdin.buffer,
+        spec.sample_rate_hz,
+        realtime=realtime,
+        block_s=block_s,
+        on_status=on_status,
+    )
