@@ -1,0 +1,282 @@
+"""The `subtitled` command line. Turns errors into messages and exit codes.
+
+    subtitled run [--source S] [--port P] ...   the daemon
+    subtitled demo                              the pipeline on the bundled recording
+    subtitled transcribe FILE --format srt      a file through the streaming pipeline
+    subtitled devices                           capture devices, monitors included
+    subtitled models                            known and installed models
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from subtitled import __version__
+from subtitled.config import Config, load_config, replace_path
+from subtitled.errors import ConfigError, SubtitledError
+
+log = logging.getLogger("subtitled")
+
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO if args.command == "run" else
+        logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except SubtitledError as exc:
+        print(f"subtitled: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="subtitled",
+        description="Local, offline, real-time speech-translation subtitles.",
+    )
+    parser.add_argument("--version", action="version", version=f"subtitled {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the subtitle daemon")
+    _config_flags(run)
+    run.add_argument("--source", help="'default', a device name or index, 'monitor', "
+                     "'file:PATH' or 'stdin' (default: capture.source in the config)")
+    run.add_argument("--print", dest="print_captions", action="store_true",
+                     help="also print captions in the terminal")
+    run.set_defaults(handler=_cmd_run)
+
+    demo = commands.add_parser("demo", help="the whole pipeline on a bundled recording")
+    _config_flags(demo)
+    demo.add_argument("--fast", action="store_true", help="as fast as possible, not real time")
+    demo.set_defaults(handler=_cmd_demo)
+
+    transcribe = commands.add_parser(
+        "transcribe", help="a file through the streaming pipeline, subtitles out"
+    )
+    _config_flags(transcribe)
+    transcribe.add_argument("file", type=Path, help="any audio or video file PyAV decodes")
+    transcribe.add_argument("--format", choices=("jsonl", "srt", "vtt", "txt"), default="srt")
+    transcribe.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    transcribe.add_argument("--realtime", action="store_true",
+                            help="feed the file at 1x speed, as a live source would be")
+    transcribe.set_defaults(handler=_cmd_transcribe)
+
+    devices = commands.add_parser("devices", help="list capture devices and monitors")
+    devices.set_defaults(handler=_cmd_devices)
+
+    models = commands.add_parser("models", help="list known and installed models")
+    models.set_defaults(handler=_cmd_models)
+    return parser
+
+
+def _config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", type=Path,
+                        help="config file (default: $XDG_CONFIG_HOME/subtitled/config.toml)")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port for the feed and overlay (default 8765)")
+    parser.add_argument("--asr-model", help="'tiny.en' (bundled) or a CTranslate2 model dir")
+    parser.add_argument("--threads", type=int, help="CPU threads for the ASR model")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any config key, e.g. --set streaming.step_s=0.4 (repeatable)")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(args.config, explicit=args.config is not None)
+    flags: dict[str, Any] = {
+        "server.host": args.host,
+        "server.port": args.port,
+        "asr.model": args.asr_model,
+        "asr.threads": args.threads,
+        "capture.source": getattr(args, "source", None),
+    }
+    for key, value in flags.items():
+        if value is not None:
+            config = replace_path(config, key, value)
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        config = _set(config, key.strip(), text.strip())
+    return config
+
+
+def _set(config: Config, key: str, text: str) -> Config:
+    import tomllib
+
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text  # a bare word: take it as a string
+    try:
+        return replace_path(config, key, value)
+    except AttributeError as exc:
+        raise ConfigError(f"--set: unknown key {key!r}") from exc
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from subtitled.capture import parse_source
+    from subtitled.console import ConsoleCaptions
+    from subtitled.daemon import RunOptions
+
+    config = _load(args)
+    source = parse_source(config.capture.source)
+    sinks = [ConsoleCaptions()] if args.print_captions else []
+    return _run_daemon(config, RunOptions(source=source), sinks, banner=True)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from subtitled.capture import parse_source
+    from subtitled.console import ConsoleCaptions
+    from subtitled.daemon import RunOptions
+
+    config = _load(args)
+    recording = resources.files("subtitled") / "data" / "demo.flac"
+    with resources.as_file(recording) as path:
+        source = parse_source(f"file:{path}")
+        print(f"subtitled demo: {path.name}, 60 s of LJ Speech (public domain), in real time",
+              flush=True)
+        options = RunOptions(source=source, realtime=not args.fast)
+        return _run_daemon(config, options, [ConsoleCaptions()], banner=True, demo=True)
+
+
+def _run_daemon(
+    config: Config, options: Any, sinks: list[Any], *, banner: bool, demo: bool = False
+) -> int:
+    from subtitled.daemon import Daemon
+
+    async def go() -> int:
+        daemon = Daemon(config, options, sinks)
+        try:
+            await daemon.start()
+        except ConfigError as exc:
+            if not demo or "port" not in str(exc):
+                raise
+            # The demo must run even when a daemon already holds the port.
+            print(f"port {config.server.port} is busy; the demo uses a free port", flush=True)
+            daemon = Daemon(replace_path(config, "server.port", 0), options, sinks)
+            await daemon.start()
+        daemon.install_signal_handlers()
+        if banner and daemon.server is not None:
+            print(f"overlay: {daemon.server.overlay_url}\nfeed:    {daemon.server.url}",
+                  flush=True)
+        try:
+            stats = await daemon.serve()
+        finally:
+            await daemon.close()
+        log.info("%.1f s of audio, %d segments, ASR compute %.1f s",
+                 stats.audio_s, stats.segments_final, stats.asr_compute_s)
+        return 0
+
+    return asyncio.run(go())
+
+
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    from subtitled.capture import parse_source
+    from subtitled.daemon import Daemon, RunOptions
+    from subtitled.events import SegmentUpdate
+    from subtitled.publish.files import render
+
+    config = _load(args)
+    if not args.file.is_file():
+        raise ConfigError(f"{args.file}: no such file")
+    finals: list[SegmentUpdate] = []
+    progress = _Progress(args.file) if sys.stderr.isatty() else None
+
+    def collect(update: SegmentUpdate) -> None:
+        if update.status == "final":
+            finals.append(update)
+        if progress is not None:
+            progress(update)
+
+    options = RunOptions(source=parse_source(f"file:{args.file}"), realtime=args.realtime,
+                         serve=False)
+
+    async def go() -> None:
+        daemon = Daemon(config, options, [collect])
+        await daemon.start()
+        daemon.install_signal_handlers()
+        await daemon.serve()
+
+    asyncio.run(go())
+    if progress is not None:
+        progress.done()
+    text = render(finals, args.format)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"wrote {len(finals)} segments to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+class _Progress:
+    """Audio time transcribed so far, on stderr."""
+
+    def __init__(self, path: Path) -> None:
+        import av
+
+        self.path = path
+        self.total_s = 0.0
+        try:  # the container's own duration: no need to decode twice
+            with av.open(str(path)) as container:
+                self.total_s = (container.duration or 0) / 1_000_000
+        except (OSError, ValueError, av.FFmpegError):
+            pass  # not readable: the pipeline reports the problem itself
+
+    def __call__(self, update: Any) -> None:
+        if self.total_s > 0:
+            share = min(update.audio_end_s / self.total_s, 1.0)
+            print(f"\r{self.path.name}: {share:4.0%} of {self.total_s:.0f} s",
+                  end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        print(file=sys.stderr)
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from subtitled.capture import list_devices
+
+    devices = list_devices()
+    if not devices:
+        print("no capture devices found (is a sound server running?)")
+        return 0
+    print(f"{'source':<28} {'kind':<8} {'ch':>3} {'rate':>6}  name")
+    for d in devices:
+        kind = "monitor" if d.is_monitor else "input"
+        mark = "*" if d.is_default else " "
+        print(f"{mark}{d.spec:<27} {kind:<8} {d.channels:>3} {d.default_sample_rate_hz:>6.0f}  "
+              f"{d.name} ({d.host_api})")
+    print("\n* default.  Use the first column with --source; 'monitor' is the default output's.")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from subtitled.asr.whisper import default_model_path
+
+    print("ASR (faster-whisper / CTranslate2):")
+    try:
+        path = default_model_path()
+        ok = (path / "model.bin").is_file() and (path / "config.json").is_file()
+        print(f"  tiny.en   bundled  {'ok' if ok else 'INCOMPLETE'}  {path}")
+    except SubtitledError as exc:
+        print(f"  tiny.en   missing  {exc}")
+    print("Translation: none installed; subtitled runs in captions-only mode.")
+    return 0

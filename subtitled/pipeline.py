@@ -1,0 +1,168 @@
+"""The pipeline shell: capture -> asr -> publish on one asyncio loop.
+
+Stages are joined by a bounded audio queue. Its overflow policy depends on the
+source: a live source (device, monitor) never waits, so when the ASR falls behind
+the oldest queued audio is dropped and counted (the ASR sees the jump in audio time
+as a gap and closes the segment); a file or stdin source is simply paused
+(back-pressure), since nothing is lost by reading it later.
+
+The model runs in a worker thread (`asyncio.to_thread`), never on the loop. Every
+segment revision goes to each sink in `sinks`, on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+from subtitled.asr.stream import StreamingAsr
+from subtitled.events import AudioChunk, SegmentUpdate, StatusUpdate
+
+log = logging.getLogger(__name__)
+
+SegmentSink = Callable[[SegmentUpdate], None]
+StatusSink = Callable[[StatusUpdate], None]
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """Bounded audio queue between capture and ASR."""
+
+    max_chunks: int = 300
+    """At 0.1 s blocks: 30 s of audio."""
+    live: bool = True
+    """Live sources never block capture: the oldest audio is dropped when the queue is
+    full, and a backlog is transcribed in one step to catch up. Otherwise (files,
+    stdin) capture waits, and the ASR steps every `step_s` of audio however fast the
+    audio arrives, so a file gives the same result at any speed."""
+
+
+@dataclass
+class PipelineStats:
+    """Counters the daemon reports in /metrics and at exit."""
+
+    audio_s: float = 0.0
+    dropped_chunks: int = 0
+    asr_compute_s: float = 0.0
+    segments_final: int = 0
+
+
+class Pipeline:
+    """Runs one audio source through the streaming ASR into the sinks."""
+
+    def __init__(
+        self,
+        asr: StreamingAsr,
+        chunks: AsyncIterator[AudioChunk],
+        sinks: Sequence[SegmentSink],
+        *,
+        queue: QueuePolicy | None = None,
+    ) -> None:
+        self.asr = asr
+        self._chunks = chunks
+        self._sinks = list(sinks)
+        self._policy = queue or QueuePolicy()
+        self._queue: asyncio.Queue[AudioChunk | None] = asyncio.Queue(self._policy.max_chunks)
+        self.stats = PipelineStats()
+
+    async def run(self, stop: asyncio.Event | None = None) -> PipelineStats:
+        """Run until the source ends or `stop` is set; then finalise open segments."""
+        stop = stop or asyncio.Event()
+        capture = asyncio.create_task(self._capture(), name="capture")
+        asr = asyncio.create_task(self._recognise(), name="asr")
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            done, _ = await asyncio.wait({asr, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stopper in done:
+                # Stop capturing, let the ASR drain what was captured, then finalise.
+                capture.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await capture
+            await asr
+            if capture.done() and not capture.cancelled() and capture.exception() is not None:
+                raise capture.exception()  # type: ignore[misc]
+        finally:
+            for task in (capture, stopper, asr):
+                task.cancel()
+            for task in (capture, stopper):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return self.stats
+
+    async def _put_end(self) -> None:
+        while True:
+            try:
+                self._queue.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                self._queue.get_nowait()
+                self.stats.dropped_chunks += 1
+
+    async def _capture(self) -> None:
+        try:
+            async for chunk in self._chunks:
+                if self._policy.live:
+                    while self._queue.full():
+                        self._queue.get_nowait()
+                        self.stats.dropped_chunks += 1
+                        if self.stats.dropped_chunks in (1, 10, 100) or not (
+                            self.stats.dropped_chunks % 1000
+                        ):
+                            log.warning(
+                                "ASR is behind real time: %d audio blocks dropped so far",
+                                self.stats.dropped_chunks,
+                            )
+                    self._queue.put_nowait(chunk)
+                else:
+                    await self._queue.put(chunk)
+        finally:
+            # Whatever ended capture (the source ended, failed, or was cancelled),
+            # the ASR finishes what it has and finalises the open segment.
+            await self._put_end()
+            with contextlib.suppress(RuntimeError):
+                closer = getattr(self._chunks, "aclose", None)
+                if closer is not None:
+                    await closer()
+
+    async def _recognise(self) -> None:
+        ended = False
+        while not ended:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            if batch[-1] is None or None in batch:
+                ended = True
+            chunks = [c for c in batch if c is not None]
+            updates = await asyncio.to_thread(self._work, chunks, ended)
+            for update in updates:
+                self._emit(update)
+
+    def _work(self, chunks: list[AudioChunk], ended: bool) -> list[SegmentUpdate]:
+        """Worker thread: feed audio, transcribe when due (or at the end)."""
+        started = time.perf_counter()
+        updates: list[SegmentUpdate] = []
+        for chunk in chunks:
+            self.stats.audio_s += chunk.duration_s
+            updates += self.asr.accept(chunk, time.time())
+            if not self._policy.live and self.asr.due():
+                updates += self.asr.step(time.time())
+        if ended:
+            updates += self.asr.finish(time.time())
+        elif self.asr.due():
+            updates += self.asr.step(time.time())
+        self.stats.asr_compute_s += time.perf_counter() - started
+        return updates
+
+    def _emit(self, update: SegmentUpdate) -> None:
+        if update.status == "final":
+            self.stats.segments_final += 1
+        for sink in self._sinks:
+            try:
+                sink(update)
+            except Exception:
+                # One broken sink (a full disk for a subtitle file) must not stop captions.
+                log.exception("a subtitle sink failed on segment %d", update.segment_id)
