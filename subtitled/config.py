@@ -112,16 +112,22 @@ def build(cls: type[T], data: Any, prefix: str) -> T:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-def replace_path(config: T, key: str, value: Any) -> T:
+def replace_path(config: T, key: str, value: Any, _prefix: str = "") -> T:
     """Return `config` with the dotted `key` (e.g. 'server.port') set and validated."""
     head, _, rest = key.partition(".")
-    current = getattr(config, head)
+    if not dataclasses.is_dataclass(config) or head not in {
+        f.name for f in dataclasses.fields(config)
+    }:
+        raise ConfigError(f"unknown key {_prefix + key!r}")
     if rest:
-        new = replace_path(current, rest, value)
+        new = replace_path(getattr(config, head), rest, value, f"{_prefix}{head}.")
     else:
         hints = typing.get_type_hints(type(config))
-        new = _convert(hints[head], value, key)
-    return dataclasses.replace(config, **{head: new})  # type: ignore[type-var]
+        new = _convert(hints[head], value, _prefix + key)
+    try:
+        return dataclasses.replace(config, **{head: new})  # type: ignore[type-var]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{_prefix + key}: {exc}") from exc
 
 
 def _convert(hint: Any, value: Any, key: str) -> Any:

@@ -109,7 +109,7 @@ class PulseServer:
             ["paplay", f"--device={self.sink}", str(path)],
             env=self.env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.PIPE if wait else subprocess.DEVNULL,
         )
         if wait:
             _, err = proc.communicate(timeout=120)
@@ -172,14 +172,15 @@ def start_pulse(runtime_dir: Path, sink: str = "cap") -> PulseServer:
         "--load=module-native-protocol-unix auth-anonymous=1",
         f"--log-target=newfile:{log_path}",
     ]
-    process = subprocess.Popen(
-        args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    with open(runtime_dir / "pulseaudio.stderr", "wb") as stderr:
+        process = subprocess.Popen(
+            args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+        )
     server = PulseServer(runtime_dir=runtime_dir, process=process, sink=sink, log_path=log_path)
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if process.poll() is not None:
-            err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            err = (runtime_dir / "pulseaudio.stderr").read_text(errors="replace")
             raise RuntimeError(f"pulseaudio exited with {process.returncode}: {err}{_log(server)}")
         try:
             server.pactl("info")

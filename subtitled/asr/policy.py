@@ -82,6 +82,11 @@ class CommitPolicy:
         return tuple(self._pending)
 
     @property
+    def segment_open(self) -> bool:
+        """True while a segment has revisions out and no final yet."""
+        return self._segment is not None
+
+    @property
     def committed_end_s(self) -> float:
         """Audio time up to which everything is committed."""
         return self._prefix[-1].end_s if self._prefix else self.buffer_start_s

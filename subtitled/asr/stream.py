@@ -92,9 +92,14 @@ class StreamingAsr:
         uncommitted_from = policy.committed_end_s
         has_speech = speech.has_speech(uncommitted_from, self.audio_end_s)
         if not has_speech and not policy.pending_words:
+            updates: list[SegmentUpdate] = []
+            if policy.segment_open and speech.silence_s() >= self.config.vad.pause_s:
+                # Everything was agreed before the speaker stopped: close the segment.
+                updates = policy.on_pause([], speech.last_speech_end_s, now_unix)
+                self._after_commit(updates)
             policy.on_silence(max(self.audio_end_s - PREROLL_S, policy.buffer_start_s))
             self._trim_audio()
-            return []
+            return updates
         if speech.silence_s() >= self.config.vad.pause_s:
             pause_start_s = speech.last_speech_end_s
             words = self._transcribe(end_s=min(self.audio_end_s, pause_start_s + 0.3))

@@ -1,0 +1,87 @@
+"""Config loading: defaults, a real file, and every kind of bad input naming its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from subtitled.config import Config, load_config, replace_path
+from subtitled.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_missing_default_file_means_defaults(tmp_path: Path) -> None:
+    assert load_config(tmp_path / "absent.toml") == Config()
+
+
+def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.toml", explicit=True)
+
+
+def test_xdg_config_home_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    (tmp_path / "subtitled").mkdir()
+    (tmp_path / "subtitled" / "config.toml").write_text("[server]\nport = 9000\n")
+    assert load_config().server.port == 9000
+
+
+def test_full_file(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, """
+[capture]
+source = "monitor"
+[asr]
+model = "tiny.en"
+threads = 2
+[streaming]
+step_s = 0.4
+[streaming.vad]
+pause_s = 0.8
+[server]
+port = 9001
+allowed_origins = ["http://localhost:3000"]
+"""))
+    assert config.capture.source == "monitor"
+    assert config.asr.threads == 2
+    assert config.streaming.step_s == 0.4
+    assert config.streaming.vad.pause_s == 0.8
+    assert config.server.port == 9001
+    assert config.server.allowed_origins == ("http://localhost:3000",)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[asr]\nmodle = 'x'\n", r"unknown key 'asr.modle'; allowed in asr: .*model"),
+        ("[nope]\n", r"unknown key 'nope'"),
+        ("[server]\nport = 'eighty'\n", r"server.port: expected an integer, got str"),
+        ("[server]\nport = 70000\n", r"server.port: 70000 is not a port number"),
+        ("[streaming]\nstep_s = true\n", r"streaming.step_s: expected a number, got bool"),
+        ("[streaming.vad]\npause_s = [1]\n", r"streaming.vad.pause_s: expected a number"),
+        ("asr = 3\n", r"asr: expected a table, got int"),
+        ("[server\n", r"not valid TOML"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_replace_path_validates() -> None:
+    config = replace_path(Config(), "server.port", 0)
+    assert config.server.port == 0
+    with pytest.raises(ConfigError, match="server.port: expected an integer"):
+        replace_path(Config(), "server.port", "x")
+    targets = replace_path(Config(), "translation.targets", "de, es")
+    assert targets.translation.targets == ("de", "es")
+
+
+def test_replace_path_unknown_key() -> None:
+    with pytest.raises(ConfigError, match="unknown key 'server.prot'"):
+        replace_path(Config(), "server.prot", 1)

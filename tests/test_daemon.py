@@ -1,0 +1,116 @@
+"""The daemon end to end: real audio played into a PulseAudio null sink, captured from
+its monitor, transcribed, and received by a WebSocket client as committed words."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from speech import clips, wer
+
+pytestmark = [pytest.mark.slow, pytest.mark.pulse]
+
+
+def start_daemon(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], str]:
+    """`subtitled run` on a free port; returns the process and its feed URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "subtitled", "run", "--port", "0", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        match = re.match(r"feed:\s+(ws://\S+)", line)
+        if match:
+            return proc, match.group(1)
+    proc.kill()
+    raise AssertionError(f"daemon did not start: {proc.stderr.read() if proc.stderr else ''}")
+
+
+async def collect(url: str, play: subprocess.Popen[bytes] | None, quiet_s: float) -> list[dict]:
+    """Messages from the feed until `quiet_s` passes with no final after playback ended."""
+    from websockets.asyncio.client import connect
+
+    messages: list[dict] = []
+    async with connect(url) as ws:
+        hello = json.loads(await ws.recv())
+        messages.append(hello)
+        quiet_since = time.monotonic()
+        while True:
+            try:
+                raw = await asyncio.wait_for(ws.recv(), timeout=0.5)
+            except TimeoutError:
+                if play is not None and play.poll() is None:
+                    quiet_since = time.monotonic()  # still playing
+                elif time.monotonic() - quiet_since > quiet_s:
+                    return messages
+                continue
+            message = json.loads(raw)
+            messages.append(message)
+            if message.get("type") == "segment" and message["status"] == "final":
+                quiet_since = time.monotonic()
+
+
+def test_monitor_capture_to_websocket(pulse_sink) -> None:  # type: ignore[no-untyped-def]
+    clip = next(c for c in clips() if c.path.name == "LJ001-0003.flac")
+    proc, url = start_daemon(pulse_sink.env, "--source", "monitor")
+    try:
+        async def scenario() -> list[dict]:
+            await asyncio.sleep(1.0)  # the monitor stream opens
+            play = pulse_sink.play(clip.path, wait=False)
+            return await collect(url, play, quiet_s=4.0)
+
+        messages = asyncio.run(scenario())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    hello = messages[0]
+    assert hello["type"] == "hello" and hello["mode"] == "captions-only"
+    assert hello["models"]["translation"] is None
+    finals = [m for m in messages if m.get("type") == "segment" and m["status"] == "final"]
+    heard = " ".join(m["text"] for m in finals)
+    assert wer([clip.transcript], [heard]) < 0.2, heard
+    seqs = [m["seq"] for m in messages[1:] if "seq" in m]
+    assert seqs == sorted(set(seqs))
+    # Word times are audio time on the daemon's clock: inside the capture, in order.
+    words = [w for m in finals for w in m["words"]]
+    assert all(w["start"] <= w["end"] for w in words)
+    assert [w["start"] for w in words] == sorted(w["start"] for w in words)
+
+
+def test_missing_device_is_a_clear_error(pulse_sink) -> None:  # type: ignore[no-untyped-def]
+    run = subprocess.run(
+        [sys.executable, "-m", "subtitled", "run", "--port", "0", "--source", "no-such-mic-xyz"],
+        env=pulse_sink.env, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 3, run.stderr
+    assert "no-such-mic-xyz" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_stdin_source(tmp_path: Path) -> None:
+    """Raw PCM on stdin is a source too: `subtitled run --source stdin`."""
+    from subtitled.capture import decode_file
+
+    clip = next(c for c in clips() if c.path.name == "jfk.flac")
+    pcm = (decode_file(clip.path) * 32767).astype("<i2").tobytes()
+    env = dict(os.environ)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "subtitled", "run", "--port", "0", "--source", "stdin", "--print"],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    out, err = proc.communicate(pcm, timeout=120)
+    assert proc.returncode == 0, err.decode()
+    captions = [line.split("] ", 1)[1] for line in out.decode().splitlines() if line.startswith("[")]
+    assert wer([clip.transcript], [" ".join(captions)]) < 0.2
