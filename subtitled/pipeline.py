@@ -51,6 +51,35 @@ class PipelineStats:
     segments_final: int = 0
 
 
+class Recogniser:
+    """The ASR stage's step rule, shared by the daemon and `subtitled bench`.
+
+    `feed` accepts a batch of chunks and transcribes when a step is due. With
+    `step_every_due` (files, stdin, simulated clocks) a step runs after every
+    `step_s` of audio, however much arrives at once, so results do not depend on
+    the speed of the source; without it (live audio) a backlog is transcribed in
+    one step, so the ASR catches up with real time instead of falling further behind.
+    """
+
+    def __init__(self, asr: StreamingAsr, *, step_every_due: bool) -> None:
+        self.asr = asr
+        self.step_every_due = step_every_due
+
+    def feed(
+        self, chunks: Sequence[AudioChunk], ended: bool, now: Callable[[], float]
+    ) -> list[SegmentUpdate]:
+        updates: list[SegmentUpdate] = []
+        for chunk in chunks:
+            updates += self.asr.accept(chunk, now())
+            if self.step_every_due and self.asr.due():
+                updates += self.asr.step(now())
+        if ended:
+            updates += self.asr.finish(now())
+        elif self.asr.due():
+            updates += self.asr.step(now())
+        return updates
+
+
 class Pipeline:
     """Runs one audio source through the streaming ASR into the sinks."""
 
@@ -63,6 +92,7 @@ class Pipeline:
         queue: QueuePolicy | None = None,
     ) -> None:
         self.asr = asr
+        self.recogniser = Recogniser(asr, step_every_due=not (queue or QueuePolicy()).live)
         self._chunks = chunks
         self._sinks = list(sinks)
         self._policy = queue or QueuePolicy()
@@ -144,16 +174,8 @@ class Pipeline:
     def _work(self, chunks: list[AudioChunk], ended: bool) -> list[SegmentUpdate]:
         """Worker thread: feed audio, transcribe when due (or at the end)."""
         started = time.perf_counter()
-        updates: list[SegmentUpdate] = []
-        for chunk in chunks:
-            self.stats.audio_s += chunk.duration_s
-            updates += self.asr.accept(chunk, time.time())
-            if not self._policy.live and self.asr.due():
-                updates += self.asr.step(time.time())
-        if ended:
-            updates += self.asr.finish(time.time())
-        elif self.asr.due():
-            updates += self.asr.step(time.time())
+        self.stats.audio_s += sum(c.duration_s for c in chunks)
+        updates = self.recogniser.feed(chunks, ended, time.time)
         self.stats.asr_compute_s += time.perf_counter() - started
         return updates
 
