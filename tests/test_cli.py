@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -70,7 +71,7 @@ def test_subtitle_files_parse_back(tmp_path: Path, fmt: str) -> None:
     assert wer([clip.transcript], [spoken]) < 0.15
     times = [(seconds(a), seconds(b)) for a, b, _ in cues]
     assert all(start < end for start, end in times)
-    assert all(a[1] <= b[0] for a, b in zip(times, times[1:], strict=False))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(times))
     assert times[0][0] < 2.0 and 9.0 < times[-1][1] <= clip.duration_s + 0.5
 
 

@@ -76,12 +76,12 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> Non
 def test_replace_path_validates() -> None:
     config = replace_path(Config(), "server.port", 0)
     assert config.server.port == 0
-    with pytest.raises(ConfigError, match="server.port: expected an integer"):
+    with pytest.raises(ConfigError, match=r"server\.port: expected an integer"):
         replace_path(Config(), "server.port", "x")
     targets = replace_path(Config(), "translation.targets", "de, es")
     assert targets.translation.targets == ("de", "es")
 
 
 def test_replace_path_unknown_key() -> None:
-    with pytest.raises(ConfigError, match="unknown key 'server.prot'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'server\.prot'"):
         replace_path(Config(), "server.prot", 1)

@@ -112,5 +112,6 @@ def test_stdin_source(tmp_path: Path) -> None:
     )
     out, err = proc.communicate(pcm, timeout=120)
     assert proc.returncode == 0, err.decode()
-    captions = [line.split("] ", 1)[1] for line in out.decode().splitlines() if line.startswith("[")]
+    lines = out.decode().splitlines()
+    captions = [line.split("] ", 1)[1] for line in lines if line.startswith("[")]
     assert wer([clip.transcript], [" ".join(captions)]) < 0.2

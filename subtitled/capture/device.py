@@ -137,6 +137,8 @@ class DeviceCapture:
 
     async def chunks(self) -> AsyncGenerator[AudioChunk, None]:
         """Yield chunks until closed; the first open's errors propagate, later ones are retried."""
+        if self._generation:
+            raise RuntimeError("DeviceCapture.chunks() can be iterated only once")
         self._status("starting", self._opener.description)
         stream = await self._open(refresh=False)
         is_open = True

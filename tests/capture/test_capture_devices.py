@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -14,8 +15,7 @@ from subtitled.capture.portaudio import DeviceInfo, resolve_input
 from subtitled.capture.pulse import parse_default_sink, parse_short_sources
 from subtitled.errors import DeviceNotFound
 
-from conftest import REPO_ROOT
-
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEVICES = [
     DeviceInfo(0, "HDA Intel PCH: ALC892 Analog (hw:0,0)", "ALSA", 2, 44100.0),
     DeviceInfo(3, "USB Audio Device: - (hw:2,0)", "ALSA", 1, 48000.0),
