@@ -11,7 +11,7 @@ case "$mode" in demo|test) ;; *) echo "usage: $0 demo|test" >&2; exit 2 ;; esac
 # libportaudio2: sounddevice's capture library. The tests also play audio into a
 # PulseAudio null sink, which needs the daemon and its command-line tools.
 packages=(libportaudio2)
-[ "$mode" = test ] && packages+=(pulseaudio pulseaudio-utils libasound2-plugins)
+[ "$mode" = test ] && packages+=(pulseaudio pulseaudio-utils libasound2-plugins systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

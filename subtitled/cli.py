@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list known and installed models")
     models.set_defaults(handler=_cmd_models)
+
+    service = commands.add_parser("service", help="install or remove the systemd user unit")
+    service.add_argument("action", choices=("install", "uninstall", "show"))
+    service.add_argument("--no-enable", action="store_true",
+                         help="install: write the unit file only, do not enable or start it")
+    service.set_defaults(handler=_cmd_service)
     return parser
 
 
@@ -136,7 +142,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     source = parse_source(config.capture.source)
     sinks = [ConsoleCaptions()] if args.print_captions else []
-    return _run_daemon(config, RunOptions(source=source), sinks, banner=True)
+    return _run_daemon(
+        config, RunOptions(source=source), sinks, banner=True, reload=lambda: _load(args)
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -155,12 +163,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _run_daemon(
-    config: Config, options: Any, sinks: list[Any], *, banner: bool, demo: bool = False
+    config: Config,
+    options: Any,
+    sinks: list[Any],
+    *,
+    banner: bool,
+    demo: bool = False,
+    reload: Callable[[], Config] | None = None,
 ) -> int:
     from subtitled.daemon import Daemon
 
     async def go() -> int:
-        daemon = Daemon(config, options, sinks)
+        daemon = Daemon(config, options, sinks, reload_config=reload)
         try:
             await daemon.start()
         except ConfigError as exc:
@@ -168,7 +182,8 @@ def _run_daemon(
                 raise
             # The demo must run even when a daemon already holds the port.
             print(f"port {config.server.port} is busy; the demo uses a free port", flush=True)
-            daemon = Daemon(replace_path(config, "server.port", 0), options, sinks)
+            daemon = Daemon(replace_path(config, "server.port", 0), options, sinks,
+                            reload_config=reload)
             await daemon.start()
         daemon.install_signal_handlers()
         if banner and daemon.server is not None:
@@ -262,6 +277,22 @@ def _cmd_devices(args: argparse.Namespace) -> int:
         print(f"{mark}{d.spec:<27} {kind:<8} {d.channels:>3} {d.default_sample_rate_hz:>6.0f}  "
               f"{d.name} ({d.host_api})")
     print("\n* default.  Use the first column with --source; 'monitor' is the default output's.")
+    return 0
+
+
+def _cmd_service(args: argparse.Namespace) -> int:
+    from subtitled import service
+
+    if args.action == "show":
+        sys.stdout.write(service.unit_text())
+    elif args.action == "install":
+        path = service.install(enable=not args.no_enable)
+        started = "" if args.no_enable else "; enabled and started"
+        print(f"wrote {path}{started}. Reload the configuration: systemctl --user reload "
+              f"{service.UNIT_NAME}")
+    else:
+        path = service.uninstall()
+        print(f"removed {path}")
     return 0
 
 

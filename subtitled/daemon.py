@@ -3,12 +3,17 @@
 `Daemon.start` loads the models and binds the port; `Daemon.serve` runs the
 pipeline until the source ends or a stop is requested; `Daemon.close` finalises
 open segments (the pipeline drains the audio it has) and closes the server within
-a timeout. Signal handlers only call `request_stop`; a second signal forces exit.
+a timeout. Signal handlers only set flags: SIGINT/SIGTERM `request_stop` (a second
+one forces exit), SIGHUP `request_reload`, which re-reads the configuration and
+restarts the capture/ASR stages if they changed, while the server and its clients
+stay up. Under systemd the daemon reports READY/STATUS and pings the watchdog.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -22,6 +27,7 @@ from subtitled.config import Config
 from subtitled.events import AudioChunk, SegmentUpdate, StatusUpdate
 from subtitled.pipeline import Pipeline, PipelineStats, QueuePolicy, SegmentSink
 from subtitled.publish import ServiceInfo, SubtitleServer
+from subtitled.service import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +52,26 @@ class Daemon:
         options: RunOptions,
         sinks: Sequence[SegmentSink] = (),
         status_sinks: Sequence[Callable[[StatusUpdate], None]] = (),
+        *,
+        reload_config: Callable[[], Config] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.options = options
         self._extra_sinks = list(sinks)
         self._status_sinks = list(status_sinks)
+        self._reload_config = reload_config
+        self.notifier = notifier or Notifier()
         self.server: SubtitleServer | None = None
         self._stop = asyncio.Event()
+        self._run_stop = asyncio.Event()
+        self._reload_requested = False
         self._signals = 0
         self._asr: StreamingAsr | None = None
+        # Segment ids stay unique across pipeline restarts (reloads): each run's ids
+        # are offset past the last id published.
+        self._segment_base = 0
+        self._next_segment_id = 0
 
     def service_info(self, asr_name: str) -> ServiceInfo:
         translation = self.config.translation
@@ -80,17 +97,51 @@ class Daemon:
             log.warning("second stop request: exiting without draining")
             os._exit(130)
         log.info("stopping: finishing the audio already captured")
+        self.notifier.stopping()
         self._stop.set()
+        self._run_stop.set()
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the configuration at the next safe point."""
+        if self._reload_config is None:
+            log.warning("reload requested, but this command has no configuration to reload")
+            return
+        self._reload_requested = True
+        self._run_stop.set()
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
 
     async def serve(self) -> PipelineStats:
         """Run the pipeline until the source ends or a stop is requested."""
         if self._asr is None:
             raise RuntimeError("Daemon.start() must run before serve()")
+        where = f" on {self.server.url}" if self.server is not None else ""
+        self.notifier.ready(f"captioning {self.options.source}{where}")
+        watchdog = asyncio.create_task(self.notifier.watchdog(), name="watchdog")
+        total = PipelineStats()
+        try:
+            while True:
+                stats = await self._run_pipeline(self._asr)
+                for field in dataclasses.fields(PipelineStats):
+                    name = field.name
+                    setattr(total, name, getattr(total, name) + getattr(stats, name))
+                if not self._reload_requested or self._stop.is_set():
+                    return total
+                await self._reload()
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+
+    async def _run_pipeline(self, asr: StreamingAsr) -> PipelineStats:
+        self._run_stop = asyncio.Event()
+        if self._stop.is_set():
+            self._run_stop.set()
+        self._segment_base = self._next_segment_id
         live = self.options.source.kind in ("device", "monitor")
         chunks: AsyncIterator[AudioChunk] = open_source(
             self.options.source,
@@ -102,8 +153,53 @@ class Daemon:
         if self.server is not None:
             sinks.append(self._publish)
         sinks += self._extra_sinks
-        pipeline = Pipeline(self._asr, chunks, sinks, queue=QueuePolicy(live=live))
-        return await pipeline.run(self._stop)
+        pipeline = Pipeline(asr, chunks, [self._renumbered(sinks)], queue=QueuePolicy(live=live))
+        return await pipeline.run(self._run_stop)
+
+    async def _reload(self) -> None:
+        """Apply a re-read configuration; keep the server (and its clients) up."""
+        assert self._reload_config is not None
+        self._reload_requested = False
+        self.notifier.reloading()
+        try:
+            new = self._reload_config()
+        except Exception as exc:  # a bad file must not take the daemon down
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            self.notifier.ready("reload failed; running with the previous configuration")
+            return
+        if new.server != self.config.server:
+            log.warning("server settings changed: they take effect at the next restart")
+        if new.asr != self.config.asr or new.streaming != self.config.streaming:
+            transcriber = await asyncio.to_thread(WhisperTranscriber, new.asr)
+            self._asr = await asyncio.to_thread(StreamingAsr, transcriber, new.streaming)
+            if self.server is not None:
+                self.server.update_info(self.service_info(transcriber.name))
+        else:
+            assert self._asr is not None
+            self._asr = StreamingAsr(self._asr.transcriber, new.streaming)
+        if new.capture.source != self.config.capture.source:
+            from subtitled.capture import parse_source
+
+            source = parse_source(new.capture.source)
+            self.options = dataclasses.replace(self.options, source=source)
+        self.config = dataclasses.replace(new, server=self.config.server)
+        log.info("configuration reloaded")
+        self.notifier.ready(f"captioning {self.options.source} (reloaded)")
+
+    def _renumbered(self, sinks: list[SegmentSink]) -> SegmentSink:
+        def sink(update: SegmentUpdate) -> None:
+            segment_id = self._segment_base + update.segment_id
+            self._next_segment_id = max(self._next_segment_id, segment_id + 1)
+            if segment_id != update.segment_id:
+                update = dataclasses.replace(update, segment_id=segment_id)
+            for each in sinks:
+                try:
+                    each(update)
+                except Exception:
+                    # One broken sink (a full disk for a file) must not stop the others.
+                    log.exception("a subtitle sink failed on segment %d", segment_id)
+
+        return sink
 
     async def close(self) -> None:
         if self.server is not None:
@@ -117,6 +213,7 @@ class Daemon:
         level = logging.WARNING if status.capture == "lost" else logging.INFO
         detail = f": {status.detail}" if status.detail else ""
         log.log(level, "capture %s%s", status.capture, detail)
+        self.notifier.status(f"capture {status.capture}{detail}")
         if self.server is not None:
             self.server.publish_status(status)
         for sink in self._status_sinks:

@@ -18,7 +18,10 @@ from subtitled.asr.policy import normalise_word
 from subtitled.events import Word
 
 MIN_REPEATS = 3
-"""A phrase of two or more words seen this many times in a row is a loop."""
+"""A two-word phrase seen this many times in a row is a loop."""
+MIN_LONG_PHRASE_WORDS = 3
+"""A phrase this long is a loop as soon as it repeats once: people rarely say three
+words twice in a row, and Whisper does it whenever the audio runs out."""
 MIN_SINGLE_WORD_REPEATS = 5
 """A single word needs more: "no, no, no" is ordinary speech."""
 
@@ -61,12 +64,20 @@ def drop_repetition_loops(words: Sequence[Word], max_phrase_words: int = 8) -> l
             repeats = 1
             while keys[i + repeats * n : i + (repeats + 1) * n] == phrase:
                 repeats += 1
-            if repeats >= (MIN_SINGLE_WORD_REPEATS if n == 1 else MIN_REPEATS):
+            if repeats >= _min_repeats(n):
                 del out[i + n : i + repeats * n]
                 del keys[i + n : i + repeats * n]
                 break
         i += 1
     return out
+
+
+def _min_repeats(phrase_words: int) -> int:
+    if phrase_words == 1:
+        return MIN_SINGLE_WORD_REPEATS
+    if phrase_words < MIN_LONG_PHRASE_WORDS:
+        return MIN_REPEATS
+    return 2
 
 
 def is_hallucination(words: Sequence[Word], speech_ratio: float, no_speech_prob: float) -> bool:

@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from subtitled.events import SegmentUpdate, Word
 
 _SENTENCE_END = re.compile(r"[.?!…]['\"”’)]*$")
+_ELLIPSIS = re.compile(r"(\.\.\.|…)['\"”’)]*$")
 _NORMALISE = re.compile(r"[^\w']+")
+# A period after these closes no sentence ("Mr. Smith", "e.g. this").
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr st jr sr prof rev vs etc eg ie".split()
+)
 
 
 def normalise_word(text: str) -> str:
@@ -28,8 +33,20 @@ def normalise_word(text: str) -> str:
 
 
 def ends_sentence(word: Word) -> bool:
-    """True when Whisper closed a sentence after this word (., ?, ! or …)."""
-    return bool(_SENTENCE_END.search(word.text.strip()))
+    """True when Whisper closed a sentence after this word (., ? or !).
+
+    Not after an ellipsis (Whisper's mark for speech trailing off where the buffer
+    ends), an abbreviation ("Mr.") or an initial ("J.").
+    """
+    text = word.text.strip()
+    if not _SENTENCE_END.search(text) or _ELLIPSIS.search(text):
+        return False
+    if text.endswith((".", ".'", '."', ".”", ".’", ".)")):
+        key = _NORMALISE.sub("", text)
+        initial = len(key) == 1 and key.isupper() and key != "I"
+        if initial or key.lower() in _ABBREVIATIONS:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -99,12 +116,13 @@ class CommitPolicy:
         """Take a new hypothesis for the audio after the prefix; commit what two agree on."""
         words = [w for w in words if w.end_s > self.committed_end_s - 0.05 or not self._prefix]
         agreed = _common_prefix_length(self._pending, words)
+        if agreed and agreed == len(words) and ends_sentence(words[-1]):
+            # Whisper ends a sentence wherever the buffer ends, so a period on the last
+            # word is no evidence: hold the word back until a later hypothesis has words
+            # after it (or the speaker pauses). Committing it would close the segment and
+            # trim the buffer mid-sentence, and the rest would be decoded without context.
+            agreed -= 1
         to_commit = words[:agreed]
-        if to_commit and agreed == len(words) and ends_sentence(to_commit[-1]):
-            # Whisper tends to end a sentence wherever the buffer ends; a period on
-            # the last word counts only if the previous hypothesis had it too.
-            if not ends_sentence(self._pending[agreed - 1]):
-                to_commit[-1] = self._pending[agreed - 1]
         self._pending = words[agreed:]
         if buffer_end_s - self.buffer_start_s > self.config.max_buffer_s and not to_commit:
             cutoff_s = buffer_end_s - self.config.force_commit_margin_s
@@ -163,7 +181,8 @@ class CommitPolicy:
         return updates
 
     def _trim_buffer_at(self, time_s: float) -> None:
-        self._prefix = [w for w in self._prefix if w.start_s >= time_s]
+        # By end time: the last word of a buffer is often aligned with zero length.
+        self._prefix = [w for w in self._prefix if w.end_s > time_s]
         self.buffer_start_s = max(self.buffer_start_s, time_s)
 
     def _open_segment(self) -> _OpenSegment:
