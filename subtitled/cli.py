@@ -85,6 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list known and installed models")
     models.set_defaults(handler=_cmd_models)
 
+    transcript = commands.add_parser(
+        "transcript", help="export the transcript journal as subtitles or text"
+    )
+    transcript.add_argument("journal", type=Path, nargs="?",
+                            help="journal file (default: the daemon's, in $XDG_STATE_HOME)")
+    transcript.add_argument("--format", choices=("jsonl", "srt", "vtt", "txt"), default="txt")
+    transcript.add_argument("--language", help="a translation's language instead of the source")
+    transcript.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    transcript.set_defaults(handler=_cmd_transcript)
+
     service = commands.add_parser("service", help="install or remove the systemd user unit")
     service.add_argument("action", choices=("install", "uninstall", "show"))
     service.add_argument("--no-enable", action="store_true",
@@ -143,7 +153,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     source = parse_source(config.capture.source)
     sinks = [ConsoleCaptions()] if args.print_captions else []
     return _run_daemon(
-        config, RunOptions(source=source), sinks, banner=True, reload=lambda: _load(args)
+        config, RunOptions(source=source, journal=True), sinks, banner=True,
+        reload=lambda: _load(args),
     )
 
 
@@ -277,6 +288,19 @@ def _cmd_devices(args: argparse.Namespace) -> int:
         print(f"{mark}{d.spec:<27} {kind:<8} {d.channels:>3} {d.default_sample_rate_hz:>6.0f}  "
               f"{d.name} ({d.host_api})")
     print("\n* default.  Use the first column with --source; 'monitor' is the default output's.")
+    return 0
+
+
+def _cmd_transcript(args: argparse.Namespace) -> int:
+    from subtitled.publish.files import render
+    from subtitled.publish.journal import default_journal_path, journal_segments
+
+    path = args.journal or load_config().journal.path or default_journal_path()
+    text = render(list(journal_segments(path)), args.format, args.language)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
     return 0
 
 

@@ -51,6 +51,15 @@ class TranslationConfig:
 
 
 @dataclass(frozen=True)
+class JournalConfig:
+    """The transcript journal `subtitled run` keeps (see `subtitled.publish.journal`)."""
+
+    enabled: bool = True
+    path: Path | None = None
+    """Default: $XDG_STATE_HOME/subtitled/journal.jsonl."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole daemon configuration."""
 
@@ -59,6 +68,7 @@ class Config:
     streaming: StreamConfig = field(default_factory=StreamConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     translation: TranslationConfig = field(default_factory=TranslationConfig)
+    journal: JournalConfig = field(default_factory=JournalConfig)
 
 
 def default_config_path() -> Path:

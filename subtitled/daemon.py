@@ -27,6 +27,7 @@ from subtitled.config import Config
 from subtitled.events import AudioChunk, SegmentUpdate, StatusUpdate
 from subtitled.pipeline import Pipeline, PipelineStats, QueuePolicy, SegmentSink
 from subtitled.publish import ServiceInfo, SubtitleServer
+from subtitled.publish.journal import Journal, default_journal_path
 from subtitled.service import Notifier
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class RunOptions:
     realtime: bool = True
     serve: bool = True
     """Start the WebSocket server (off for `transcribe`)."""
+    journal: bool = False
+    """Keep the transcript journal (config `journal.*`): on for `run`."""
     drain_timeout_s: float = 5.0
 
 
@@ -87,8 +90,19 @@ class Daemon:
         transcriber = await asyncio.to_thread(WhisperTranscriber, self.config.asr)
         self._asr = await asyncio.to_thread(StreamingAsr, transcriber, self.config.streaming)
         if self.options.serve:
-            self.server = SubtitleServer(self.service_info(transcriber.name), self.config.server)
+            journal = None
+            if self.options.journal and self.config.journal.enabled:
+                journal = Journal(self.config.journal.path or default_journal_path())
+            self.server = SubtitleServer(
+                self.service_info(transcriber.name), self.config.server, journal
+            )
             await self.server.start()
+            if journal is not None:
+                # Segment ids go on after the journaled ones, as seq numbers do.
+                restored = journal.restored
+                self._next_segment_id = restored.next_segment_id
+                log.info("transcript journal %s: %d segments restored",
+                         journal.path, len(restored.finals))
 
     def request_stop(self) -> None:
         """Signal handler body: first call stops gracefully, the second exits at once."""
@@ -204,6 +218,8 @@ class Daemon:
     async def close(self) -> None:
         if self.server is not None:
             await self.server.close(drain_timeout_s=self.options.drain_timeout_s)
+            if self.server.journal is not None:
+                self.server.journal.close()
 
     def _publish(self, update: SegmentUpdate) -> None:
         if self.server is not None:

@@ -19,6 +19,24 @@ from pulse import SHARED_DATA, PulseServer, private_pulse, pulse_missing  # noqa
 __all__ = ["SHARED_DATA"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_xdg_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests (and the daemons they start) never read the user's config or write the
+    user's transcript journal: XDG config and state dirs point at a temp folder."""
+    import os
+
+    base = tmp_path_factory.mktemp("xdg")
+    saved = {k: os.environ.get(k) for k in ("XDG_CONFIG_HOME", "XDG_STATE_HOME")}
+    os.environ["XDG_CONFIG_HOME"] = str(base / "config")
+    os.environ["XDG_STATE_HOME"] = str(base / "state")
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """`../shared/data` next to the repository (speech clips, parallel text)."""

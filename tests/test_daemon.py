@@ -67,7 +67,7 @@ def test_monitor_capture_to_websocket(pulse_sink) -> None:  # type: ignore[no-un
     proc, url = start_daemon(pulse_sink.env, "--source", "monitor")
     try:
         async def scenario() -> list[dict]:
-            await asyncio.sleep(1.0)  # the monitor stream opens
+            await asyncio.sleep(2.5)  # the null sink delivers its first audio after up to 2 s
             play = pulse_sink.play(clip.path, wait=False)
             return await collect(url, play, quiet_s=4.0)
 

@@ -48,14 +48,14 @@ class ManifestItem:
 def read_manifest(path: Path) -> list[ManifestItem]:
     """Parse and check a manifest; every audio file it names must exist."""
     rows = _read_tsv(path)
-    header = rows[0][1]
+    header_line, header = rows[0]
     for column in REQUIRED:
         if column not in header:
             raise ConfigError(
-                f"{path}:1: missing column {column!r} (required: {', '.join(REQUIRED)}; "
-                f"found: {', '.join(header)})"
+                f"{path}:{header_line}: missing column {column!r} "
+                f"(required: {', '.join(REQUIRED)}; found: {', '.join(header)})"
             )
-    ref_columns = _ref_columns(path, header, allowed=(*REQUIRED, *OPTIONAL))
+    ref_columns = _ref_columns(path, rows[0], allowed=(*REQUIRED, *OPTIONAL))
     items: list[ManifestItem] = []
     for line, fields in rows[1:]:
         values = dict(zip(header, fields, strict=True))
@@ -89,12 +89,16 @@ def read_manifest(path: Path) -> list[ManifestItem]:
 def add_references(items: Sequence[ManifestItem], refs_path: Path) -> list[ManifestItem]:
     """Merge reference translations from a `path`/`ref_LANG` TSV into `items` (by path)."""
     rows = _read_tsv(refs_path)
-    header = rows[0][1]
+    header_line, header = rows[0]
     if "path" not in header:
-        raise ConfigError(f"{refs_path}:1: missing column 'path' (found: {', '.join(header)})")
-    ref_columns = _ref_columns(refs_path, header, allowed=("path",))
+        raise ConfigError(
+            f"{refs_path}:{header_line}: missing column 'path' (found: {', '.join(header)})"
+        )
+    ref_columns = _ref_columns(refs_path, rows[0], allowed=("path",))
     if not ref_columns:
-        raise ConfigError(f"{refs_path}:1: no reference columns (name them ref_LANG, e.g. ref_de)")
+        raise ConfigError(
+            f"{refs_path}:{header_line}: no reference columns (name them ref_LANG, e.g. ref_de)"
+        )
     by_name = {item.name: i for i, item in enumerate(items)}
     merged = list(items)
     for line, fields in rows[1:]:
@@ -134,7 +138,7 @@ def _read_tsv(path: Path) -> list[tuple[int, list[str]]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read manifest {path}: {exc}") from exc
     reader = csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
-    rows = [(n, fields) for n, fields in enumerate(reader, start=1) if any(f.strip() for f in fields)]
+    rows = [(n, row) for n, row in enumerate(reader, start=1) if any(f.strip() for f in row)]
     if not rows:
         raise ConfigError(f"{path}: empty file (expected a header line naming the columns)")
     header_line, header = rows[0]
@@ -155,8 +159,11 @@ def _read_tsv(path: Path) -> list[tuple[int, list[str]]]:
     return [(header_line, header), *rows[1:]]
 
 
-def _ref_columns(path: Path, header: Sequence[str], allowed: Sequence[str]) -> dict[str, str]:
+def _ref_columns(
+    path: Path, header_row: tuple[int, Sequence[str]], allowed: Sequence[str]
+) -> dict[str, str]:
     """Map each `ref_LANG` column to LANG; any other unknown column is an error."""
+    line, header = header_row
     refs: dict[str, str] = {}
     for column in header:
         match = _REF_COLUMN.match(column)
@@ -164,7 +171,7 @@ def _ref_columns(path: Path, header: Sequence[str], allowed: Sequence[str]) -> d
             refs[column] = match.group(1)
         elif column not in allowed:
             raise ConfigError(
-                f"{path}:1: unknown column {column!r}; allowed: {', '.join(allowed)} "
+                f"{path}:{line}: unknown column {column!r}; allowed: {', '.join(allowed)} "
                 "and ref_LANG (a reference translation, e.g. ref_de)"
             )
     return refs

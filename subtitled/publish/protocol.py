@@ -16,7 +16,7 @@ import json
 import math
 import re
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs
@@ -358,6 +358,20 @@ class Feed:
     def __len__(self) -> int:
         """Messages held in the history."""
         return len(self._finals) + len(self._open) + (self._status.message is not None)
+
+    def restore(self, finals: Sequence[Mapping[str, Any]], last_seq: int) -> None:
+        """Load journaled final messages into an empty feed; numbering goes on after
+        `last_seq` (which may be past the last final: see `publish.journal`)."""
+        if self.last_seq:
+            raise ValueError("restore() needs an empty feed")
+        for payload in finals[-self.history_size :]:
+            self._finals.append(
+                FeedMessage(seq=int(payload["seq"]), payload=payload,
+                            segment_id=int(payload["id"]), final=True)
+            )
+        if len(finals) > self.history_size:
+            self._evicted_through = self._finals[0].seq - 1
+        self.last_seq = max(last_seq, self._finals[-1].seq if self._finals else 0)
 
     def publish_segment(self, update: SegmentUpdate) -> FeedMessage:
         """Number a segment revision and record it in the history."""

@@ -31,6 +31,7 @@ from subtitled import __version__
 from subtitled.errors import ConfigError
 from subtitled.events import SegmentUpdate, StatusUpdate
 from subtitled.publish import routes
+from subtitled.publish.journal import Journal
 from subtitled.publish.metrics import PublishMetrics
 from subtitled.publish.protocol import (
     ClientMessageError,
@@ -135,8 +136,14 @@ class SubtitleServer:
     registry `/metrics` exposes; the pipeline may register its own metrics on it.
     """
 
-    def __init__(self, info: ServiceInfo, config: ServerConfig | None = None) -> None:
+    def __init__(
+        self,
+        info: ServiceInfo,
+        config: ServerConfig | None = None,
+        journal: Journal | None = None,
+    ) -> None:
         self.config = config or ServerConfig()
+        self.journal = journal
         self.registry = CollectorRegistry()
         self._metrics = PublishMetrics.create(self.registry)
         self._info = info
@@ -156,6 +163,9 @@ class SubtitleServer:
         """Bind and start serving. Raises ConfigError if the address cannot be used."""
         if self._ws_server is not None:
             raise RuntimeError("SubtitleServer.start() called twice")
+        if self.journal is not None:
+            restored = self.journal.open()
+            self._feed.restore(restored.finals, restored.last_seq)
         cfg = self.config
         try:
             self._ws_server = await serve(
@@ -260,13 +270,20 @@ class SubtitleServer:
 
     def publish_segment(self, update: SegmentUpdate) -> int:
         """Publish one segment revision to every client; never blocks. Returns its seq."""
+        if self.journal is not None:
+            self.journal.ensure_reserved(self._feed.last_seq + 1)
         message = self._feed.publish_segment(update)
+        if self.journal is not None and message.final:
+            # On disk before any client sees it: a final is never lost, even to kill -9.
+            self.journal.append_final(message.seq, message.payload)
         self._metrics.segments_published.labels(update.status).inc()
         self._fan_out(message)
         return message.seq
 
     def publish_status(self, status: StatusUpdate) -> int:
         """Publish a capture status to every client; never blocks. Returns its seq."""
+        if self.journal is not None:
+            self.journal.ensure_reserved(self._feed.last_seq + 1)
         message = self._feed.publish_status(status)
         self._metrics.statuses_published.labels(status.capture).inc()
         self._fan_out(message)

@@ -1,0 +1,202 @@
+"""The `subtitled bench` subcommand: run a manifest, write the report, print the table.
+
+    subtitled bench MANIFEST --out report.json [--plot report.png] [--long-form]
+        [--clock simulated|real] [--filter SUBSTRING] [--limit N] [--target de,es]
+        [--refs FILE] [--no-offline] [-c CONFIG] [--set KEY=VALUE ...]
+
+`subtitled.cli` registers it with `add_parser(commands)`; the handler is `run_bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from subtitled.bench.driver import Progress
+from subtitled.config import Config, load_config, replace_path
+from subtitled.errors import ConfigError
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `bench` on the top-level subcommands (handler: `run_bench`)."""
+    bench = commands.add_parser(
+        "bench",
+        help="evaluation report: WER, latency, flicker, cost (JSON + PNG)",
+        description="Run every manifest item through the streaming pipeline and report "
+        "accuracy (WER against the transcripts and against whole-clip decoding), latency, "
+        "flicker and cost.",
+    )
+    bench.add_argument("manifest", type=Path, metavar="MANIFEST",
+                       help="TSV: path, duration_s, transcript[, ref_LANG ...]; paths "
+                       "relative to the manifest's folder")
+    bench.add_argument("--out", type=Path, required=True, help="write the JSON report here")
+    bench.add_argument("--plot", type=Path, help="also write a PNG of latency here")
+    bench.add_argument("--long-form", action="store_true",
+                       help="concatenate the items, in order, with 0.3 s gaps, into one stream")
+    bench.add_argument("--clock", choices=("simulated", "real"), default="simulated",
+                       help="simulated: audio at its own timestamps with compute time charged "
+                       "to the clock (default, fast); real: played at 1x")
+    bench.add_argument("--filter", metavar="SUBSTRING",
+                       help="only items whose manifest path contains SUBSTRING")
+    bench.add_argument("--limit", type=int, metavar="N", help="only the first N items")
+    bench.add_argument("--target", metavar="LANGS",
+                       help="target languages, comma-separated (e.g. de,es)")
+    bench.add_argument("--refs", type=Path, metavar="FILE",
+                       help="TSV of reference translations: path, ref_LANG ...")
+    bench.add_argument("--no-offline", action="store_true",
+                       help="skip the whole-clip baseline (offline_wer is null)")
+    bench.add_argument("-c", "--config", type=Path,
+                       help="config file (default: $XDG_CONFIG_HOME/subtitled/config.toml)")
+    bench.add_argument("--asr-model", help="'tiny.en' (bundled) or a CTranslate2 model dir")
+    bench.add_argument("--threads", type=int, help="CPU threads for the ASR model")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="any config key, e.g. --set streaming.step_s=0.4 (repeatable)")
+    bench.set_defaults(handler=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark described by `args`; 0 on success (errors are raised)."""
+    from subtitled.asr.whisper import WhisperTranscriber
+    from subtitled.bench.driver import offline_words, peak_rss_mb, plan_streams, run_streams
+    from subtitled.bench.manifest import add_references, read_manifest, select
+    from subtitled.bench.report import RunInfo, analyse, format_table, to_json
+    from subtitled.capture import decode_file
+
+    config = load_bench_config(args)
+    items = read_manifest(args.manifest)
+    if args.refs is not None:
+        items = add_references(items, args.refs)
+    items = select(items, contains=args.filter, limit=args.limit)
+    out = _writable(args.out)
+    plot = _writable(args.plot) if args.plot is not None else None
+
+    err = sys.stderr
+    total_s = sum(i.duration_s for i in items)
+    print(f"bench: {len(items)} items, {total_s:.0f} s of audio; decoding", file=err, flush=True)
+    audios = [decode_file(item.path) for item in items]
+    plans = plan_streams(items, audios, long_form=args.long_form)
+    transcriber = WhisperTranscriber(config.asr)
+    progress = ProgressLine(err, total_s=sum(p.duration_s for p in plans),
+                            durations_s=[p.duration_s for p in plans])
+    runs = run_streams(plans, transcriber, config, args.clock, progress)
+    progress.done()
+    rss_mb = peak_rss_mb()
+    offline = None
+    if not args.no_offline:
+        print("bench: whole-clip baseline (beam 5)", file=err, flush=True)
+        offline = offline_words(plans, config.asr)
+    info = RunInfo(
+        manifest=str(args.manifest),
+        clock=args.clock,
+        long_form=args.long_form,
+        asr_model=transcriber.name,
+        step_s=config.streaming.step_s,
+        beam_size=config.asr.beam_size,
+        threads=config.asr.threads,
+        targets=config.translation.targets,
+        translation_model=config.translation.model,
+        cpu_s=sum(run.cpu_s for run in runs),
+        peak_rss_mb=rss_mb,
+    )
+    result = analyse(items, runs, offline, info)
+    _write(out, json.dumps(to_json(result), indent=2, ensure_ascii=False) + "\n")
+    if plot is not None:
+        from subtitled.bench.plot import write_plot
+
+        write_plot(result, plot)
+    print(format_table(result))
+    print(f"\nreport: {out}" + (f"\nplot:   {plot}" if plot is not None else ""))
+    return 0
+
+
+def load_bench_config(args: argparse.Namespace) -> Config:
+    """The config file, then --asr-model / --threads / --target / --set on top."""
+    config = load_config(args.config, explicit=args.config is not None)
+    flags: dict[str, Any] = {
+        "asr.model": args.asr_model,
+        "asr.threads": args.threads,
+        "translation.targets": args.target,
+    }
+    for key, value in flags.items():
+        if value is not None:
+            config = replace_path(config, key, value)
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        config = replace_path(config, key.strip(), _toml_value(text.strip()))
+    return config
+
+
+def _toml_value(text: str) -> Any:
+    """A TOML value ('0.4', 'true', '["de"]'), or a bare word as a string."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _writable(path: Path) -> Path:
+    """Check early (before minutes of work) that `path` can be written."""
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the folder for {path}: {exc}") from exc
+    return path
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc}") from exc
+
+
+class ProgressLine:
+    """Audio done, simulated clock and real-time factor on stderr while streams run.
+
+    On a terminal one line is rewritten in place; otherwise (a log file) a line is
+    printed at most every `every_s` seconds of wall time, and at the very end.
+    """
+
+    def __init__(
+        self, stream: TextIO, total_s: float, durations_s: list[float], every_s: float = 30.0
+    ) -> None:
+        self.stream = stream
+        self.total_s = total_s
+        self.before_s = [sum(durations_s[:i]) for i in range(len(durations_s))]
+        self.tty = stream.isatty()
+        self.every_s = every_s
+        self._last_print = 0.0
+        self._printed = False
+
+    def __call__(self, p: Progress) -> None:
+        done_s = self.before_s[p.stream] + p.audio_s
+        last = p.stream + 1 == p.streams and p.audio_s >= p.stream_audio_s - 1e-6
+        now = time.monotonic()
+        if not self.tty and not last and now - self._last_print < self.every_s:
+            return
+        self._last_print = now
+        rtf = p.compute_s / p.audio_s if p.audio_s > 0 else 0.0
+        line = (
+            f"stream {p.stream + 1}/{p.streams}: {done_s:7.1f} / {self.total_s:.1f} s audio "
+            f"({done_s / max(self.total_s, 1e-9):4.0%}), lag {p.clock_s - p.audio_s:5.2f} s, "
+            f"RTF {rtf:.2f}"
+        )
+        if self.tty:
+            print("\r" + line, end="", file=self.stream, flush=True)
+            self._printed = True
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def done(self) -> None:
+        if self._printed:
+            print(file=self.stream, flush=True)

@@ -1,0 +1,172 @@
+"""The transcript journal: every final segment on disk before any client sees it.
+
+One JSON object per line, appended and fsync'ed:
+
+    {"kind": "final", "seq": 42, "message": {...the segment message as sent...}}
+    {"kind": "reserve", "through": 2000}
+
+Sequence numbers must never repeat across restarts, or a client resuming with
+`?since=SEQ` would skip or repeat messages. Partials are not journaled, so the
+journal also records *reservations* (the hi/lo scheme): before the feed hands out
+seq N it has written `reserve` through at least N. A restarted daemon continues
+after the highest reservation, so every seq it sends is new, and a client that
+saw seq N gets replayed exactly the finals after N. A torn last line (power loss,
+`kill -9` mid-write) is dropped on open; everything before it is intact because
+each line was fsync'ed before the next was written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from subtitled.errors import SubtitledError
+from subtitled.events import SegmentUpdate, Translation, Word
+
+log = logging.getLogger(__name__)
+
+RESERVE_BLOCK = 1000
+"""Sequence numbers reserved per journal write (one small record per 1000 messages)."""
+
+
+def default_journal_path() -> Path:
+    """`$XDG_STATE_HOME/subtitled/journal.jsonl` (default `~/.local/state/...`)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "subtitled" / "journal.jsonl"
+
+
+class JournalError(SubtitledError):
+    """The journal cannot be read or written."""
+
+
+@dataclass
+class Restored:
+    """What a journal held: the final messages, in order, and where numbering resumes."""
+
+    finals: list[dict[str, Any]] = field(default_factory=list)
+    reserved_through: int = 0
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq that may have been sent: numbering continues after it."""
+        last_final = self.finals[-1]["seq"] if self.finals else 0
+        return max(self.reserved_through, int(last_final))
+
+    @property
+    def next_segment_id(self) -> int:
+        return max((int(m["id"]) for m in self.finals), default=-1) + 1
+
+
+def read_journal(path: Path) -> Restored:
+    """Parse a journal; a torn or garbled line is skipped with a warning."""
+    restored = Restored()
+    if not path.exists():
+        return restored
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        raise JournalError(f"cannot read the transcript journal {path}: {exc}") from exc
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            kind = record["kind"]
+            if kind == "final":
+                message = record["message"]
+                if message["seq"] != record["seq"] or not isinstance(message["id"], int):
+                    raise ValueError("seq or id mismatch")
+                restored.finals.append(message)
+            elif kind == "reserve":
+                restored.reserved_through = max(restored.reserved_through, int(record["through"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("%s:%d: skipped an unreadable journal line (%s)", path, number, exc)
+    return restored
+
+
+class Journal:
+    """Appends finals and seq reservations to the journal file, durably."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.reserved_through = 0
+        self.restored = Restored()
+        self._file: TextIO | None = None
+
+    def open(self) -> Restored:
+        """Read what is there, then open for appending. Returns the restored history."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            restored = read_journal(self.path)
+            self._repair_tail()
+            self._file = self.path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise JournalError(f"cannot open the transcript journal {self.path}: {exc}") from exc
+        self.reserved_through = restored.last_seq
+        self.restored = restored
+        return restored
+
+    def _repair_tail(self) -> None:
+        """A file not ending in a newline had its last write torn: end it cleanly."""
+        if self.path.exists() and self.path.stat().st_size:
+            with self.path.open("rb+") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+
+    def ensure_reserved(self, seq: int) -> None:
+        """Make sure `seq` is covered by a reservation on disk before it is used."""
+        if seq > self.reserved_through:
+            through = seq + RESERVE_BLOCK - 1
+            self._write({"kind": "reserve", "through": through})
+            self.reserved_through = through
+
+    def append_final(self, seq: int, message: Mapping[str, Any]) -> None:
+        self._write({"kind": "final", "seq": seq, "message": message})
+
+    def _write(self, record: Mapping[str, Any]) -> None:
+        if self._file is None:
+            raise JournalError("the journal is not open")
+        try:
+            self._file.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            raise JournalError(f"cannot write the transcript journal {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def segment_from_message(message: Mapping[str, Any]) -> SegmentUpdate:
+    """A final `segment` message (as journaled) back to a `SegmentUpdate`."""
+    words = tuple(
+        Word(text=str(w["w"]), start_s=float(w["start"] or 0.0), end_s=float(w["end"] or 0.0))
+        for w in message["words"]
+    )
+    translations = {
+        lang: Translation(stable=str(t["stable"]), unstable=str(t.get("unstable", "")))
+        for lang, t in message.get("translations", {}).items()
+    }
+    return SegmentUpdate(
+        segment_id=int(message["id"]),
+        revision=int(message["rev"]),
+        status="final",
+        committed=words,
+        partial=(),
+        emitted_unix=float(message["emitted"] or 0.0),
+        translations=translations,
+    )
+
+
+def journal_segments(path: Path) -> Iterator[SegmentUpdate]:
+    """The final segments of a journal, for `subtitled transcript`."""
+    if not path.exists():
+        raise JournalError(f"no transcript journal at {path}")
+    for message in read_journal(path).finals:
+        yield segment_from_message(message)

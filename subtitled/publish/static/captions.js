@@ -1,0 +1,171 @@
+// The overlay's feed core: wire messages in, caption records out. No DOM, no socket,
+// no clock, so it reads (and is tested) like protocol.py on the server side.
+//
+// Resuming (PROTOCOL.md, "Sequence numbers and resuming"): `lastSeq` is the seq of
+// the last segment or status received, or the seq of a hello without `resume`
+// that opens a connection. The shell reconnects with `?since=lastSeq`.
+//
+// A daemon restart begins numbering, and segment ids, again from 1. Records are
+// therefore keyed by `epoch:id`, and the epoch moves on whenever the page learns
+// that it talks to another daemon instance:
+//   - a resuming hello whose `since` is ahead of the server's seq (the server then
+//     replays everything it holds, `complete: false`);
+//   - the shell saw the daemon start after the page lost it (`/healthz` uptime),
+//     and reconnects with `since=0` (see `daemonRestarted`);
+//   - a hello `instance` field different from the last one (if the server sends one);
+//   - a segment that cannot be a later revision of the record with its id: a
+//     revision after a final, an older revision, or committed text that does not
+//     extend what was committed (committed text never changes within a segment).
+// Lines of the old epoch stay on screen and fade as usual; new lines never
+// overwrite them, and a message already applied (same id, rev and text) is dropped.
+
+const MAX_RECORDS = 512;
+
+/** One caption segment as the page knows it: the latest revision, translations merged. */
+export class CaptionRecord {
+  constructor(key, msg, previous) {
+    this.key = key;
+    this.id = msg.id;
+    this.rev = msg.rev;
+    this.final = msg.status === "final";
+    this.committed = stringOr(msg.committed, "");
+    this.partial = this.final ? "" : stringOr(msg.partial, "");
+    this.text = stringOr(msg.text, joinText(this.committed, this.partial));
+    this.emittedMs = typeof msg.emitted === "number" ? msg.emitted * 1000 : null;
+    // A revision that lacks a language keeps what the last one said: stable text is
+    // never retracted (PROTOCOL.md), and a missing language is not an empty one.
+    this.translations = Object.assign({}, previous ? previous.translations : {});
+    const given = msg.translations && typeof msg.translations === "object" ? msg.translations : {};
+    for (const [lang, t] of Object.entries(given)) {
+      if (t && typeof t === "object") {
+        this.translations[lang] = {stable: stringOr(t.stable, ""), unstable: stringOr(t.unstable, "")};
+      }
+    }
+  }
+
+  /** `{stable, unstable}` for the source (lang null) or one target language. */
+  textFor(lang) {
+    if (lang === null) return {stable: this.committed, unstable: this.partial};
+    const t = this.translations[lang];
+    return t || {stable: "", unstable: ""};
+  }
+}
+
+export class CaptionFeed {
+  constructor() {
+    this.lastSeq = null;     // resume point; null before the first hello
+    this.epoch = 0;          // bumped when the daemon on the other end is a new one
+    this.instance = undefined;
+    this.mode = null;        // "captions-only" | "translating", from hello
+    this.capture = null;     // starting | running | lost | ended
+    this.captureDetail = "";
+    this.targets = [];       // languages the daemon translates into
+    this.records = new Map(); // "epoch:id" -> CaptionRecord, oldest first
+    this.helloSeen = false;  // on the current connection
+  }
+
+  /** The `since` to reconnect with, or null for a fresh start. */
+  get since() {
+    return this.lastSeq;
+  }
+
+  /** A new connection is about to open. */
+  connecting() {
+    this.helloSeen = false;
+  }
+
+  /**
+   * The daemon started while the page was away from it (the shell compares
+   * `/healthz` `uptime_s` with how long it has been away): whatever it holds is
+   * new to the page, so ask for all of it (`since=0`) as a new epoch.
+   */
+  daemonRestarted() {
+    this.newEpoch(0);
+  }
+
+  newEpoch(seq) {
+    if (this.records.size > 0) this.epoch += 1;
+    this.lastSeq = seq;
+  }
+
+  /** Apply one parsed message; returns a list of changes for the view. */
+  apply(msg) {
+    if (!msg || typeof msg !== "object") return [];
+    if (msg.type === "hello") return this.applyHello(msg);
+    if (msg.type === "segment") return this.applySegment(msg);
+    if (msg.type === "status") return this.applyStatus(msg);
+    return [];  // pong, subscribed, error, or a type added later: ignored
+  }
+
+  applyHello(msg) {
+    const first = !this.helloSeen;
+    this.helloSeen = true;
+    this.mode = stringOr(msg.mode, this.mode);
+    this.capture = stringOr(msg.capture, this.capture);
+    const targets = msg.languages && Array.isArray(msg.languages.targets) ? msg.languages.targets : [];
+    this.targets = targets.filter((t) => typeof t === "string");
+    const seq = typeof msg.seq === "number" ? msg.seq : 0;
+    if (msg.instance !== undefined) {
+      if (this.instance !== undefined && msg.instance !== this.instance) this.newEpoch(0);
+      this.instance = msg.instance;
+    }
+    const resume = msg.resume;
+    if (resume && typeof resume === "object") {
+      if (!resume.complete && typeof resume.since === "number" && resume.since > seq) {
+        this.newEpoch(0);  // numbering began again: the replay that follows is all new
+      }
+      // Otherwise the resume point stays: the replay follows this hello.
+    } else if (first) {
+      this.lastSeq = seq;
+    }
+    return [{type: "service"}];
+  }
+
+  applySegment(msg) {
+    if (typeof msg.id !== "number" || typeof msg.rev !== "number") return [];
+    if (typeof msg.seq === "number") {
+      if (this.lastSeq !== null && msg.seq <= this.lastSeq) return [];  // already applied
+      this.lastSeq = msg.seq;
+    }
+    let key = `${this.epoch}:${msg.id}`;
+    let previous = this.records.get(key);
+    if (previous) {
+      const same = msg.rev === previous.rev && stringOr(msg.text, "") === previous.text;
+      if (same) return [];
+      if (!continues(previous, msg)) {
+        this.newEpoch(typeof msg.seq === "number" ? msg.seq : this.lastSeq);
+        key = `${this.epoch}:${msg.id}`;
+        previous = undefined;
+      }
+    }
+    const record = new CaptionRecord(key, msg, previous);
+    this.records.delete(key);
+    this.records.set(key, record);
+    while (this.records.size > MAX_RECORDS) this.records.delete(this.records.keys().next().value);
+    return [{type: "segment", record}];
+  }
+
+  applyStatus(msg) {
+    if (typeof msg.seq === "number") {
+      if (this.lastSeq !== null && msg.seq <= this.lastSeq) return [];
+      this.lastSeq = msg.seq;
+    }
+    this.capture = stringOr(msg.capture, this.capture);
+    this.captureDetail = stringOr(msg.detail, "");
+    return [{type: "status"}];
+  }
+}
+
+/** Whether `msg` can be a later revision of `previous` from the same daemon. */
+function continues(previous, msg) {
+  if (previous.final || msg.rev <= previous.rev) return false;
+  return stringOr(msg.committed, "").startsWith(previous.committed);
+}
+
+export function joinText(a, b) {
+  return a && b ? `${a} ${b}` : a || b;
+}
+
+function stringOr(value, fallback) {
+  return typeof value === "string" ? value : fallback;
+}
