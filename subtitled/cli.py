@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -28,6 +29,9 @@ EXIT_INTERRUPTED = 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from subtitled import netguard
+
+    netguard.install()  # before any model library is imported
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -123,6 +127,8 @@ def _load(args: argparse.Namespace) -> Config:
         "asr.threads": args.threads,
         "capture.source": getattr(args, "source", None),
     }
+    if os.environ.get("SUBTITLED_TOKEN"):
+        flags["server.token"] = os.environ["SUBTITLED_TOKEN"]
     for key, value in flags.items():
         if value is not None:
             config = replace_path(config, key, value)

@@ -65,8 +65,13 @@ def drop_repetition_loops(words: Sequence[Word], max_phrase_words: int = 8) -> l
             while keys[i + repeats * n : i + (repeats + 1) * n] == phrase:
                 repeats += 1
             if repeats >= _min_repeats(n):
-                del out[i + n : i + repeats * n]
-                del keys[i + n : i + repeats * n]
+                end = i + repeats * n
+                # A loop cut off by the length cap ends in part of the phrase.
+                rest = keys[end:]
+                if rest and rest == phrase[: len(rest)]:
+                    end = len(keys)
+                del out[i + n : end]
+                del keys[i + n : end]
                 break
         i += 1
     return out

@@ -21,6 +21,7 @@ from subtitled.events import SegmentUpdate, Word
 _SENTENCE_END = re.compile(r"[.?!…]['\"”’)]*$")
 _ELLIPSIS = re.compile(r"(\.\.\.|…)['\"”’)]*$")
 _NORMALISE = re.compile(r"[^\w']+")
+_HISTORY_CHARS = 2000
 # A period after these closes no sentence ("Mr. Smith", "e.g. this").
 _ABBREVIATIONS = frozenset(
     "mr mrs ms dr st jr sr prof rev vs etc eg ie".split()
@@ -82,6 +83,7 @@ class CommitPolicy:
         self.config = config or PolicyConfig()
         self.buffer_start_s = 0.0
         self._prefix: list[Word] = []  # committed words whose audio is still in the buffer
+        self._history = ""  # committed text before the buffer, most recent last
         self._pending: list[Word] = []  # last hypothesis after the prefix, not yet agreed
         self._next_segment_id = 0
         self._segment: _OpenSegment | None = None
@@ -92,6 +94,14 @@ class CommitPolicy:
     def prefix_words(self) -> tuple[Word, ...]:
         """Committed words inside the buffer: force-decoded so Whisper continues after them."""
         return tuple(self._prefix)
+
+    def context(self, max_chars: int) -> str:
+        """Committed text before the buffer (up to `max_chars`), for Whisper's prompt.
+
+        Includes the open segment's words trimmed out of the buffer, so a mid-sentence
+        trim does not lose the start of the sentence.
+        """
+        return self._history[-max_chars:].strip() if max_chars > 0 else ""
 
     @property
     def pending_words(self) -> tuple[Word, ...]:
@@ -146,6 +156,7 @@ class CommitPolicy:
         self._pending = []
         updates = self._commit(words, now_unix, close_at_sentence_end=False)
         updates += self._close(now_unix)
+        self._retire(self._prefix)
         self._prefix = []
         self.buffer_start_s = max(self.buffer_start_s, pause_start_s)
         return updates
@@ -160,6 +171,7 @@ class CommitPolicy:
         updates = self._commit(self._pending, now_unix, close_at_sentence_end=False)
         self._pending = []
         updates += self._close(now_unix)
+        self._retire(self._prefix)
         self._prefix = []
         return updates
 
@@ -182,8 +194,14 @@ class CommitPolicy:
 
     def _trim_buffer_at(self, time_s: float) -> None:
         # By end time: the last word of a buffer is often aligned with zero length.
-        self._prefix = [w for w in self._prefix if w.end_s > time_s]
+        keep = [w for w in self._prefix if w.end_s > time_s]
+        self._retire(self._prefix[: len(self._prefix) - len(keep)])
+        self._prefix = keep
         self.buffer_start_s = max(self.buffer_start_s, time_s)
+
+    def _retire(self, words: list[Word]) -> None:
+        """Words leave the buffer: they become prompt context."""
+        self._history = (self._history + "".join(w.text for w in words))[-_HISTORY_CHARS:]
 
     def _open_segment(self) -> _OpenSegment:
         if self._segment is None:

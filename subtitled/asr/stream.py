@@ -57,7 +57,6 @@ class StreamingAsr:
         self._audio = np.zeros(0, dtype=np.float32)
         self._audio_start_s = 0.0
         self._last_step_end_s = 0.0
-        self._context = ""
         self.transcriptions = 0
 
     @property
@@ -128,7 +127,7 @@ class StreamingAsr:
         if len(audio) < SAMPLE_RATE_HZ // 10:
             return []
         hypothesis = self.transcriber.transcribe(
-            audio, start_s, self.policy.prefix_words, self._context
+            audio, start_s, self.policy.prefix_words, self.policy.context(self.config.context_chars)
         )
         self.transcriptions += 1
         return self._guard(hypothesis)
@@ -145,11 +144,6 @@ class StreamingAsr:
         return words
 
     def _after_commit(self, updates: list[SegmentUpdate]) -> None:
-        for update in updates:
-            if update.status == "final":
-                self._context = (self._context + " " + update.committed_text)[
-                    -self.config.context_chars :
-                ]
         self._trim_audio()
 
     def _trim_audio(self) -> None:

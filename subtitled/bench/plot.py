@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from subtitled.bench.report import BenchResult, TimedPoint
 from subtitled.errors import ConfigError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 Floats = npt.NDArray[np.float64]
 
@@ -52,7 +56,7 @@ def write_plot(result: BenchResult, path: Path) -> None:
     timeline.set_ylabel("latency (s)")
     timeline.set_ylim(bottom=min(0.0, _min(committed[1], partial[1])))
     timeline.grid(alpha=0.3)
-    timeline.legend(loc="upper left", fontsize=8, markerscale=2)
+    _legend(timeline, loc="upper left", fontsize=8, markerscale=2)
 
     top = max(_max(committed[1], partial[1]), 0.5)
     bins = np.linspace(min(0.0, _min(committed[1], partial[1])), top, 40).tolist()
@@ -64,7 +68,7 @@ def write_plot(result: BenchResult, path: Path) -> None:
             histogram.axvline(p.p90_ms / 1000, color=colour, linestyle=":", linewidth=1)
     histogram.set_xlabel("latency (s)   (dashed p50, dotted p90)")
     histogram.set_ylabel("words")
-    histogram.legend(fontsize=8)
+    _legend(histogram, fontsize=8)
     histogram.grid(alpha=0.3)
 
     for values, colour, label in ((committed[1], COMMITTED, "committed"),
@@ -77,13 +81,19 @@ def write_plot(result: BenchResult, path: Path) -> None:
     cdf.set_ylabel("share of words at or below")
     cdf.set_ylim(0, 1)
     cdf.grid(alpha=0.3)
-    cdf.legend(fontsize=8, loc="lower right")
+    _legend(cdf, fontsize=8, loc="lower right")
 
     fig.suptitle(_title(result), fontsize=11)
     try:
         fig.savefig(path, format="png")
     except OSError as exc:
         raise ConfigError(f"cannot write the plot to {path}: {exc}") from exc
+
+
+def _legend(axes: Axes, **options: Any) -> None:
+    """A legend, unless nothing was drawn (matplotlib warns about an empty one)."""
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(**options)
 
 
 def _title(result: BenchResult) -> str:

@@ -13,6 +13,7 @@ finals for up to the timeout, close every client with 1001 (going away).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import http
 import json
 import logging
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -86,6 +87,9 @@ class ServerConfig:
     client_burst: int = 40
     static_dir: Path | None = None
     allowed_origins: tuple[str, ...] = ()
+    token: str | None = None
+    """Shared secret clients must present (header `Authorization: Bearer TOKEN` or
+    query `?token=TOKEN`). Required to bind anything but a loopback address."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -167,6 +171,11 @@ class SubtitleServer:
             restored = self.journal.open()
             self._feed.restore(restored.finals, restored.last_seq)
         cfg = self.config
+        if not self._loopback and not cfg.token:
+            raise ConfigError(
+                f"server.host {cfg.host!r} is not a loopback address: set server.token "
+                "(or SUBTITLED_TOKEN) so that only clients that know it can read the captions"
+            )
         try:
             self._ws_server = await serve(
                 self._handle_feed,
@@ -435,6 +444,9 @@ class SubtitleServer:
         host = _header(request, "Host")
         if not routes.host_allowed(host, bound_to_loopback=self._loopback):
             return routes.text_response(http.HTTPStatus.FORBIDDEN, "unexpected Host header")
+        if url.path != "/healthz" and not self._token_ok(request, url.query):
+            self._metrics.protocol_errors.labels("bad-token").inc()
+            return routes.text_response(http.HTTPStatus.UNAUTHORIZED, "a valid token is required")
         if url.path == "/":
             return self._check_feed_request(request, url.query, host)
         if url.path == "/healthz":
@@ -448,6 +460,19 @@ class SubtitleServer:
         if relative is not None:
             return await self._static(relative)
         return routes.text_response(http.HTTPStatus.NOT_FOUND, "not found")
+
+    def _token_ok(self, request: Request, query: str) -> bool:
+        """No token configured, or the request carries it (compared in constant time)."""
+        expected = self.config.token
+        if not expected:
+            return True
+        offered = ""
+        authorization = _header(request, "Authorization") or ""
+        if authorization.startswith("Bearer "):
+            offered = authorization[len("Bearer ") :].strip()
+        else:
+            offered = parse_qs(query).get("token", [""])[-1]
+        return hmac.compare_digest(offered.encode(), expected.encode())
 
     def _check_feed_request(
         self, request: Request, query: str, host: str | None

@@ -31,7 +31,6 @@ export class CaptionRecord {
     this.committed = stringOr(msg.committed, "");
     this.partial = this.final ? "" : stringOr(msg.partial, "");
     this.text = stringOr(msg.text, joinText(this.committed, this.partial));
-    this.emittedMs = typeof msg.emitted === "number" ? msg.emitted * 1000 : null;
     // A revision that lacks a language keeps what the last one said: stable text is
     // never retracted (PROTOCOL.md), and a missing language is not an empty one.
     this.translations = Object.assign({}, previous ? previous.translations : {});

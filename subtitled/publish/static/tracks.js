@@ -9,9 +9,8 @@
 //   push such a line (even partly) out of view waits below the screen.
 // - Waiting is bounded: after MAX_DELAY_MS, or when more than MAX_WAITING lines
 //   wait, the oldest one shows anyway, since live captions must not fall behind.
-// - A line fades out `fade` seconds after its last change (never with fade 0),
-//   and a final line that was emitted longer ago than that (a replay after a
-//   reconnect) is not shown at all.
+// - A line fades out `fade` seconds after its last change (never with fade 0).
+// - A replay after a reconnect is paced like live text: its last lines show.
 // Stable and unstable text differ only in colour: the same font metrics mean that
 // nothing reflows when the daemon commits a word.
 
@@ -24,7 +23,7 @@ const MAX_RETIRED = 256;
 const EPSILON_PX = 0.5;
 
 class Line {
-  constructor(key, now, emittedMs) {
+  constructor(key, now) {
     this.key = key;
     this.el = document.createElement("div");
     this.el.className = "line";
@@ -42,7 +41,6 @@ class Line {
     this.shownAt = null;
     this.changedAt = now;
     this.fadingSince = null;
-    this.emittedMs = emittedMs;
     this.stable = "";
     this.unstable = "";
     this.final = false;
@@ -92,13 +90,13 @@ export class Track {
   }
 
   /** New text for caption `key`: `{stable, unstable}`. */
-  update(key, text, final, emittedMs, now) {
+  update(key, text, final, now) {
     let line = this.lines.get(key);
     if (!line) {
       const whole = joinText(text.stable, text.unstable);
       if (!whole || this.retired.get(key) === whole) return;  // nothing, or seen and gone
       this.retired.delete(key);
-      line = new Line(key, now, emittedMs);
+      line = new Line(key, now);
       this.lines.set(key, line);
     }
     line.set(text.stable, text.unstable, final, now);
@@ -128,11 +126,6 @@ export class Track {
   admit(now) {
     const waiting = [...this.lines.values()].filter((l) => l.state === "waiting");
     for (const [index, line] of waiting.entries()) {
-      const age = line.emittedMs === null ? 0 : now - line.emittedMs;
-      if (line.final && this.pace.fadeMs > 0 && age > this.pace.fadeMs) {
-        this.retire(line);  // it would have faded already
-        continue;
-      }
       const force = now - line.arrivedAt >= MAX_DELAY_MS || waiting.length - index > MAX_WAITING;
       if (!this.show(line, now, force)) break;
     }

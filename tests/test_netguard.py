@@ -1,0 +1,73 @@
+"""No network, proven: the whole pipeline under an audit hook that records every connect."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from subtitled.netguard import is_loopback
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("localhost", True),
+     (b"127.0.0.1", True), ("10.0.0.1", False), ("8.8.8.8", False), ("::ffff:1.2.3.4", False),
+     ("huggingface.co", False), ("", False), (None, False)],
+)
+def test_is_loopback(host: object, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+SCRIPT = textwrap.dedent("""
+    import json, socket, sys, threading, time
+    connects = []
+    def record(event, args):
+        if event in ("socket.connect", "socket.sendto", "socket.getaddrinfo"):
+            connects.append([event, repr(args[-1] if event != "socket.getaddrinfo" else args[0])])
+    sys.addaudithook(record)
+    from subtitled.cli import main
+    # A client on loopback while the demo runs: allowed, and recorded.
+    def client():
+        time.sleep(3)
+        from websockets.sync.client import connect
+        try:
+            with connect("ws://127.0.0.1:%d/" % PORT) as ws:
+                ws.recv(timeout=5)
+        except Exception as exc:
+            connects.append(["client-error", repr(exc)])
+    PORT = int(sys.argv[1])
+    threading.Thread(target=client, daemon=True).start()
+    code = main(["demo", "--fast", "--port", str(PORT)])
+    # And an outside connect is refused by subtitled's own guard.
+    try:
+        socket.create_connection(("10.255.255.1", 80), timeout=0.1)
+        refused = False
+    except PermissionError:
+        refused = True
+    print(json.dumps({"code": code, "connects": connects, "refused": refused}))
+""")
+
+
+@pytest.mark.slow
+def test_pipeline_connects_only_to_loopback(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "audit.py"
+    script.write_text(SCRIPT)
+    run = subprocess.run([sys.executable, str(script), str(port)], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0 and result["refused"] is True
+    connects = result["connects"]
+    assert any(event == "socket.connect" for event, _ in connects), connects  # the client
+    for event, target in connects[:-1]:  # the last is the refused outside connect
+        assert "127.0.0.1" in target or "localhost" in target or "::1" in target, (event, target)
