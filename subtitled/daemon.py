@@ -71,9 +71,7 @@ class Daemon:
         self._reload_requested = False
         self._signals = 0
         self._asr: StreamingAsr | None = None
-        # Segment ids stay unique across pipeline restarts (reloads): each run's ids
-        # are offset past the last id published.
-        self._segment_base = 0
+        # Segment ids stay unique across reloads and restarts (see the journal).
         self._next_segment_id = 0
 
     def service_info(self, asr_name: str) -> ServiceInfo:
@@ -155,7 +153,6 @@ class Daemon:
         self._run_stop = asyncio.Event()
         if self._stop.is_set():
             self._run_stop.set()
-        self._segment_base = self._next_segment_id
         live = self.options.source.kind in ("device", "monitor")
         chunks: AsyncIterator[AudioChunk] = open_source(
             self.options.source,
@@ -167,8 +164,14 @@ class Daemon:
         if self.server is not None:
             sinks.append(self._publish)
         sinks += self._extra_sinks
-        pipeline = Pipeline(asr, chunks, [self._renumbered(sinks)], queue=QueuePolicy(live=live))
-        return await pipeline.run(self._run_stop)
+        pipeline = Pipeline(
+            asr, chunks, sinks, queue=QueuePolicy(live=live),
+            first_segment_id=self._next_segment_id,
+        )
+        try:
+            return await pipeline.run(self._run_stop)
+        finally:
+            self._next_segment_id = pipeline.next_segment_id
 
     async def _reload(self) -> None:
         """Apply a re-read configuration; keep the server (and its clients) up."""
@@ -199,21 +202,6 @@ class Daemon:
         self.config = dataclasses.replace(new, server=self.config.server)
         log.info("configuration reloaded")
         self.notifier.ready(f"captioning {self.options.source} (reloaded)")
-
-    def _renumbered(self, sinks: list[SegmentSink]) -> SegmentSink:
-        def sink(update: SegmentUpdate) -> None:
-            segment_id = self._segment_base + update.segment_id
-            self._next_segment_id = max(self._next_segment_id, segment_id + 1)
-            if segment_id != update.segment_id:
-                update = dataclasses.replace(update, segment_id=segment_id)
-            for each in sinks:
-                try:
-                    each(update)
-                except Exception:
-                    # One broken sink (a full disk for a file) must not stop the others.
-                    log.exception("a subtitle sink failed on segment %d", segment_id)
-
-        return sink
 
     async def close(self) -> None:
         if self.server is not None:

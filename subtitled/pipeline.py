@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -49,6 +50,7 @@ class PipelineStats:
     dropped_chunks: int = 0
     asr_compute_s: float = 0.0
     segments_final: int = 0
+    asr_failures: int = 0
 
 
 class Recogniser:
@@ -90,8 +92,13 @@ class Pipeline:
         sinks: Sequence[SegmentSink],
         *,
         queue: QueuePolicy | None = None,
+        first_segment_id: int = 0,
     ) -> None:
         self.asr = asr
+        # Segment ids are unique for the daemon's life: after an ASR restart (which
+        # numbers from 0 again) they go on from the next unused id.
+        self._id_offset = first_segment_id
+        self.next_segment_id = first_segment_id
         self.recogniser = Recogniser(asr, step_every_due=not (queue or QueuePolicy()).live)
         self._chunks = chunks
         self._sinks = list(sinks)
@@ -172,12 +179,44 @@ class Pipeline:
                 self._emit(update)
 
     def _work(self, chunks: list[AudioChunk], ended: bool) -> list[SegmentUpdate]:
-        """Worker thread: feed audio, transcribe when due (or at the end)."""
+        """Worker thread: feed audio, transcribe when due (or at the end).
+
+        A crashed model call must not take captions down: it is logged, a fresh ASR
+        state is started on the same model, and the next audio goes to it (the audio
+        of the failed step is lost, nothing else).
+        """
         started = time.perf_counter()
-        self.stats.audio_s += sum(c.duration_s for c in chunks)
-        updates = self.recogniser.feed(chunks, ended, time.time)
+        updates: list[SegmentUpdate] = []
+        # Live audio is fed as one batch (one step catches up with a backlog); other
+        # sources chunk by chunk, so a failure loses only the audio before it.
+        groups = [[c] for c in chunks] if self.recogniser.step_every_due else [chunks]
+        for i, group in enumerate(groups or [[]]):
+            last = i == len(groups) - 1 or not groups
+            self.stats.audio_s += sum(c.duration_s for c in group)
+            try:
+                produced = self.recogniser.feed(group, ended and last, time.time)
+            except Exception:
+                self.stats.asr_failures += 1
+                log.exception(
+                    "the ASR worker failed; restarting it (failure %d)", self.stats.asr_failures
+                )
+                self._restart_asr()
+                continue
+            updates += [self._renumber(u) for u in produced]
         self.stats.asr_compute_s += time.perf_counter() - started
         return updates
+
+    def _restart_asr(self) -> None:
+        self.asr = StreamingAsr(self.asr.transcriber, self.asr.config)
+        self.recogniser = Recogniser(self.asr, step_every_due=self.recogniser.step_every_due)
+        self._id_offset = self.next_segment_id
+
+    def _renumber(self, update: SegmentUpdate) -> SegmentUpdate:
+        segment_id = self._id_offset + update.segment_id
+        self.next_segment_id = max(self.next_segment_id, segment_id + 1)
+        if segment_id == update.segment_id:
+            return update
+        return dataclasses.replace(update, segment_id=segment_id)
 
     def _emit(self, update: SegmentUpdate) -> None:
         if update.status == "final":

@@ -1,7 +1,7 @@
 """The `subtitled bench` subcommand: run a manifest, write the report, print the table.
 
     subtitled bench MANIFEST --out report.json [--plot report.png] [--long-form]
-        [--clock simulated|real] [--filter SUBSTRING] [--limit N] [--target de,es]
+        [--clock simulated|real] [--filter SUBSTRING ...] [--limit N] [--target de,es]
         [--refs FILE] [--no-offline] [-c CONFIG] [--set KEY=VALUE ...]
 
 `subtitled.cli` registers it with `add_parser(commands)`; the handler is `run_bench`.
@@ -40,8 +40,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench.add_argument("--clock", choices=("simulated", "real"), default="simulated",
                        help="simulated: audio at its own timestamps with compute time charged "
                        "to the clock (default, fast); real: played at 1x")
-    bench.add_argument("--filter", metavar="SUBSTRING",
-                       help="only items whose manifest path contains SUBSTRING")
+    bench.add_argument("--filter", metavar="SUBSTRING", action="append", default=[],
+                       help="only items whose manifest path contains SUBSTRING "
+                       "(repeatable: any of them)")
     bench.add_argument("--limit", type=int, metavar="N", help="only the first N items")
     bench.add_argument("--target", metavar="LANGS",
                        help="target languages, comma-separated (e.g. de,es)")
@@ -77,8 +78,7 @@ def run_bench(args: argparse.Namespace) -> int:
     err = sys.stderr
     total_s = sum(i.duration_s for i in items)
     print(f"bench: {len(items)} items, {total_s:.0f} s of audio; decoding", file=err, flush=True)
-    audios = [decode_file(item.path) for item in items]
-    plans = plan_streams(items, audios, long_form=args.long_form)
+    plans = plan_streams(items, (decode_file(i.path) for i in items), long_form=args.long_form)
     transcriber = WhisperTranscriber(config.asr)
     progress = ProgressLine(err, total_s=sum(p.duration_s for p in plans),
                             durations_s=[p.duration_s for p in plans])

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import resource
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -114,30 +114,39 @@ ProgressSink = Callable[[Progress], None]
 
 
 def plan_streams(
-    items: Sequence[ManifestItem], audios: Sequence[FloatArray], *, long_form: bool
+    items: Sequence[ManifestItem], audios: Iterable[FloatArray], *, long_form: bool
 ) -> list[StreamPlan]:
-    """One stream per item, or (`long_form`) one stream of all items with `GAP_S` gaps."""
-    durations = [len(a) / SAMPLE_RATE_HZ for a in audios]
+    """One stream per item, or (`long_form`) one stream of all items with `GAP_S` gaps.
+
+    `audios` (one array per item) may be a generator that decodes lazily: a long-form
+    stream is filled item by item, so only one copy of the audio is ever in memory
+    (peak RSS is part of the report).
+    """
     if not long_form:
         plans: list[StreamPlan] = []
         offset_s = 0.0
-        for i, (audio, duration_s) in enumerate(zip(audios, durations, strict=True)):
+        for i, audio in enumerate(audios):
+            duration_s = len(audio) / SAMPLE_RATE_HZ
             plans.append(StreamPlan((i,), (0.0,), (duration_s,), audio, offset_s))
             offset_s += duration_s
         return plans
-    gap = np.zeros(round(GAP_S * SAMPLE_RATE_HZ), dtype=np.float32)
-    parts: list[FloatArray] = []
+    gap = round(GAP_S * SAMPLE_RATE_HZ)
+    # Sized from the manifest's durations; np.zeros pages cost nothing until written.
+    expected_s = sum(i.duration_s + GAP_S + 1.0 for i in items)
+    buffer = np.zeros(round(expected_s * SAMPLE_RATE_HZ), dtype=np.float32)
     starts: list[float] = []
-    n_samples = 0
+    durations: list[float] = []
+    n = 0
     for i, audio in enumerate(audios):
-        if i:
-            parts.append(gap)
-            n_samples += len(gap)
-        starts.append(n_samples / SAMPLE_RATE_HZ)
-        parts.append(audio)
-        n_samples += len(audio)
-    stream = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-    return [StreamPlan(tuple(range(len(items))), tuple(starts), tuple(durations), stream, 0.0)]
+        n += gap if i else 0
+        if n + len(audio) > len(buffer):  # the manifest understated a duration
+            grow = max(n + len(audio) - len(buffer), len(buffer) // 2)
+            buffer = np.concatenate([buffer, np.zeros(grow, dtype=np.float32)])
+        buffer[n : n + len(audio)] = audio
+        starts.append(n / SAMPLE_RATE_HZ)
+        durations.append(len(audio) / SAMPLE_RATE_HZ)
+        n += len(audio)
+    return [StreamPlan(tuple(range(len(starts))), tuple(starts), tuple(durations), buffer[:n], 0.0)]
 
 
 def chunks_of(audio: FloatArray, block_s: float) -> list[AudioChunk]:
@@ -233,7 +242,9 @@ def run_simulated(
 class _MeteredRecogniser(Recogniser):
     """The daemon's step rule, also noting how far behind real time each call finished."""
 
-    def __init__(self, asr: StreamingAsr, step_every_due: bool, clock: Callable[[], float]):
+    def __init__(
+        self, asr: StreamingAsr, step_every_due: bool, clock: Callable[[], float]
+    ) -> None:
         super().__init__(asr, step_every_due=step_every_due)
         self.clock = clock
         self.lags: list[LagSample] = []

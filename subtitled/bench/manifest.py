@@ -116,16 +116,21 @@ def add_references(items: Sequence[ManifestItem], refs_path: Path) -> list[Manif
 
 
 def select(
-    items: Sequence[ManifestItem], *, contains: str | None = None, limit: int | None = None
+    items: Sequence[ManifestItem],
+    *,
+    contains: Sequence[str] = (),
+    limit: int | None = None,
 ) -> list[ManifestItem]:
-    """Items whose manifest path contains `contains`, then the first `limit` of them."""
-    chosen = [i for i in items if contains is None or contains in i.name]
+    """Items whose manifest path contains any of `contains` (all items if it is empty),
+    then the first `limit` of them."""
+    chosen = [i for i in items if not contains or any(c in i.name for c in contains)]
     if limit is not None:
         if limit < 1:
             raise ConfigError(f"--limit {limit}: must be at least 1")
         chosen = chosen[:limit]
     if not chosen:
-        raise ConfigError(f"no manifest item's path contains {contains!r}")
+        wanted = " or ".join(repr(c) for c in contains)
+        raise ConfigError(f"no manifest item's path contains {wanted}")
     return chosen
 
 

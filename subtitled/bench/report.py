@@ -6,9 +6,10 @@
 Report keys (top level): `items` (per-item detail), `audio_seconds`, `wer`, `offline_wer`,
 `latency_ms` and `partial_latency_ms` ({p50, p90} over committed source words),
 `translation_latency_ms` ({p50, p90}, pooled over target languages), `flicker`, `bleu` and
-`chrf` ({language: score}), `rtf`, `cpu_seconds`, `asr_cpu_s_per_audio_s`, `peak_rss_mb`,
-`max_lag_s`, plus the run's settings and `notes` explaining any null. Definitions are in
-`subtitled.bench.metrics`.
+`chrf` ({language: score}), `rtf`, `cpu_seconds`, `asr_cpu_s_per_audio_s`, `peak_rss_mb`
+(of the streaming run, before the baseline model loads; it includes `bench_audio_mb`, the
+decoded audio the benchmark holds), `max_lag_s`, plus the run's settings and `notes`
+explaining any null. Definitions are in `subtitled.bench.metrics`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from subtitled import SAMPLE_RATE_HZ
 from subtitled.bench import metrics
 from subtitled.bench.driver import StreamRun
 from subtitled.bench.manifest import ManifestItem
@@ -242,8 +244,11 @@ def _translation(
                 continue
             refs.append(" ".join(i.references[lang] for i in stream_items))
             hyps.append(hyp)
-        if info.translation_model is not None and not any(lang in i.references for i in items):
-            notes.append(f"no reference translations into {lang!r}: bleu and chrf are null")
+        if info.translation_model is not None:
+            if not any(metrics.final_translation(r.emissions, lang) for r in runs):
+                notes.append(f"the pipeline produced no translation into {lang!r}")
+            elif not any(lang in i.references for i in items):
+                notes.append(f"no reference translations into {lang!r}: bleu and chrf are null")
         results[lang] = LanguageResult(
             bleu=metrics.bleu(refs, hyps),
             chrf=metrics.chrf(refs, hyps),
@@ -287,6 +292,8 @@ def to_json(result: BenchResult) -> dict[str, Any]:
         "cpu_seconds": round(info.cpu_s, 2),
         "asr_cpu_s_per_audio_s": _round(result.cpu_per_audio_s, 4),
         "peak_rss_mb": round(info.peak_rss_mb, 1),
+        # The decoded audio the benchmark itself holds (float32), part of peak_rss_mb.
+        "bench_audio_mb": round(result.audio_s * SAMPLE_RATE_HZ * 4 / 2**20, 1),
         "max_lag_s": _round(result.max_lag_s, 3),
         "committed_words": result.committed_words,
         "retracted_words": result.retractions,

@@ -166,3 +166,15 @@ def test_chunks_of() -> None:
     chunks = chunks_of(np.zeros(3500, np.float32), 0.1)
     assert [len(c.samples) for c in chunks] == [1600, 1600, 300]
     assert [c.start_s for c in chunks] == pytest.approx([0.0, 0.1, 0.2])
+
+
+def test_long_form_plan_from_a_generator_with_understated_durations() -> None:
+    items = [item("a", 0.1), item("b", 0.1), item("c", 0.1)]  # all really 1 s long
+    audios = (np.full(16000, k + 1, np.float32) for k in range(3))
+    (plan,) = plan_streams(items, audios, long_form=True)
+    assert plan.item_durations_s == pytest.approx((1.0, 1.0, 1.0))
+    assert plan.item_starts_s == pytest.approx((0.0, 1.0 + GAP_S, 2 * (1.0 + GAP_S)))
+    assert plan.duration_s == pytest.approx(3.0 + 2 * GAP_S)
+    for k, start_s in enumerate(plan.item_starts_s):
+        first = round(start_s * SAMPLE_RATE_HZ)
+        assert (plan.audio[first : first + 16000] == k + 1).all()

@@ -118,11 +118,12 @@ def test_select_filters_then_limits(tmp_path: Path) -> None:
     items = read_manifest(write(
         tmp_path, f"{HEADER}\nclips/a.flac\t1\tS\ts\tl\thi\nclips/b.flac\t1\tS\ts\tl\tyo\n"
     ))
-    assert [i.name for i in select(items, contains="b.")] == ["clips/b.flac"]
+    assert [i.name for i in select(items, contains=["b."])] == ["clips/b.flac"]
+    assert len(select(items, contains=["a.", "b."])) == 2
     assert [i.name for i in select(items, limit=1)] == ["clips/a.flac"]
     assert len(select(items)) == 2
     with pytest.raises(ConfigError, match="no manifest item's path contains 'zzz'"):
-        select(items, contains="zzz")
+        select(items, contains=["zzz"])
     with pytest.raises(ConfigError, match="--limit 0"):
         select(items, limit=0)
 
@@ -131,4 +132,5 @@ def test_the_shared_manifest_parses(shared_data: Path) -> None:
     items = read_manifest(shared_data / "speech" / "manifest.tsv")
     assert len(items) >= 200
     assert all(i.path.is_file() and i.transcript for i in items)
-    assert len(select(items, contains="ljspeech")) == 186
+    assert len(select(items, contains=["ljspeech"])) == 186
+    assert len(select(items, contains=["librispeech", "misc"])) == len(items) - 186

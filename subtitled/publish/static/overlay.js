@@ -42,8 +42,20 @@ function track(lang) {
   if (!t) {
     t = new Track(root, lang, pace);
     tracks.set(lang, t);
+    arrange();
   }
   return t;
+}
+
+// Text gathers where the tracks meet: the first track's at its bottom, the
+// others' at their top; a lone track follows `position`.
+function arrange() {
+  let index = 0;
+  for (const t of tracks.values()) {
+    const lone = tracks.size === 1;
+    t.setAnchor(index === 0 && !(lone && options.position === "top") ? "bottom" : "top");
+    index += 1;
+  }
 }
 
 function applyChanges(changes) {

@@ -1,5 +1,5 @@
 // One track of the overlay (the source, or one translation): its last lines,
-// bottom-anchored in a box `lines` rows high, paced for reading.
+// in a box `lines` rows high, paced for reading.
 //
 // Pacing rules, with `now` in milliseconds (given, never read here):
 // - A line is one caption segment; long ones wrap. New lines join at the bottom
@@ -10,6 +10,11 @@
 // - Waiting is bounded: after MAX_DELAY_MS, or when more than MAX_WAITING lines
 //   wait, the oldest one shows anyway, since live captions must not fall behind.
 // - A line fades out `fade` seconds after its last change (never with fade 0).
+//   A faded line keeps its place, invisible, so that the others do not move;
+//   when every line of the track has faded, the track is cleared.
+// - The text sits at the bottom of the box (anchor "bottom") or at its top
+//   (anchor "top", for a track under another one): either way it rolls up once
+//   the box is full, and nothing else ever moves it.
 // - A replay after a reconnect is paced like live text: its last lines show.
 // Stable and unstable text differ only in colour: the same font metrics mean that
 // nothing reflows when the daemon commits a word.
@@ -36,7 +41,7 @@ class Line {
     this.unstableEl.className = "unstable";
     text.append(this.stableEl, this.unstableEl);
     this.el.append(text);
-    this.state = "waiting";  // -> shown -> fading -> (removed)
+    this.state = "waiting";  // -> shown -> fading -> faded -> (removed)
     this.arrivedAt = now;
     this.shownAt = null;
     this.changedAt = now;
@@ -85,8 +90,14 @@ export class Track {
     this.content.className = "lines";
     this.el.append(this.content);
     parent.append(this.el);
+    this.setAnchor("bottom");
     this.lines = new Map();    // key -> Line, waiting or on screen, in arrival order
     this.retired = new Map();  // key -> text of a line gone from the screen
+  }
+
+  /** "bottom" or "top": where the text sits while the box is not full. */
+  setAnchor(anchor) {
+    this.el.classList.toggle("anchor-top", anchor === "top");
   }
 
   /** New text for caption `key`: `{stable, unstable}`. */
@@ -100,7 +111,7 @@ export class Track {
       this.lines.set(key, line);
     }
     line.set(text.stable, text.unstable, final, now);
-    if (line.state === "fading" && line.changedAt === now) {
+    if ((line.state === "fading" || line.state === "faded") && line.changedAt === now) {
       line.state = "shown";  // a late revision brings it back
       line.el.classList.remove("fading");
     }
@@ -116,8 +127,12 @@ export class Track {
         line.fadingSince = now;
         line.el.classList.add("fading");
       } else if (line.state === "fading" && now - line.fadingSince >= FADE_OUT_MS) {
-        this.retire(line);
+        line.state = "faded";
       }
+    }
+    const lines = [...this.lines.values()];
+    if (lines.length > 0 && lines.every((l) => l.state === "faded")) {
+      for (const line of lines) this.retire(line);
     }
     this.admit(now);
     this.dropScrolledOut();

@@ -1,0 +1,429 @@
+"""The overlay page (`/overlay`) in a real browser: Debian's chromium, headless, driven
+by Playwright (never a downloaded browser), against scripted feeds and the real daemon.
+
+Each test fails on a console error or an uncaught exception in the page. Screenshots
+go to artifacts/overlay/.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from subtitled.events import StatusUpdate, Translation
+from subtitled.publish import ServiceInfo
+
+from .factories import segment
+from .overlay_feed import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PageProblems,
+    ScriptedFeed,
+    browser_missing,
+    free_port,
+    screenshot,
+    scripted_feed,
+)
+
+MISSING = browser_missing()
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+
+TRANSLATING = ServiceInfo("tiny.en", "gemma-moe-small", "en", ("de",))
+CAPTIONS_ONLY = ServiceInfo("tiny.en", None, "en")
+SPEECH = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "speech"
+VIEWPORT = {"width": 1280, "height": 720}
+
+LINES_JS = """(track) => [...document.querySelectorAll(`.track[data-track="${track}"] .line`)]
+    .filter((l) => !l.classList.contains("fading")).map((l) => l.textContent)"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@dataclass
+class Overlay:
+    """A browser page and what it reported; `open` loads the overlay with parameters."""
+
+    page: Any
+    problems: PageProblems
+    sockets: list[str]
+
+    def open(self, url: str, query: str = "") -> None:
+        self.page.goto(f"{url}?{query}" if query else url)
+        self.page.wait_for_function("document.querySelector('#badge') !== null")
+
+    def lines(self, track: str = "source") -> list[str]:
+        lines: list[str] = self.page.evaluate(LINES_JS, track)
+        return lines
+
+    def wait_lines(self, expected: list[str], track: str = "source", timeout_s: float = 5) -> None:
+        """Wait until the track shows exactly `expected` (not fading), oldest first."""
+        deadline = time.monotonic() + timeout_s
+        while (got := self.lines(track)) != expected:
+            assert time.monotonic() < deadline, f"{track} shows {got}, expected {expected}"
+            self.page.wait_for_timeout(50)
+
+    def badge(self) -> tuple[bool, str, str]:
+        visible, text, level = self.page.evaluate(
+            "() => { const b = document.querySelector('#badge');"
+            " return [!b.hidden, b.textContent, b.className]; }"
+        )
+        return visible, text, level
+
+    def wait_badge(self, pattern: str, timeout_s: float = 5) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not ((badge := self.badge())[0] and re.search(pattern, badge[1])):
+            assert time.monotonic() < deadline, f"badge is {badge}, expected /{pattern}/"
+            self.page.wait_for_timeout(50)
+
+
+@pytest.fixture
+def overlay(browser: Any) -> Iterator[Overlay]:
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    problems = PageProblems()
+    page.on("console", problems.on_console)
+    page.on("pageerror", problems.on_page_error)
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    yield Overlay(page, problems, sockets)
+    context.close()
+    problems.check()
+
+
+def style(page: Any, selector: str, prop: str) -> str:
+    value: str = page.eval_on_selector(
+        selector, "(el, prop) => getComputedStyle(el).getPropertyValue(prop)", prop
+    )
+    return value
+
+
+# --------------------------------------------------------------------------- scripted feeds
+
+
+def test_stable_and_unstable_text_look_different(overlay: Overlay) -> None:
+    with scripted_feed() as feed:
+        feed.start(TRANSLATING)
+        overlay.open(feed.url, "cps=1000&min=0")
+        feed.publish(
+            StatusUpdate("running"),
+            segment(1, committed="And so my fellow Americans,",
+                    translations={"de": Translation("Und so, meine amerikanischen Mitbürger,")}),
+            segment(2, 0, "partial", committed="ask not what your country", partial="can do for",
+                    translations={"de": Translation("fragt nicht, was euer Land", "für euch tun")}),
+        )
+        overlay.wait_lines(["And so my fellow Americans,", "ask not what your country can do for"])
+        overlay.wait_lines(
+            ["Und so, meine amerikanischen Mitbürger,", "fragt nicht, was euer Land für euch tun"],
+            track="de",
+        )
+        page = overlay.page
+        live = '.track[data-track="source"] .line[data-key="0:2"]'
+        assert page.inner_text(f"{live} .stable") == "ask not what your country"
+        assert page.inner_text(f"{live} .unstable").strip() == "can do for"
+        stable_colour = style(page, f"{live} .stable", "color")
+        unstable_colour = style(page, f"{live} .unstable", "color")
+        assert stable_colour == "rgb(255, 255, 255)"
+        assert unstable_colour != stable_colour
+        # Same font, size and weight: committing a word moves nothing.
+        for prop in ("font-family", "font-size", "font-weight", "font-style"):
+            assert style(page, f"{live} .stable", prop) == style(page, f"{live} .unstable", prop)
+        de = '.track[data-track="de"] .line[data-key="0:2"]'
+        assert page.inner_text(f"{de} .unstable").strip() == "für euch tun"
+        assert style(page, f"{de} .unstable", "color") != style(page, f"{de} .stable", "color")
+        screenshot(page, "stable-unstable")
+
+        x_before = page.eval_on_selector(f"{live} .unstable", "el => el.getBoundingClientRect().x")
+        feed.publish(segment(2, 1, "final", committed="ask not what your country can do for you,",
+                             translations={"de": Translation("fragt nicht, was euer Land für euch tun kann,")}))
+        overlay.wait_lines(["And so my fellow Americans,", "ask not what your country can do for you,"])
+        assert page.inner_text(f"{live} .unstable") == ""
+        # The committed words sit where the unstable ones were.
+        x_after = page.evaluate(
+            """(sel) => { const r = document.createRange(); const t = document.querySelector(sel).firstChild;
+                const at = t.data.indexOf(' can'); r.setStart(t, at); r.setEnd(t, at + 1);
+                return r.getBoundingClientRect().x; }""",
+            f"{live} .stable",
+        )
+        assert abs(x_after - x_before) < 1.0
+
+
+def test_lines_are_paced_for_reading_and_fade(overlay: Overlay) -> None:
+    with scripted_feed() as feed:
+        feed.start(CAPTIONS_ONLY)
+        # One row: every new line pushes the last one out, so pacing decides.
+        overlay.open(feed.url, "lines=1&cps=10&min=0.5&fade=2.5")
+        feed.publish(segment(1, committed="one two three four"))  # 18 chars: 1.8 s to read
+        overlay.wait_lines(["one two three four"])
+        shown = time.monotonic()
+        feed.publish(segment(2, committed="five six"))
+        overlay.page.wait_for_timeout(600)
+        assert overlay.lines() == ["one two three four"], "a line was pushed out unread"
+        overlay.wait_lines(["five six"], timeout_s=5)
+        waited = time.monotonic() - shown
+        assert 1.5 < waited < 4.0, waited
+        screenshot(overlay.page, "paced")
+        # No more speech: the line fades `fade` seconds after its last change.
+        overlay.wait_lines([], timeout_s=6)
+        assert time.monotonic() - shown > 2.5
+
+
+def test_restart_resumes_without_duplicates_or_gaps(overlay: Overlay) -> None:
+    overlay.problems.allow_offline = True  # the daemon is down for a while, on purpose
+    port = free_port()
+    with scripted_feed() as feed:
+        feed.start(CAPTIONS_ONLY, port)
+        overlay.open(feed.url, "lines=8&fade=0&cps=1000&min=0")
+        feed.publish(StatusUpdate("running"), segment(1, committed="alpha"),
+                     segment(2, committed="bravo"))
+        overlay.wait_lines(["alpha", "bravo"])
+
+        # Restart 1: the new daemon numbers from 1 again and has published more than
+        # the page saw (seq 4 > 3) before the page is back: seq alone cannot tell.
+        feed.stop()
+        overlay.wait_badge("reconnecting")
+        feed.start(CAPTIONS_ONLY, port, then=[
+            StatusUpdate("running"), segment(1, committed="charlie"),
+            segment(2, committed="delta"), segment(3, 0, "partial", committed="echo", partial="ech"),
+        ])
+        overlay.wait_lines(["alpha", "bravo", "charlie", "delta", "echo ech"])
+        feed.publish(segment(3, 1, "final", committed="echo"), segment(4, committed="foxtrot"))
+        overlay.wait_lines(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"])
+
+        # Restart 2: the new daemon publishes only after the page is back.
+        feed.stop()
+        overlay.wait_badge("reconnecting")
+        feed.start(CAPTIONS_ONLY, port)
+        wait_for_client(feed)
+        feed.publish(segment(1, committed="golf"))
+        overlay.wait_lines(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf"])
+        screenshot(overlay.page, "after-restarts")
+        overlay.page.wait_for_timeout(300)
+        assert overlay.lines() == ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf"]
+        assert not overlay.badge()[0] or "reconnecting" not in overlay.badge()[1]
+    assert len(overlay.sockets) == 3, overlay.sockets
+    assert "since=" not in overlay.sockets[0]
+    assert all("since=" in url for url in overlay.sockets[1:]), overlay.sockets
+
+
+def wait_for_client(feed: ScriptedFeed, timeout_s: float = 5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while feed.server is None or feed.server.client_count == 0:
+        assert time.monotonic() < deadline, "the page did not reconnect"
+        time.sleep(0.05)
+
+
+def test_url_parameters_take_effect(overlay: Overlay) -> None:
+    page = overlay.page
+    with scripted_feed() as feed:
+        feed.start(TRANSLATING)
+        query = (
+            "source=0&lang=de&font=" + quote("DejaVu Serif") + "&size=40&weight=400"
+            "&tcolor=00ff00&tunstable=ff8800&outline=0&position=top&lines=3&bg=000080"
+            "&align=center&width=50&badge=0&size2=x"
+        )
+        overlay.open(feed.url, query)
+        feed.publish(segment(1, 0, "partial", committed="Hello there", partial="frie",
+                             translations={"de": Translation("Hallo", "du da")}))
+        overlay.wait_lines(["Hallo du da"], track="de")
+        assert page.query_selector('.track[data-track="source"]') is None
+        track = '.track[data-track="de"]'
+        assert "DejaVu Serif" in style(page, track, "font-family")
+        assert style(page, track, "font-size") == "40px"
+        assert style(page, track, "font-weight") == "400"
+        assert style(page, f"{track} .stable", "color") == "rgb(0, 255, 0)"
+        assert style(page, f"{track} .unstable", "color") == "rgb(255, 136, 0)"
+        assert style(page, f"{track} .stable", "text-shadow") == "none"
+        assert style(page, track, "text-align") == "center"
+        assert style(page, "body", "background-color") == "rgb(0, 0, 128)"
+        box = page.eval_on_selector(track, "el => el.getBoundingClientRect().toJSON()")
+        assert box["y"] < VIEWPORT["height"] / 4  # position=top
+        assert abs(box["height"] - 3 * 1.25 * 40) < 1  # lines=3
+        assert abs(box["width"] - VIEWPORT["width"] / 2) < 1  # width=50 (vw)
+        screenshot(page, "parameters")
+        # The daemon is captions-only? Not here: and badge=0 hides the badge anyway.
+        assert not overlay.badge()[0]
+        # The page asked the feed for German only.
+        assert overlay.sockets and "languages=de" in overlay.sockets[-1]
+
+
+def test_transparent_background_and_outline(overlay: Overlay) -> None:
+    page = overlay.page
+    with scripted_feed() as feed:
+        feed.start(TRANSLATING)
+        overlay.open(feed.url, "outline=4&box=00000000&size=bad-size")
+        feed.publish(segment(1, 0, "partial", committed="Outlined text on a", partial="transparent page",
+                             translations={"de": Translation("Umrandeter Text auf einer", "durchsichtigen Seite")}))
+        overlay.wait_lines(["Outlined text on a transparent page"])
+        assert style(page, "body", "background-color") == "rgba(0, 0, 0, 0)"
+        assert style(page, "html", "background-color") == "rgba(0, 0, 0, 0)"
+        assert "rgb(0, 0, 0)" in style(page, '.track[data-track="source"]', "text-shadow")
+        # An unusable value is ignored with a warning, and the default applies.
+        assert style(page, '.track[data-track="source"]', "font-size") == f"{0.045 * 720:g}px"
+        path = screenshot(page, "transparent", transparent=True)
+    from PIL import Image
+
+    with Image.open(path) as image:
+        rgba = image.convert("RGBA")
+        alpha = rgba.getchannel("A")
+        assert alpha.getpixel((5, 5)) == 0  # OBS sees through the page
+        lows, highs = alpha.getextrema()
+        assert (lows, highs) == (0, 255)  # ... but not through the text
+
+
+def test_status_badge(overlay: Overlay) -> None:
+    with scripted_feed() as feed:
+        feed.start(CAPTIONS_ONLY)
+        overlay.open(feed.url)
+        overlay.wait_badge("^captions only$")
+        assert overlay.badge()[2] == "info"
+        feed.publish(StatusUpdate("lost", "device unplugged"))
+        overlay.wait_badge("audio lost: device unplugged")
+        assert overlay.badge()[2] == "error"
+        feed.publish(segment(1, committed="Still here, on the last words heard."))
+        overlay.wait_lines(["Still here, on the last words heard."])
+        screenshot(overlay.page, "badge-lost")
+        feed.publish(StatusUpdate("running"))
+        overlay.wait_badge("^captions only$")
+    with scripted_feed() as feed:
+        feed.start(TRANSLATING)
+        overlay.open(feed.url)
+        feed.publish(StatusUpdate("running"))
+        overlay.page.wait_for_timeout(300)
+        assert not overlay.badge()[0], overlay.badge()  # translating, capturing: nothing to say
+
+
+# --------------------------------------------------------------------------- the feed core
+
+# Each case: messages in, then the record keys and the resume point the core holds.
+FEED_CASES = {
+    "fresh hello, then revisions": (
+        [{"type": "hello", "seq": 7},
+         {"type": "segment", "seq": 8, "id": 3, "rev": 0, "status": "partial", "committed": "", "partial": "a", "text": "a"},
+         {"type": "segment", "seq": 9, "id": 3, "rev": 1, "status": "final", "committed": "a b", "partial": "", "text": "a b"},
+         {"type": "segment", "seq": 9, "id": 3, "rev": 1, "status": "final", "committed": "a b", "partial": "", "text": "a b"}],
+        {"keys": ["0:3"], "since": 9, "texts": ["a b"]},
+    ),
+    "resume from a restarted daemon (since ahead)": (
+        [{"type": "hello", "seq": 2},
+         {"type": "segment", "seq": 3, "id": 1, "rev": 0, "status": "final", "committed": "old", "text": "old"},
+         {"type": "hello", "seq": 1, "resume": {"since": 3, "replayed": 1, "complete": False}},
+         {"type": "segment", "seq": 1, "id": 1, "rev": 0, "status": "final", "committed": "new", "text": "new"}],
+        {"keys": ["0:1", "1:1"], "since": 1, "texts": ["old", "new"]},
+    ),
+    "a gap in the same daemon keeps ids": (
+        [{"type": "hello", "seq": 5},
+         {"type": "segment", "seq": 6, "id": 2, "rev": 0, "status": "partial", "committed": "x", "partial": "y", "text": "x y"},
+         {"type": "hello", "seq": 20, "resume": {"since": 6, "replayed": 1, "complete": False}},
+         {"type": "segment", "seq": 9, "id": 2, "rev": 3, "status": "final", "committed": "x y z", "text": "x y z"}],
+        {"keys": ["0:2"], "since": 9, "texts": ["x y z"]},
+    ),
+    "same id, not a continuation: another daemon": (
+        [{"type": "hello", "seq": 0},
+         {"type": "segment", "seq": 1, "id": 1, "rev": 2, "status": "final", "committed": "first", "text": "first"},
+         {"type": "hello", "seq": 9, "resume": {"since": 1, "replayed": 1, "complete": True}},
+         {"type": "segment", "seq": 2, "id": 1, "rev": 0, "status": "partial", "committed": "", "partial": "other", "text": "other"}],
+        {"keys": ["0:1", "1:1"], "since": 2, "texts": ["first", "other"]},
+    ),
+    "a new instance id": (
+        [{"type": "hello", "seq": 0, "instance": "a"},
+         {"type": "segment", "seq": 1, "id": 1, "rev": 0, "status": "final", "committed": "one", "text": "one"},
+         {"type": "hello", "seq": 5, "instance": "b", "resume": {"since": 1, "replayed": 0, "complete": True}}],
+        {"keys": ["0:1"], "since": 0, "texts": ["one"]},
+    ),
+    "unknown types and fields are ignored": (
+        [{"type": "hello", "seq": 4, "future": 1}, {"type": "pong"}, {"type": "nonsense", "seq": 99},
+         {"type": "status", "seq": 5, "capture": "lost", "detail": "gone"}],
+        {"keys": [], "since": 5, "texts": []},
+    ),
+}
+
+FEED_JS = """async (messages) => {
+  const {CaptionFeed} = await import("/static/captions.js");
+  const feed = new CaptionFeed();
+  feed.connecting();
+  for (const m of messages) { if (m.type === "hello" && m.resume) feed.connecting(); feed.apply(m); }
+  const records = [...feed.records.values()];
+  return {keys: records.map((r) => r.key), since: feed.since, texts: records.map((r) => r.text)};
+}"""
+
+
+def test_feed_core(overlay: Overlay) -> None:
+    with scripted_feed() as feed:
+        feed.start(CAPTIONS_ONLY)
+        overlay.open(feed.url)
+        for name, (messages, expected) in FEED_CASES.items():
+            assert overlay.page.evaluate(FEED_JS, messages) == expected, name
+
+
+# --------------------------------------------------------------------------- the real daemon
+
+SEEN_UNSTABLE_JS = """
+window.__unstableSeen = [];
+new MutationObserver(() => {
+  for (const el of document.querySelectorAll(".unstable")) {
+    const text = el.textContent.trim();
+    if (text) window.__unstableSeen.push([text, getComputedStyle(el).color,
+      getComputedStyle(el.previousElementSibling).color]);
+  }
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+
+
+@pytest.mark.slow
+def test_real_daemon_shows_the_spoken_words(overlay: Overlay) -> None:
+    clip = SPEECH / "misc" / "jfk.flac"
+    if not clip.is_file():
+        pytest.fail(f"shared speech clip not found: {clip}")
+    transcript = "And so my fellow Americans, ask not what your country can do for you, " \
+                 "ask what you can do for your country."
+    overlay.problems.allow_offline = True  # the daemon exits at the end of the clip
+    overlay.page.add_init_script(SEEN_UNSTABLE_JS)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "subtitled", "run", "--port", "0", "--source", f"file:{clip}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = None
+        for line in proc.stdout:
+            if match := re.match(r"overlay:\s+(http://\S+)", line):
+                url = match.group(1)
+                break
+        assert url, f"the daemon printed no overlay URL: {proc.stderr.read() if proc.stderr else ''}"
+        overlay.open(url, "lines=10&fade=0&size=28")
+        proc.wait(timeout=60)  # the clip plays in real time, then the daemon exits
+        screenshot(overlay.page, "real-daemon")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    shown = " ".join(overlay.lines())
+    expected = _words(transcript)
+    heard = _words(shown)
+    recalled = sum(1 for w in set(expected) if w in heard) / len(set(expected))
+    assert recalled >= 0.8, shown
+    seen = overlay.page.evaluate("window.__unstableSeen")
+    assert seen, "no unstable text was ever shown"
+    assert all(colour != stable_colour for _, colour, stable_colour in seen)
