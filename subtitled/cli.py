@@ -99,6 +99,14 @@ def _parser() -> argparse.ArgumentParser:
     transcript.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     transcript.set_defaults(handler=_cmd_transcript)
 
+    soak = commands.add_parser("soak", help="hours-style endurance run: memory, drift, delivery")
+    soak.add_argument("--minutes", type=float, default=30.0)
+    soak.add_argument("--clients", type=int, default=50)
+    soak.add_argument("--manifest", type=Path,
+                      help="speech manifest TSV (its LJ Speech clips, joined); default: the demo")
+    soak.add_argument("--out", type=Path, help="write the JSON report here")
+    soak.set_defaults(handler=_cmd_soak)
+
     service = commands.add_parser("service", help="install or remove the systemd user unit")
     service.add_argument("action", choices=("install", "uninstall", "show"))
     service.add_argument("--no-enable", action="store_true",
@@ -308,6 +316,22 @@ def _cmd_transcript(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _cmd_soak(args: argparse.Namespace) -> int:
+    import json
+
+    from subtitled.soak import soak
+
+    report = asyncio.run(soak(args.manifest, args.minutes, args.clients))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
+    delivery = report["delivery"]
+    ok = not (delivery["clients_missing_finals"] or delivery["clients_with_duplicates"]
+              or delivery["clients_out_of_order"])
+    return 0 if ok else 1
 
 
 def _cmd_service(args: argparse.Namespace) -> int:

@@ -94,7 +94,15 @@ class Overlay:
 
 
 @pytest.fixture
-def overlay(browser: Any) -> Iterator[Overlay]:
+def feed() -> Iterator[ScriptedFeed]:
+    """A scripted feed, not started; it outlives the page (see `overlay`)."""
+    with scripted_feed() as scripted:
+        yield scripted
+
+
+@pytest.fixture
+def overlay(browser: Any, feed: ScriptedFeed) -> Iterator[Overlay]:
+    """A fresh browser page; closed before `feed` stops, so it never sees the feed go."""
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     problems = PageProblems()
@@ -117,106 +125,123 @@ def style(page: Any, selector: str, prop: str) -> str:
 # --------------------------------------------------------------------------- scripted feeds
 
 
-def test_stable_and_unstable_text_look_different(overlay: Overlay) -> None:
-    with scripted_feed() as feed:
-        feed.start(TRANSLATING)
-        overlay.open(feed.url, "cps=1000&min=0")
-        feed.publish(
-            StatusUpdate("running"),
-            segment(1, committed="And so my fellow Americans,",
-                    translations={"de": Translation("Und so, meine amerikanischen Mitbürger,")}),
-            segment(2, 0, "partial", committed="ask not what your country", partial="can do for",
-                    translations={"de": Translation("fragt nicht, was euer Land", "für euch tun")}),
-        )
-        overlay.wait_lines(["And so my fellow Americans,", "ask not what your country can do for"])
-        overlay.wait_lines(
-            ["Und so, meine amerikanischen Mitbürger,", "fragt nicht, was euer Land für euch tun"],
-            track="de",
-        )
-        page = overlay.page
-        live = '.track[data-track="source"] .line[data-key="0:2"]'
-        assert page.inner_text(f"{live} .stable") == "ask not what your country"
-        assert page.inner_text(f"{live} .unstable").strip() == "can do for"
-        stable_colour = style(page, f"{live} .stable", "color")
-        unstable_colour = style(page, f"{live} .unstable", "color")
-        assert stable_colour == "rgb(255, 255, 255)"
-        assert unstable_colour != stable_colour
-        # Same font, size and weight: committing a word moves nothing.
-        for prop in ("font-family", "font-size", "font-weight", "font-style"):
-            assert style(page, f"{live} .stable", prop) == style(page, f"{live} .unstable", prop)
-        de = '.track[data-track="de"] .line[data-key="0:2"]'
-        assert page.inner_text(f"{de} .unstable").strip() == "für euch tun"
-        assert style(page, f"{de} .unstable", "color") != style(page, f"{de} .stable", "color")
-        screenshot(page, "stable-unstable")
+def test_stable_and_unstable_text_look_different(overlay: Overlay, feed: ScriptedFeed) -> None:
+    feed.start(TRANSLATING)
+    overlay.open(feed.url, "cps=1000&min=0")
+    feed.publish(
+        StatusUpdate("running"),
+        segment(1, committed="And so my fellow Americans,",
+                translations={"de": Translation("Und so, meine amerikanischen Mitbürger,")}),
+        segment(2, 0, "partial", committed="ask not what your country", partial="can do for",
+                translations={"de": Translation("fragt nicht, was euer Land", "für euch tun")}),
+    )
+    overlay.wait_lines(["And so my fellow Americans,", "ask not what your country can do for"])
+    overlay.wait_lines(
+        ["Und so, meine amerikanischen Mitbürger,", "fragt nicht, was euer Land für euch tun"],
+        track="de",
+    )
+    page = overlay.page
+    live = '.track[data-track="source"] .line[data-key="0:2"]'
+    assert page.inner_text(f"{live} .stable") == "ask not what your country"
+    assert page.inner_text(f"{live} .unstable").strip() == "can do for"
+    stable_colour = style(page, f"{live} .stable", "color")
+    unstable_colour = style(page, f"{live} .unstable", "color")
+    assert stable_colour == "rgb(255, 255, 255)"
+    assert unstable_colour != stable_colour
+    # Same font, size and weight: committing a word moves nothing.
+    for prop in ("font-family", "font-size", "font-weight", "font-style"):
+        assert style(page, f"{live} .stable", prop) == style(page, f"{live} .unstable", prop)
+    de = '.track[data-track="de"] .line[data-key="0:2"]'
+    assert page.inner_text(f"{de} .unstable").strip() == "für euch tun"
+    assert style(page, f"{de} .unstable", "color") != style(page, f"{de} .stable", "color")
+    screenshot(page, "stable-unstable")
 
-        x_before = page.eval_on_selector(f"{live} .unstable", "el => el.getBoundingClientRect().x")
-        feed.publish(segment(2, 1, "final", committed="ask not what your country can do for you,",
-                             translations={"de": Translation("fragt nicht, was euer Land für euch tun kann,")}))
-        overlay.wait_lines(["And so my fellow Americans,", "ask not what your country can do for you,"])
-        assert page.inner_text(f"{live} .unstable") == ""
-        # The committed words sit where the unstable ones were.
-        x_after = page.evaluate(
-            """(sel) => { const r = document.createRange(); const t = document.querySelector(sel).firstChild;
-                const at = t.data.indexOf(' can'); r.setStart(t, at); r.setEnd(t, at + 1);
-                return r.getBoundingClientRect().x; }""",
-            f"{live} .stable",
-        )
-        assert abs(x_after - x_before) < 1.0
-
-
-def test_lines_are_paced_for_reading_and_fade(overlay: Overlay) -> None:
-    with scripted_feed() as feed:
-        feed.start(CAPTIONS_ONLY)
-        # One row: every new line pushes the last one out, so pacing decides.
-        overlay.open(feed.url, "lines=1&cps=10&min=0.5&fade=2.5")
-        feed.publish(segment(1, committed="one two three four"))  # 18 chars: 1.8 s to read
-        overlay.wait_lines(["one two three four"])
-        shown = time.monotonic()
-        feed.publish(segment(2, committed="five six"))
-        overlay.page.wait_for_timeout(600)
-        assert overlay.lines() == ["one two three four"], "a line was pushed out unread"
-        overlay.wait_lines(["five six"], timeout_s=5)
-        waited = time.monotonic() - shown
-        assert 1.5 < waited < 4.0, waited
-        screenshot(overlay.page, "paced")
-        # No more speech: the line fades `fade` seconds after its last change.
-        overlay.wait_lines([], timeout_s=6)
-        assert time.monotonic() - shown > 2.5
+    x_before = page.eval_on_selector(f"{live} .unstable", "el => el.getBoundingClientRect().x")
+    german = Translation("fragt nicht, was euer Land für euch tun kann,")
+    feed.publish(segment(2, 1, "final", committed="ask not what your country can do for you,",
+                         translations={"de": german}))
+    overlay.wait_lines(["And so my fellow Americans,", "ask not what your country can do for you,"])
+    assert page.inner_text(f"{live} .unstable") == ""
+    # The committed words sit where the unstable ones were.
+    x_after = page.evaluate(
+        """(sel) => {
+            const text = document.querySelector(sel).firstChild, at = text.data.indexOf(" can");
+            const range = document.createRange();
+            range.setStart(text, at);
+            range.setEnd(text, at + 1);
+            return range.getBoundingClientRect().x;
+        }""",
+        f"{live} .stable",
+    )
+    assert abs(x_after - x_before) < 1.0
 
 
-def test_restart_resumes_without_duplicates_or_gaps(overlay: Overlay) -> None:
+def test_lines_are_paced_for_reading_and_fade(overlay: Overlay, feed: ScriptedFeed) -> None:
+    feed.start(CAPTIONS_ONLY)
+    # One row: every new line pushes the last one out, so pacing decides.
+    overlay.open(feed.url, "lines=1&cps=10&min=0.5&fade=2.5")
+    feed.publish(segment(1, committed="one two three four"))  # 18 chars: 1.8 s to read
+    overlay.wait_lines(["one two three four"])
+    shown = time.monotonic()
+    feed.publish(segment(2, committed="five six"))
+    overlay.page.wait_for_timeout(600)
+    assert overlay.lines() == ["one two three four"], "a line was pushed out unread"
+    overlay.wait_lines(["five six"], timeout_s=5)
+    waited = time.monotonic() - shown
+    assert 1.5 < waited < 4.0, waited
+    screenshot(overlay.page, "paced")
+    # No more speech: the line fades `fade` seconds after its last change.
+    overlay.wait_lines([], timeout_s=6)
+    assert time.monotonic() - shown > 2.5
+
+
+def test_a_burst_rolls_up_without_falling_behind(overlay: Overlay, feed: ScriptedFeed) -> None:
+    feed.start(CAPTIONS_ONLY)
+    overlay.open(feed.url, "lines=2&min=1.5&fade=0")  # 2 rows; default 17 cps
+    start = time.monotonic()
+    feed.publish(*(segment(i, committed=f"line {i}") for i in range(1, 11)))
+    # Ten lines at once: at most three wait for reading time, the older ones
+    # roll through at once (live captions must not fall behind)...
+    overlay.wait_lines(["line 6", "line 7"], timeout_s=1)
+    assert overlay.page.evaluate("document.querySelectorAll('.line').length") == 2
+    # ... and the last ones follow, each shown for at least `min` seconds.
+    overlay.wait_lines(["line 8", "line 9"], timeout_s=3)
+    overlay.wait_lines(["line 9", "line 10"], timeout_s=3)
+    assert time.monotonic() - start > 2.5
+
+
+def test_restart_resumes_without_duplicates_or_gaps(overlay: Overlay, feed: ScriptedFeed) -> None:
     overlay.problems.allow_offline = True  # the daemon is down for a while, on purpose
     port = free_port()
-    with scripted_feed() as feed:
-        feed.start(CAPTIONS_ONLY, port)
-        overlay.open(feed.url, "lines=8&fade=0&cps=1000&min=0")
-        feed.publish(StatusUpdate("running"), segment(1, committed="alpha"),
-                     segment(2, committed="bravo"))
-        overlay.wait_lines(["alpha", "bravo"])
+    feed.start(CAPTIONS_ONLY, port)
+    overlay.open(feed.url, "lines=8&fade=0&cps=1000&min=0")
+    feed.publish(StatusUpdate("running"), segment(1, committed="alpha"),
+                 segment(2, committed="bravo"))
+    overlay.wait_lines(["alpha", "bravo"])
 
-        # Restart 1: the new daemon numbers from 1 again and has published more than
-        # the page saw (seq 4 > 3) before the page is back: seq alone cannot tell.
-        feed.stop()
-        overlay.wait_badge("reconnecting")
-        feed.start(CAPTIONS_ONLY, port, then=[
-            StatusUpdate("running"), segment(1, committed="charlie"),
-            segment(2, committed="delta"), segment(3, 0, "partial", committed="echo", partial="ech"),
-        ])
-        overlay.wait_lines(["alpha", "bravo", "charlie", "delta", "echo ech"])
-        feed.publish(segment(3, 1, "final", committed="echo"), segment(4, committed="foxtrot"))
-        overlay.wait_lines(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"])
+    # Restart 1: the new daemon numbers from 1 again and has published more than
+    # the page saw (seq 4 > 3) before the page is back: seq alone cannot tell.
+    feed.stop()
+    overlay.wait_badge("reconnecting")
+    feed.start(CAPTIONS_ONLY, port, then=[
+        StatusUpdate("running"), segment(1, committed="charlie"),
+        segment(2, committed="delta"), segment(3, 0, "partial", committed="echo", partial="ech"),
+    ])
+    overlay.wait_lines(["alpha", "bravo", "charlie", "delta", "echo ech"])
+    feed.publish(segment(3, 1, "final", committed="echo"), segment(4, committed="foxtrot"))
+    overlay.wait_lines(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"])
 
-        # Restart 2: the new daemon publishes only after the page is back.
-        feed.stop()
-        overlay.wait_badge("reconnecting")
-        feed.start(CAPTIONS_ONLY, port)
-        wait_for_client(feed)
-        feed.publish(segment(1, committed="golf"))
-        overlay.wait_lines(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf"])
-        screenshot(overlay.page, "after-restarts")
-        overlay.page.wait_for_timeout(300)
-        assert overlay.lines() == ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf"]
-        assert not overlay.badge()[0] or "reconnecting" not in overlay.badge()[1]
+    # Restart 2: the new daemon publishes only after the page is back.
+    feed.stop()
+    overlay.wait_badge("reconnecting")
+    feed.start(CAPTIONS_ONLY, port)
+    wait_for_client(feed)
+    feed.publish(segment(1, committed="golf"))
+    overlay.wait_lines(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf"])
+    screenshot(overlay.page, "after-restarts")
+    overlay.page.wait_for_timeout(300)
+    assert overlay.lines() == ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf"]
+    assert not overlay.badge()[0] or "reconnecting" not in overlay.badge()[1]
     assert len(overlay.sockets) == 3, overlay.sockets
     assert "since=" not in overlay.sockets[0]
     assert all("since=" in url for url in overlay.sockets[1:]), overlay.sockets
@@ -229,54 +254,52 @@ def wait_for_client(feed: ScriptedFeed, timeout_s: float = 5) -> None:
         time.sleep(0.05)
 
 
-def test_url_parameters_take_effect(overlay: Overlay) -> None:
+def test_url_parameters_take_effect(overlay: Overlay, feed: ScriptedFeed) -> None:
     page = overlay.page
-    with scripted_feed() as feed:
-        feed.start(TRANSLATING)
-        query = (
-            "source=0&lang=de&font=" + quote("DejaVu Serif") + "&size=40&weight=400"
-            "&tcolor=00ff00&tunstable=ff8800&outline=0&position=top&lines=3&bg=000080"
-            "&align=center&width=50&badge=0&size2=x"
-        )
-        overlay.open(feed.url, query)
-        feed.publish(segment(1, 0, "partial", committed="Hello there", partial="frie",
-                             translations={"de": Translation("Hallo", "du da")}))
-        overlay.wait_lines(["Hallo du da"], track="de")
-        assert page.query_selector('.track[data-track="source"]') is None
-        track = '.track[data-track="de"]'
-        assert "DejaVu Serif" in style(page, track, "font-family")
-        assert style(page, track, "font-size") == "40px"
-        assert style(page, track, "font-weight") == "400"
-        assert style(page, f"{track} .stable", "color") == "rgb(0, 255, 0)"
-        assert style(page, f"{track} .unstable", "color") == "rgb(255, 136, 0)"
-        assert style(page, f"{track} .stable", "text-shadow") == "none"
-        assert style(page, track, "text-align") == "center"
-        assert style(page, "body", "background-color") == "rgb(0, 0, 128)"
-        box = page.eval_on_selector(track, "el => el.getBoundingClientRect().toJSON()")
-        assert box["y"] < VIEWPORT["height"] / 4  # position=top
-        assert abs(box["height"] - 3 * 1.25 * 40) < 1  # lines=3
-        assert abs(box["width"] - VIEWPORT["width"] / 2) < 1  # width=50 (vw)
-        screenshot(page, "parameters")
-        # The daemon is captions-only? Not here: and badge=0 hides the badge anyway.
-        assert not overlay.badge()[0]
-        # The page asked the feed for German only.
-        assert overlay.sockets and "languages=de" in overlay.sockets[-1]
+    feed.start(TRANSLATING)
+    query = (
+        "source=0&lang=de&font=" + quote("DejaVu Serif") + "&size=40&weight=400"
+        "&tcolor=00ff00&tunstable=ff8800&outline=0&position=top&lines=3&bg=000080"
+        "&align=center&width=50&badge=0&unknown=ignored"
+    )
+    overlay.open(feed.url, query)
+    feed.publish(segment(1, 0, "partial", committed="Hello there", partial="frie",
+                         translations={"de": Translation("Hallo", "du da")}))
+    overlay.wait_lines(["Hallo du da"], track="de")
+    assert page.query_selector('.track[data-track="source"]') is None
+    track = '.track[data-track="de"]'
+    assert "DejaVu Serif" in style(page, track, "font-family")
+    assert style(page, track, "font-size") == "40px"
+    assert style(page, track, "font-weight") == "400"
+    assert style(page, f"{track} .stable", "color") == "rgb(0, 255, 0)"
+    assert style(page, f"{track} .unstable", "color") == "rgb(255, 136, 0)"
+    assert style(page, f"{track} .stable", "text-shadow") == "none"
+    assert style(page, track, "text-align") == "center"
+    assert style(page, "body", "background-color") == "rgb(0, 0, 128)"
+    box = page.eval_on_selector(track, "el => el.getBoundingClientRect().toJSON()")
+    assert box["y"] < VIEWPORT["height"] / 4  # position=top
+    assert abs(box["height"] - 3 * 1.25 * 40) < 1  # lines=3
+    assert abs(box["width"] - VIEWPORT["width"] / 2) < 1  # width=50 (vw)
+    screenshot(page, "parameters")
+    assert not overlay.badge()[0]  # badge=0
+    # The page asked the feed for German only.
+    assert overlay.sockets and "languages=de" in overlay.sockets[-1]
 
 
-def test_transparent_background_and_outline(overlay: Overlay) -> None:
+def test_transparent_background_and_outline(overlay: Overlay, feed: ScriptedFeed) -> None:
     page = overlay.page
-    with scripted_feed() as feed:
-        feed.start(TRANSLATING)
-        overlay.open(feed.url, "outline=4&box=00000000&size=bad-size")
-        feed.publish(segment(1, 0, "partial", committed="Outlined text on a", partial="transparent page",
-                             translations={"de": Translation("Umrandeter Text auf einer", "durchsichtigen Seite")}))
-        overlay.wait_lines(["Outlined text on a transparent page"])
-        assert style(page, "body", "background-color") == "rgba(0, 0, 0, 0)"
-        assert style(page, "html", "background-color") == "rgba(0, 0, 0, 0)"
-        assert "rgb(0, 0, 0)" in style(page, '.track[data-track="source"]', "text-shadow")
-        # An unusable value is ignored with a warning, and the default applies.
-        assert style(page, '.track[data-track="source"]', "font-size") == f"{0.045 * 720:g}px"
-        path = screenshot(page, "transparent", transparent=True)
+    feed.start(TRANSLATING)
+    overlay.open(feed.url, "outline=4&box=00000000&size=bad-size")
+    german = Translation("Umrandeter Text auf einer", "durchsichtigen Seite")
+    feed.publish(segment(1, 0, "partial", committed="Outlined text on a",
+                         partial="transparent page", translations={"de": german}))
+    overlay.wait_lines(["Outlined text on a transparent page"])
+    assert style(page, "body", "background-color") == "rgba(0, 0, 0, 0)"
+    assert style(page, "html", "background-color") == "rgba(0, 0, 0, 0)"
+    assert "rgb(0, 0, 0)" in style(page, '.track[data-track="source"]', "text-shadow")
+    # An unusable value is ignored with a warning, and the default applies.
+    assert style(page, '.track[data-track="source"]', "font-size") == f"{0.045 * 720:g}px"
+    path = screenshot(page, "transparent", transparent=True)
     from PIL import Image
 
     with Image.open(path) as image:
@@ -287,68 +310,78 @@ def test_transparent_background_and_outline(overlay: Overlay) -> None:
         assert (lows, highs) == (0, 255)  # ... but not through the text
 
 
-def test_status_badge(overlay: Overlay) -> None:
-    with scripted_feed() as feed:
-        feed.start(CAPTIONS_ONLY)
-        overlay.open(feed.url)
-        overlay.wait_badge("^captions only$")
-        assert overlay.badge()[2] == "info"
-        feed.publish(StatusUpdate("lost", "device unplugged"))
-        overlay.wait_badge("audio lost: device unplugged")
-        assert overlay.badge()[2] == "error"
-        feed.publish(segment(1, committed="Still here, on the last words heard."))
-        overlay.wait_lines(["Still here, on the last words heard."])
-        screenshot(overlay.page, "badge-lost")
-        feed.publish(StatusUpdate("running"))
-        overlay.wait_badge("^captions only$")
-    with scripted_feed() as feed:
-        feed.start(TRANSLATING)
-        overlay.open(feed.url)
-        feed.publish(StatusUpdate("running"))
-        overlay.page.wait_for_timeout(300)
-        assert not overlay.badge()[0], overlay.badge()  # translating, capturing: nothing to say
+def test_status_badge(overlay: Overlay, feed: ScriptedFeed) -> None:
+    feed.start(CAPTIONS_ONLY)
+    overlay.open(feed.url)
+    overlay.wait_badge("^captions only$")
+    assert overlay.badge()[2] == "info"
+    feed.publish(StatusUpdate("lost", "device unplugged"))
+    overlay.wait_badge("audio lost: device unplugged")
+    assert overlay.badge()[2] == "error"
+    feed.publish(segment(1, committed="Still here, on the last words heard."))
+    overlay.wait_lines(["Still here, on the last words heard."])
+    screenshot(overlay.page, "badge-lost")
+    feed.publish(StatusUpdate("running"))
+    overlay.wait_badge("^captions only$")
+
+    overlay.page.goto("about:blank")
+    feed.stop()
+    feed.start(TRANSLATING)
+    overlay.open(feed.url)
+    feed.publish(StatusUpdate("running"))
+    overlay.page.wait_for_timeout(300)
+    assert not overlay.badge()[0], overlay.badge()  # translating, capturing: nothing to say
 
 
 # --------------------------------------------------------------------------- the feed core
 
-# Each case: messages in, then the record keys and the resume point the core holds.
-FEED_CASES = {
-    "fresh hello, then revisions": (
-        [{"type": "hello", "seq": 7},
-         {"type": "segment", "seq": 8, "id": 3, "rev": 0, "status": "partial", "committed": "", "partial": "a", "text": "a"},
-         {"type": "segment", "seq": 9, "id": 3, "rev": 1, "status": "final", "committed": "a b", "partial": "", "text": "a b"},
-         {"type": "segment", "seq": 9, "id": 3, "rev": 1, "status": "final", "committed": "a b", "partial": "", "text": "a b"}],
+def hello(seq: int, **fields: Any) -> dict[str, Any]:
+    return {"type": "hello", "seq": seq, **fields}
+
+
+def resume(seq: int, since: int, complete: bool, **fields: Any) -> dict[str, Any]:
+    return hello(seq, resume={"since": since, "replayed": 0, "complete": complete}, **fields)
+
+
+def seg(seq: int, id_: int, rev: int, committed: str, partial: str = "") -> dict[str, Any]:
+    status = "partial" if partial else "final"
+    text = f"{committed} {partial}".strip()
+    return {"type": "segment", "seq": seq, "id": id_, "rev": rev, "status": status,
+            "committed": committed, "partial": partial, "text": text}
+
+
+# Messages in; then the record keys ("epoch:id"), the resume point and the texts held.
+FEED_CASES: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {
+    "fresh hello, revisions, a duplicate": (
+        [hello(7), seg(8, 3, 0, "", "a"), seg(9, 3, 1, "a b"), seg(9, 3, 1, "a b")],
         {"keys": ["0:3"], "since": 9, "texts": ["a b"]},
     ),
-    "resume from a restarted daemon (since ahead)": (
-        [{"type": "hello", "seq": 2},
-         {"type": "segment", "seq": 3, "id": 1, "rev": 0, "status": "final", "committed": "old", "text": "old"},
-         {"type": "hello", "seq": 1, "resume": {"since": 3, "replayed": 1, "complete": False}},
-         {"type": "segment", "seq": 1, "id": 1, "rev": 0, "status": "final", "committed": "new", "text": "new"}],
+    "a restarted daemon: since ahead of its seq": (
+        [hello(2), seg(3, 1, 0, "old"), resume(1, since=3, complete=False), seg(1, 1, 0, "new")],
         {"keys": ["0:1", "1:1"], "since": 1, "texts": ["old", "new"]},
     ),
     "a gap in the same daemon keeps ids": (
-        [{"type": "hello", "seq": 5},
-         {"type": "segment", "seq": 6, "id": 2, "rev": 0, "status": "partial", "committed": "x", "partial": "y", "text": "x y"},
-         {"type": "hello", "seq": 20, "resume": {"since": 6, "replayed": 1, "complete": False}},
-         {"type": "segment", "seq": 9, "id": 2, "rev": 3, "status": "final", "committed": "x y z", "text": "x y z"}],
+        [hello(5), seg(6, 2, 0, "x", "y"), resume(20, since=6, complete=False),
+         seg(9, 2, 3, "x y z")],
         {"keys": ["0:2"], "since": 9, "texts": ["x y z"]},
     ),
     "same id, not a continuation: another daemon": (
-        [{"type": "hello", "seq": 0},
-         {"type": "segment", "seq": 1, "id": 1, "rev": 2, "status": "final", "committed": "first", "text": "first"},
-         {"type": "hello", "seq": 9, "resume": {"since": 1, "replayed": 1, "complete": True}},
-         {"type": "segment", "seq": 2, "id": 1, "rev": 0, "status": "partial", "committed": "", "partial": "other", "text": "other"}],
+        [hello(0), seg(1, 1, 2, "first"), resume(9, since=1, complete=True),
+         seg(2, 1, 0, "", "other")],
         {"keys": ["0:1", "1:1"], "since": 2, "texts": ["first", "other"]},
     ),
+    "a replayed revision already applied": (
+        [hello(0), seg(1, 1, 0, "a", "b"), resume(3, since=0, complete=True),
+         seg(1, 1, 0, "a", "b"), seg(3, 1, 1, "a b c")],
+        {"keys": ["0:1"], "since": 3, "texts": ["a b c"]},
+    ),
     "a new instance id": (
-        [{"type": "hello", "seq": 0, "instance": "a"},
-         {"type": "segment", "seq": 1, "id": 1, "rev": 0, "status": "final", "committed": "one", "text": "one"},
-         {"type": "hello", "seq": 5, "instance": "b", "resume": {"since": 1, "replayed": 0, "complete": True}}],
+        [hello(0, instance="a"), seg(1, 1, 0, "one"),
+         resume(5, since=1, complete=True, instance="b")],
         {"keys": ["0:1"], "since": 0, "texts": ["one"]},
     ),
     "unknown types and fields are ignored": (
-        [{"type": "hello", "seq": 4, "future": 1}, {"type": "pong"}, {"type": "nonsense", "seq": 99},
+        [hello(4, future=1), {"type": "pong"}, {"type": "nonsense", "seq": 99},
          {"type": "status", "seq": 5, "capture": "lost", "detail": "gone"}],
         {"keys": [], "since": 5, "texts": []},
     ),
@@ -357,19 +390,20 @@ FEED_CASES = {
 FEED_JS = """async (messages) => {
   const {CaptionFeed} = await import("/static/captions.js");
   const feed = new CaptionFeed();
-  feed.connecting();
-  for (const m of messages) { if (m.type === "hello" && m.resume) feed.connecting(); feed.apply(m); }
+  for (const m of messages) {
+    if (m.type === "hello" && (m.resume || !feed.helloSeen)) feed.connecting();
+    feed.apply(m);
+  }
   const records = [...feed.records.values()];
   return {keys: records.map((r) => r.key), since: feed.since, texts: records.map((r) => r.text)};
 }"""
 
 
-def test_feed_core(overlay: Overlay) -> None:
-    with scripted_feed() as feed:
-        feed.start(CAPTIONS_ONLY)
-        overlay.open(feed.url)
-        for name, (messages, expected) in FEED_CASES.items():
-            assert overlay.page.evaluate(FEED_JS, messages) == expected, name
+def test_feed_core(overlay: Overlay, feed: ScriptedFeed) -> None:
+    feed.start(CAPTIONS_ONLY)
+    overlay.open(feed.url)
+    for name, (messages, expected) in FEED_CASES.items():
+        assert overlay.page.evaluate(FEED_JS, messages) == expected, name
 
 
 # --------------------------------------------------------------------------- the real daemon
@@ -410,7 +444,7 @@ def test_real_daemon_shows_the_spoken_words(overlay: Overlay) -> None:
             if match := re.match(r"overlay:\s+(http://\S+)", line):
                 url = match.group(1)
                 break
-        assert url, f"the daemon printed no overlay URL: {proc.stderr.read() if proc.stderr else ''}"
+        assert url, "the daemon printed no overlay URL"
         overlay.open(url, "lines=10&fade=0&size=28")
         proc.wait(timeout=60)  # the clip plays in real time, then the daemon exits
         screenshot(overlay.page, "real-daemon")

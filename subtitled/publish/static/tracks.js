@@ -4,9 +4,9 @@
 // Pacing rules, with `now` in milliseconds (given, never read here):
 // - A line is one caption segment; long ones wrap. New lines join at the bottom
 //   and older ones roll up, out of the box.
-// - A line stays in full view until it has been up for its length / `cps`
-//   seconds, and for `min` seconds after its last change. A new line that would
-//   push such a line (even partly) out of view waits below the screen.
+// - A line stays in full view for its length / `cps` seconds, and at least `min`
+//   seconds, from when it appears, and for `min` seconds after its last change.
+//   A new line that would push such a line (even partly) out of view waits.
 // - Waiting is bounded: after MAX_DELAY_MS, or when more than MAX_WAITING lines
 //   wait, the oldest one shows anyway, since live captions must not fall behind.
 // - A line fades out `fade` seconds after its last change (never with fade 0).
@@ -71,7 +71,7 @@ class Line {
 
   holdUntil(pace) {
     const readMs = (this.stable.length + this.unstable.length) * 1000 / pace.cps;
-    return Math.max(this.shownAt + readMs, this.changedAt + pace.minMs);
+    return Math.max(this.shownAt + Math.max(readMs, pace.minMs), this.changedAt + pace.minMs);
   }
 }
 
