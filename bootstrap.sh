@@ -40,6 +40,7 @@ echo "bootstrap: installing subtitled$extra into .venv" >&2
 if [ "$mode" = demo ]; then
   exec .venv/bin/subtitled demo
 fi
+./.ci/browser-deps.sh   # Debian's chromium + playwright, for the overlay's browser tests
 .venv/bin/ruff check subtitled tests
 .venv/bin/mypy --strict subtitled
 exec .venv/bin/pytest -q -ra

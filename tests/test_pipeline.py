@@ -36,7 +36,9 @@ class FailsOnce:
         return self.model.transcribe(audio, offset_s, prefix, context)
 
 
-async def chunks_of(samples: npt.NDArray[np.float32], block: int = 1600) -> AsyncIterator[AudioChunk]:
+async def chunks_of(
+    samples: npt.NDArray[np.float32], block: int = 1600
+) -> AsyncIterator[AudioChunk]:
     for start in range(0, len(samples), block):
         yield AudioChunk(samples[start : start + block], start / 16_000)
         await asyncio.sleep(0)
@@ -44,7 +46,7 @@ async def chunks_of(samples: npt.NDArray[np.float32], block: int = 1600) -> Asyn
 
 def run(pipeline: Pipeline) -> list[SegmentUpdate]:
     out: list[SegmentUpdate] = []
-    pipeline._sinks.append(out.append)  # noqa: SLF001 - a test sink
+    pipeline._sinks.append(out.append)
     asyncio.run(pipeline.run())
     return out
 

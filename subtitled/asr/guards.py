@@ -51,10 +51,18 @@ HALLUCINATIONS: tuple[tuple[str, ...], ...] = tuple(
 )
 
 
-def drop_repetition_loops(words: Sequence[Word], max_phrase_words: int = 8) -> list[Word]:
-    """Keep one occurrence of any phrase (up to `max_phrase_words`) repeated in a loop."""
-    out = list(words)
+def drop_repetition_loops(
+    words: Sequence[Word], context: Sequence[Word] = (), max_phrase_words: int = 8
+) -> list[Word]:
+    """Keep one occurrence of any phrase (up to `max_phrase_words`) repeated in a loop.
+
+    `context` is the forced prefix the words continue: a loop often starts inside it
+    ("... printing then for | our purpose printing then for our purpose ..."). Only
+    `words` are ever dropped.
+    """
+    out = [*context, *words]
     keys = [normalise_word(w.text) for w in out]
+    protected = len(context)
     i = 0
     while i < len(keys):
         for n in range(1, max_phrase_words + 1):
@@ -64,17 +72,26 @@ def drop_repetition_loops(words: Sequence[Word], max_phrase_words: int = 8) -> l
             repeats = 1
             while keys[i + repeats * n : i + (repeats + 1) * n] == phrase:
                 repeats += 1
-            if repeats >= _min_repeats(n):
-                end = i + repeats * n
-                # A loop cut off by the length cap ends in part of the phrase.
-                rest = keys[end:]
-                if rest and rest == phrase[: len(rest)]:
-                    end = len(keys)
-                del out[i + n : end]
-                del keys[i + n : end]
-                break
+            end = i + repeats * n
+            if repeats < _min_repeats(n) or end <= protected:
+                continue
+            if _is_cut_repeat(keys[end:], phrase):
+                end = len(keys)
+            first = max(i + n, protected)
+            del out[first:end]
+            del keys[first:end]
+            break
         i += 1
-    return out
+    return out[protected:]
+
+
+def _is_cut_repeat(rest: list[str], phrase: list[str]) -> bool:
+    """True when `rest` is the start of one more repeat, cut off by the length cap
+    (the last word possibly mid-token: "our pur")."""
+    if not rest or len(rest) > len(phrase):
+        return False
+    *whole, last = rest
+    return whole == phrase[: len(whole)] and phrase[len(whole)].startswith(last)
 
 
 def _min_repeats(phrase_words: int) -> int:

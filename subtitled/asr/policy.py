@@ -142,8 +142,8 @@ class CommitPolicy:
             to_commit, self._pending = self._pending[:forced], self._pending[forced:]
         updates = self._commit(to_commit, now_unix)
         updates += self._revise(now_unix)
-        if buffer_end_s - self.buffer_start_s > self.config.max_buffer_s and self._prefix:
-            self._trim_buffer_at(self._prefix[-1].end_s)
+        if buffer_end_s - self.buffer_start_s > self.config.max_buffer_s:
+            self._trim_to_last_word()
         return updates
 
     def on_pause(self, words: list[Word], pause_start_s: float, now_unix: float) -> list[SegmentUpdate]:
@@ -162,8 +162,13 @@ class CommitPolicy:
         return updates
 
     def on_silence(self, until_s: float) -> None:
-        """Nothing is pending and no speech was heard: move the buffer start forward."""
-        if not self._prefix and not self._pending:
+        """No speech after the committed words, nothing pending: start the buffer at `until_s`.
+
+        Silence is as good an anchor as a forced word, so the prefix is dropped.
+        """
+        if not self._pending and until_s >= self.committed_end_s:
+            self._retire(self._prefix)
+            self._prefix = []
             self.buffer_start_s = max(self.buffer_start_s, until_s)
 
     def finish(self, now_unix: float) -> list[SegmentUpdate]:
@@ -189,15 +194,23 @@ class CommitPolicy:
             if close_at_sentence_end and (ends_sentence(word) or full):
                 # Words after the sentence end open the next segment.
                 updates += self._close(now_unix, keep_pending=True)
-                self._trim_buffer_at(word.end_s)
+                self._trim_to_last_word()
         return updates
 
-    def _trim_buffer_at(self, time_s: float) -> None:
-        # By end time: the last word of a buffer is often aligned with zero length.
-        keep = [w for w in self._prefix if w.end_s > time_s]
-        self._retire(self._prefix[: len(self._prefix) - len(keep)])
-        self._prefix = keep
-        self.buffer_start_s = max(self.buffer_start_s, time_s)
+    def _trim_to_last_word(self) -> None:
+        """Start the buffer at the last committed word, which stays as the forced prefix.
+
+        Whisper's word boundaries are off by a tenth of a second or two, so a buffer cut
+        at a word's end often starts with a fragment of it, which Whisper turns into a
+        word ("It", "And") or a repeat of the prompt. Cut at the start of the word and
+        force-decode it instead: Whisper can put nothing before a forced prefix.
+        """
+        if not self._prefix:
+            return
+        last = self._prefix[-1]
+        self._retire(self._prefix[:-1])
+        self._prefix = [last]
+        self.buffer_start_s = max(self.buffer_start_s, last.start_s)
 
     def _retire(self, words: list[Word]) -> None:
         """Words leave the buffer: they become prompt context."""

@@ -133,7 +133,7 @@ class StreamingAsr:
         return self._guard(hypothesis)
 
     def _guard(self, hypothesis: Hypothesis) -> list[Word]:
-        words = drop_repetition_loops(hypothesis.words)
+        words = drop_repetition_loops(hypothesis.words, context=self.policy.prefix_words)
         if len(words) < len(hypothesis.words):
             log.debug("dropped a repetition loop of %d words", len(hypothesis.words) - len(words))
         if words:

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 FRAMES_PER_S = 100  # Whisper log-mel: 10 ms hop
 MAX_FRAMES = 3000  # 30 s, the encoder's positional-embedding length
+MAX_DECODER_TOKENS = 448  # Whisper's text context
 TOKENS_PER_AUDIO_S = 8
 """Length cap on generated tokens: English speech runs ~4 tokens/s; a loop runs forever."""
 # faster-whisper's defaults for attaching punctuation tokens to the neighbouring word.
@@ -154,12 +155,17 @@ class WhisperTranscriber:
         if context:
             prompt = [tok.sot_prev, *tok.encode(" " + context.strip())[-100:]]
         prompt += [*tok.sot_sequence, tok.timestamp_begin, *prefix_tokens]
-        max_new = 10 + int(TOKENS_PER_AUDIO_S * len(audio) / SAMPLE_RATE_HZ)
+        # Cap the tail by the audio the prefix does not cover: a loop stops early
+        # (and cheaply) instead of running for the length of the whole buffer.
+        uncovered_s = len(audio) / SAMPLE_RATE_HZ - (prefix[-1].end_s - offset_s if prefix else 0.0)
+        max_new = 10 + int(TOKENS_PER_AUDIO_S * max(uncovered_s, 0.0))
         result = self._model.model.generate(
             encoder_output,
             [prompt],
             beam_size=self.config.beam_size,
-            max_length=len(prompt) + max_new,
+            # CTranslate2 returns at most max_length / 2 tokens (Whisper's `sample_len` is
+            # half the decoder context), counting the timestamp and the forced prefix.
+            max_length=min(2 * (1 + len(prefix_tokens) + max_new), MAX_DECODER_TOKENS),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=not prefix_tokens,

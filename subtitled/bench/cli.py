@@ -161,7 +161,7 @@ def _write(path: Path, text: str) -> None:
 
 
 class ProgressLine:
-    """Audio done, simulated clock and real-time factor on stderr while streams run.
+    """Audio done, the stream's clock and its real-time factor on stderr while streams run.
 
     On a terminal one line is rewritten in place; otherwise (a log file) a line is
     printed at most every `every_s` seconds of wall time, and at the very end.
@@ -188,7 +188,7 @@ class ProgressLine:
         rtf = p.compute_s / p.audio_s if p.audio_s > 0 else 0.0
         line = (
             f"stream {p.stream + 1}/{p.streams}: {done_s:7.1f} / {self.total_s:.1f} s audio "
-            f"({done_s / max(self.total_s, 1e-9):4.0%}), lag {p.clock_s - p.audio_s:5.2f} s, "
+            f"({done_s / max(self.total_s, 1e-9):4.0%}), clock {p.clock_s:7.1f} s, "
             f"RTF {rtf:.2f}"
         )
         if self.tty:

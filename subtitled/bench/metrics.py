@@ -16,9 +16,11 @@ audio stream, so "audio time" and "clock time" are directly comparable):
   summed over all pairs (jiwer's alignment), of normalised texts.
 - Committed latency of a word: the first time it appears in a revision's `committed` list,
   minus the audio time its speech ended (`Word.end_s`). Only words of final revisions count.
-- Partial latency of a word: the first time the word is displayed at all (committed or
-  partial) at the same segment and position with the same normalised text as in the
-  final revision, minus its end time.
+- Partial ("first shown") latency of a word: the time since which the word has been on
+  screen without interruption when it is committed -- shown at the same segment and
+  position with the same normalised text in every revision from then on -- minus its
+  end time. A word shown, retracted and shown again counts from the second showing, so
+  a coincidental earlier guess at that position does not count.
 - Retraction: a word displayed as *partial* at some segment and position that a later
   revision of that segment shows with a different normalised text, or no longer shows.
   Flicker is retractions per committed word (of the final revisions).
@@ -168,7 +170,8 @@ class WordTiming:
     committed_s: float
     """Clock time the word first appeared in a `committed` list."""
     shown_s: float
-    """Clock time the word was first displayed with its final (normalised) text."""
+    """Clock time since which the word had been displayed, uninterrupted, with its final
+    (normalised) text when it was committed."""
 
     @property
     def latency_s(self) -> float:
@@ -196,19 +199,23 @@ def final_text(emissions: Sequence[Emission]) -> str:
 
 def word_timings(emissions: Sequence[Emission]) -> list[WordTiming]:
     """Timing of every committed word of the final revisions, in transcript order."""
-    first_committed: dict[tuple[int, int], float] = {}
-    first_shown: dict[tuple[int, int, str], float] = {}
+    on_screen: dict[int, list[tuple[str, float]]] = {}  # per segment: (text, since) by index
+    first_committed: dict[tuple[int, int], tuple[float, float]] = {}  # -> (committed, shown)
     for emission in emissions:
         update = emission.update
+        before = on_screen.get(update.segment_id, [])
+        now: list[tuple[str, float]] = []
         for i, word in enumerate(update.words):
-            first_shown.setdefault((update.segment_id, i, normalise(word.text)), emission.time_s)
+            text = normalise(word.text)
+            same = i < len(before) and before[i][0] == text
+            now.append((text, before[i][1] if same else emission.time_s))
             if i < len(update.committed):
-                first_committed.setdefault((update.segment_id, i), emission.time_s)
+                first_committed.setdefault((update.segment_id, i), (emission.time_s, now[i][1]))
+        on_screen[update.segment_id] = now
     timings: list[WordTiming] = []
     for final in final_updates(emissions):
         for i, word in enumerate(final.committed):
-            committed_s = first_committed[(final.segment_id, i)]
-            shown_s = first_shown.get((final.segment_id, i, normalise(word.text)), committed_s)
+            committed_s, shown_s = first_committed[(final.segment_id, i)]
             timings.append(
                 WordTiming(
                     segment_id=final.segment_id,
@@ -217,7 +224,7 @@ def word_timings(emissions: Sequence[Emission]) -> list[WordTiming]:
                     start_s=word.start_s,
                     end_s=word.end_s,
                     committed_s=committed_s,
-                    shown_s=min(shown_s, committed_s),
+                    shown_s=shown_s,
                 )
             )
     return timings

@@ -41,22 +41,27 @@ def write_plot(result: BenchResult, path: Path) -> None:
 
     committed = _xy(result.latencies)
     partial = _xy(result.partial_latencies)
-    lags = _xy(result.lags)
-    timeline.scatter(partial[0], partial[1], s=6, color=PARTIAL, alpha=0.45,
+    lags = _binned_max(*_xy(result.lags), bins=400)
+    dot = 6 if len(committed[0]) < 1000 else 3
+    timeline.scatter(partial[0], partial[1], s=dot, color=PARTIAL, alpha=0.35, linewidths=0,
                      label="first shown (partial)")
-    timeline.scatter(committed[0], committed[1], s=6, color=COMMITTED, alpha=0.6,
-                     label="committed")
-    if len(committed[0]) >= 20:
-        x, y = _rolling_median(committed[0], committed[1], window=25)
-        timeline.plot(x, y, color=COMMITTED, linewidth=1.5, label="committed, rolling median")
+    timeline.scatter(committed[0], committed[1], s=dot, color=COMMITTED, alpha=0.45,
+                     linewidths=0, label="committed")
     if len(lags[0]):
-        timeline.plot(lags[0], lags[1], color=LAG, linewidth=0.8, alpha=0.8,
-                      label="ASR lag behind real time")
+        timeline.plot(lags[0], lags[1], color=LAG, linewidth=0.8,
+                      label="ASR lag behind real time (max per bin)")
+    for (x, y), colour, label in ((committed, COMMITTED, "committed"),
+                                  (partial, PARTIAL, "first shown")):
+        if len(x) >= 20:
+            mx, my = _rolling_median(x, y, window=max(25, len(x) // 100))
+            timeline.plot(mx, my, color="white", linewidth=3.5, zorder=3)
+            timeline.plot(mx, my, color=colour, linewidth=1.8, zorder=4,
+                          label=f"{label}, rolling median")
     timeline.set_xlabel("audio time (s)")
     timeline.set_ylabel("latency (s)")
     timeline.set_ylim(bottom=min(0.0, _min(committed[1], partial[1])))
     timeline.grid(alpha=0.3)
-    _legend(timeline, loc="upper left", fontsize=8, markerscale=2)
+    _legend(timeline, loc="upper left", fontsize=8, markerscale=2, ncols=2)
 
     top = max(_max(committed[1], partial[1]), 0.5)
     bins = np.linspace(min(0.0, _min(committed[1], partial[1])), top, 40).tolist()
@@ -110,7 +115,8 @@ def _title(result: BenchResult) -> str:
                      f"p90 {result.latency.p90_ms / 1000:.2f} s")
     if result.rtf is not None:
         parts.append(f"RTF {result.rtf:.2f}")
-    return f"subtitled bench ({info.asr_model}, step {info.step_s:g} s): " + " · ".join(parts)
+    head = f"subtitled bench: {info.asr_model}, step {info.step_s:g} s, " + parts[0]
+    return head + "\n" + " · ".join(parts[1:])
 
 
 def _xy(points: Sequence[TimedPoint]) -> tuple[Floats, Floats]:
@@ -127,6 +133,19 @@ def _rolling_median(
     half = window // 2
     medians = np.array([np.median(y[max(0, i - half): i + half + 1]) for i in range(len(y))])
     return x, medians
+
+
+def _binned_max(x: Floats, y: Floats, bins: int) -> tuple[Floats, Floats]:
+    """The largest y in each of `bins` equal spans of x (a long run has ~10^4 samples)."""
+    if len(x) <= bins:
+        return x, y
+    edges = np.linspace(float(x.min()), float(x.max()), bins + 1)
+    which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, bins - 1)
+    peaks = np.full(bins, -np.inf)
+    np.maximum.at(peaks, which, y)
+    kept = np.isfinite(peaks)
+    centres = (edges[:-1] + edges[1:]) / 2
+    return centres[kept], peaks[kept]
 
 
 def _min(*arrays: Floats) -> float:

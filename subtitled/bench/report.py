@@ -158,12 +158,11 @@ def analyse(
         stream_offline = offline[n] if offline is not None else None
         if offline_total is not None and stream_offline is not None:
             offline_total += metrics.word_errors([reference], [_text(stream_offline)])
-        # Words belong to the item their middle falls in (gaps go to the item before).
-        owner = metrics.assign_to_items([(t.start_s + t.end_s) / 2 for t in timings],
-                                        plan.item_starts_s)
+        # A word belongs to the item its speech ends in (a gap goes to the item before).
+        # Not its middle: Whisper's alignment often starts a word early, in the pause.
+        owner = metrics.assign_to_items([t.end_s for t in timings], plan.item_starts_s)
         offline_owner = (
-            metrics.assign_to_items([(w.start_s + w.end_s) / 2 for w in stream_offline],
-                                    plan.item_starts_s)
+            metrics.assign_to_items([w.end_s for w in stream_offline], plan.item_starts_s)
             if stream_offline is not None else []
         )
         for k, index in enumerate(plan.items):

@@ -2,6 +2,7 @@
 
 One JSON object per line, appended and fsync'ed:
 
+    {"kind": "stream", "id": "3f9c..."}
     {"kind": "final", "seq": 42, "message": {...the segment message as sent...}}
     {"kind": "reserve", "through": 2000}
 
@@ -12,7 +13,9 @@ seq N it has written `reserve` through at least N. A restarted daemon continues
 after the highest reservation, so every seq it sends is new, and a client that
 saw seq N gets replayed exactly the finals after N. A torn last line (power loss,
 `kill -9` mid-write) is dropped on open; everything before it is intact because
-each line was fsync'ed before the next was written.
+each line was fsync'ed before the next was written. The `stream` id names this
+numbering; it is sent in hello, so a client can tell "the daemon restarted and went
+on" (same id) from "numbering began again" (a new journal, or none: a new id).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +44,11 @@ def default_journal_path() -> Path:
     return Path(base) / "subtitled" / "journal.jsonl"
 
 
+def new_stream_id() -> str:
+    """A fresh id for a numbering of the feed (seq 1, 2, ...)."""
+    return secrets.token_hex(8)
+
+
 class JournalError(SubtitledError):
     """The journal cannot be read or written."""
 
@@ -50,6 +59,7 @@ class Restored:
 
     finals: list[dict[str, Any]] = field(default_factory=list)
     reserved_through: int = 0
+    stream_id: str | None = None
 
     @property
     def last_seq(self) -> int:
@@ -80,6 +90,8 @@ def read_journal(path: Path) -> Restored:
                 if message["seq"] != record["seq"] or not isinstance(message["id"], int):
                     raise ValueError("seq or id mismatch")
                 restored.finals.append(message)
+            elif kind == "stream":
+                restored.stream_id = restored.stream_id or str(record["id"])
             elif kind == "reserve":
                 restored.reserved_through = max(restored.reserved_through, int(record["through"]))
         except (ValueError, KeyError, TypeError) as exc:
@@ -106,6 +118,9 @@ class Journal:
         except OSError as exc:
             raise JournalError(f"cannot open the transcript journal {self.path}: {exc}") from exc
         self.reserved_through = restored.last_seq
+        if restored.stream_id is None:
+            restored.stream_id = new_stream_id()
+            self._write({"kind": "stream", "id": restored.stream_id})
         self.restored = restored
         return restored
 

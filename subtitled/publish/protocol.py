@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import re
+import secrets
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -154,6 +155,7 @@ def hello_payload(
     capture: CaptureState,
     subscribed: frozenset[str] | None,
     replay: Replay | None = None,
+    stream: str | None = None,
 ) -> JsonObject:
     """The `hello` message, first on every connection (and again if the info changes)."""
     message: JsonObject = {
@@ -164,6 +166,7 @@ def hello_payload(
         "languages": {"source": info.source_language, "targets": list(info.target_languages)},
         "mode": info.mode,
         "seq": seq,
+        "stream": stream,
         "capture": capture,
         "subscribed": None if subscribed is None else sorted(subscribed),
     }
@@ -277,6 +280,7 @@ class ConnectParams:
 
     since: int | None = None
     languages: frozenset[str] | None = None
+    stream: str | None = None
 
 
 def parse_connect_query(query: str) -> ConnectParams:
@@ -300,7 +304,10 @@ def parse_connect_query(query: str) -> ConnectParams:
         raw = params["languages"][-1]
         tags = [t.strip() for t in raw.split(",") if t.strip()]
         languages = parse_languages(tags, "languages")
-    return ConnectParams(since=since, languages=languages)
+    stream: str | None = None
+    if "stream" in params:
+        stream = params["stream"][-1][:64] or None
+    return ConnectParams(since=since, languages=languages, stream=stream)
 
 
 # --------------------------------------------------------------------------- feed
@@ -328,6 +335,8 @@ class Feed:
 
     history_size: int = 10_000
     max_open_segments: int = 64
+    stream_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    """Names this numbering (sent in hello); kept across restarts by the journal."""
     last_seq: int = field(default=0, init=False)
     _finals: deque[FeedMessage] = field(default_factory=deque, init=False, repr=False)
     _open: OrderedDict[int, FeedMessage] = field(
@@ -359,7 +368,9 @@ class Feed:
         """Messages held in the history."""
         return len(self._finals) + len(self._open) + (self._status.message is not None)
 
-    def restore(self, finals: Sequence[Mapping[str, Any]], last_seq: int) -> None:
+    def restore(
+        self, finals: Sequence[Mapping[str, Any]], last_seq: int, stream_id: str | None = None
+    ) -> None:
         """Load journaled final messages into an empty feed; numbering goes on after
         `last_seq` (which may be past the last final: see `publish.journal`)."""
         if self.last_seq:
@@ -372,6 +383,8 @@ class Feed:
         if len(finals) > self.history_size:
             self._evicted_through = self._finals[0].seq - 1
         self.last_seq = max(last_seq, self._finals[-1].seq if self._finals else 0)
+        if stream_id is not None:
+            self.stream_id = stream_id
 
     def publish_segment(self, update: SegmentUpdate) -> FeedMessage:
         """Number a segment revision and record it in the history."""
@@ -402,11 +415,16 @@ class Feed:
         self._status = _Latest(message, status.capture, status.detail)
         return message
 
-    def since(self, seq: int) -> Replay:
-        """The messages a client that last saw `seq` missed, in seq order, no duplicates."""
+    def since(self, seq: int, stream: str | None = None) -> Replay:
+        """The messages a client that last saw `seq` missed, in seq order, no duplicates.
+
+        `stream` is the numbering the client's `seq` belongs to (from its hello); a
+        different one means the client's seq means nothing here: it gets everything
+        held, marked incomplete.
+        """
         if seq < 0:
             raise ValueError(f"since must be >= 0, got {seq}")
-        if seq > self.last_seq:
+        if (stream is not None and stream != self.stream_id) or seq > self.last_seq:
             # Numbering restarted (a new daemon): everything held is new to the client.
             return Replay(seq, self._history_after(0), complete=False)
         complete = seq >= self._evicted_through

@@ -169,7 +169,7 @@ class SubtitleServer:
             raise RuntimeError("SubtitleServer.start() called twice")
         if self.journal is not None:
             restored = self.journal.open()
-            self._feed.restore(restored.finals, restored.last_seq)
+            self._feed.restore(restored.finals, restored.last_seq, restored.stream_id)
         cfg = self.config
         if not self._loopback and not cfg.token:
             raise ConfigError(
@@ -337,6 +337,7 @@ class SubtitleServer:
             capture=self._feed.capture,
             subscribed=languages,
             replay=replay,
+            stream=self._feed.stream_id,
         )
 
     # ------------------------------------------------------------------ feed clients
@@ -356,7 +357,7 @@ class SubtitleServer:
         )
         # No await from here to registration: the replay and the live feed meet
         # exactly at start_seq, so nothing is missed or sent twice.
-        replay = None if params.since is None else self._feed.since(params.since)
+        replay = None if params.since is None else self._feed.since(params.since, params.stream)
         session.outbox.push_backlog(Outgoing(encode(self._hello(params.languages, replay))))
         for message in replay.messages if replay is not None else ():
             text = encode_for(message, params.languages)

@@ -119,6 +119,32 @@ def test_latency_by_hand() -> None:
     assert p.p90_ms == pytest.approx(1360.0)
 
 
+def test_first_shown_counts_from_the_last_uninterrupted_showing() -> None:
+    the_late = w(" the", 0.9, 1.1)
+    emissions = [
+        rev(1.0, 0, 0, (), (THE, w(" the", 0.3, 0.6))),  # a guess at position 1: "the"
+        rev(1.5, 0, 1, (), (THE, CAT)),  # ... retracted
+        rev(2.0, 0, 2, (THE,), (CAT, SAT, the_late)),  # "the" at position 3
+        rev(2.2, 0, 3, (THE, CAT, SAT), (w(" The", 0.9, 1.1),)),  # same word, new case
+        rev(3.0, 0, 4, (THE, CAT, SAT, the_late), final=True),
+    ]
+    timings = metrics.word_timings(emissions)
+    # The: shown since 1.0; cat since 1.5 (not 1.0: "the" there was another guess);
+    # sat since 2.0; the (position 3) since 2.0, case changes do not interrupt it
+    assert [t.shown_s for t in timings] == pytest.approx([1.0, 1.5, 2.0, 2.0])
+    assert [t.committed_s for t in timings] == pytest.approx([2.0, 2.2, 2.2, 3.0])
+
+
+def test_a_word_shown_retracted_and_shown_again_counts_from_the_second_showing() -> None:
+    emissions = [
+        rev(1.0, 0, 0, (), (THE, CAT)),
+        rev(1.5, 0, 1, (), (THE,)),
+        rev(2.0, 0, 2, (), (THE, CAT)),
+        rev(2.5, 0, 3, (THE, CAT), final=True),
+    ]
+    assert [t.shown_s for t in metrics.word_timings(emissions)] == pytest.approx([1.0, 2.0])
+
+
 def test_one_retraction_is_flicker_one_per_committed_word() -> None:
     assert metrics.count_retractions(ONE_RETRACTION) == 1
     assert metrics.flicker(1, 3) == pytest.approx(1 / 3)

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from subtitled.events import SegmentUpdate, StatusUpdate
 from subtitled.publish import ServerConfig, ServiceInfo, SubtitleServer
+from subtitled.publish.journal import Journal
 
 T = TypeVar("T")
 
@@ -79,12 +80,25 @@ class ScriptedFeed:
 
         return self._call(run)
 
-    def start(self, info: ServiceInfo, port: int = 0, *, then: list[Any] | None = None) -> int:
-        """Start a server; `then` (updates) are published before any client can connect."""
-        config = ServerConfig(port=port, close_timeout_s=1.0, ping_interval_s=None)
+    def start(
+        self,
+        info: ServiceInfo,
+        port: int = 0,
+        *,
+        journal: Path | None = None,
+        then: list[Any] | None = None,
+        **config: Any,
+    ) -> int:
+        """Start a server, keeping a transcript `journal` (as `subtitled run` does) or not.
+
+        `then` (updates) are published before any client can connect; `config`
+        overrides `ServerConfig` fields.
+        """
+        settings: dict[str, Any] = {"port": port, "close_timeout_s": 1.0, "ping_interval_s": None}
+        server_config = ServerConfig(**{**settings, **config})
 
         async def go() -> int:
-            server = SubtitleServer(info, config)
+            server = SubtitleServer(info, server_config, Journal(journal) if journal else None)
             await server.start()
             self.server = server
             for item in then or ():  # no await: nobody connects in between
@@ -97,6 +111,8 @@ class ScriptedFeed:
         server, self.server = self.server, None
         if server is not None:
             self._call(lambda: server.close(drain_timeout_s=0.5))
+            if server.journal is not None:
+                server.journal.close()
 
     def _publish_now(self, item: SegmentUpdate | StatusUpdate) -> int:
         assert self.server is not None, "start() the feed first"
@@ -112,6 +128,12 @@ class ScriptedFeed:
     def url(self) -> str:
         assert self.server is not None
         return self.server.overlay_url
+
+    @property
+    def clients(self) -> int:
+        """Feed connections open now."""
+        server = self.server
+        return 0 if server is None else self._do(lambda: server.client_count)
 
     def close(self) -> None:
         self.stop()

@@ -7,6 +7,7 @@ go to artifacts/overlay/.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -66,7 +67,7 @@ class Overlay:
 
     def open(self, url: str, query: str = "") -> None:
         self.page.goto(f"{url}?{query}" if query else url)
-        self.page.wait_for_function("document.querySelector('#badge') !== null")
+        self.page.wait_for_function("document.documentElement.dataset.feed === 'open'")
 
     def lines(self, track: str = "source") -> list[str]:
         lines: list[str] = self.page.evaluate(LINES_JS, track)
@@ -210,46 +211,70 @@ def test_a_burst_rolls_up_without_falling_behind(overlay: Overlay, feed: Scripte
     assert time.monotonic() - start > 2.5
 
 
-def test_restart_resumes_without_duplicates_or_gaps(overlay: Overlay, feed: ScriptedFeed) -> None:
+def test_restart_resumes_without_duplicates_or_gaps(
+    overlay: Overlay, feed: ScriptedFeed, tmp_path: Path
+) -> None:
     overlay.problems.allow_offline = True  # the daemon is down for a while, on purpose
     port = free_port()
-    feed.start(CAPTIONS_ONLY, port)
-    overlay.open(feed.url, "lines=8&fade=0&cps=1000&min=0")
+    journal = tmp_path / "journal.jsonl"
+    expected = ["alpha", "bravo"]
+    feed.start(CAPTIONS_ONLY, port, journal=journal)
+    overlay.open(feed.url, "lines=12&fade=0&cps=1000&min=0")
     feed.publish(StatusUpdate("running"), segment(1, committed="alpha"),
-                 segment(2, committed="bravo"))
-    overlay.wait_lines(["alpha", "bravo"])
+                 segment(2, committed="bravo"), segment(3, 0, "partial", committed="",
+                                                        partial="cha"))
+    overlay.wait_lines([*expected, "cha"])
 
-    # Restart 1: the new daemon numbers from 1 again and has published more than
-    # the page saw (seq 4 > 3) before the page is back: seq alone cannot tell.
+    # 1. A restart with the journal (`subtitled run`): numbering goes on (from the
+    # reserved 1000). The new daemon speaks before the page is back; `since=4`.
     feed.stop()
     overlay.wait_badge("reconnecting")
-    feed.start(CAPTIONS_ONLY, port, then=[
-        StatusUpdate("running"), segment(1, committed="charlie"),
-        segment(2, committed="delta"), segment(3, 0, "partial", committed="echo", partial="ech"),
+    feed.start(CAPTIONS_ONLY, port, journal=journal, then=[
+        StatusUpdate("running"), segment(4, committed="charlie"), segment(5, committed="delta"),
     ])
-    overlay.wait_lines(["alpha", "bravo", "charlie", "delta", "echo ech"])
-    feed.publish(segment(3, 1, "final", committed="echo"), segment(4, committed="foxtrot"))
-    overlay.wait_lines(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"])
+    expected += ["cha", "charlie", "delta"]  # segment 3 never got its final: it stays as it was
+    overlay.wait_lines(expected)
+    feed.publish(segment(6, 0, "partial", committed="echo", partial="ech"))
+    overlay.wait_lines([*expected, "echo ech"])
+    feed.publish(segment(6, 1, "final", committed="echo"))
+    expected += ["echo"]
+    overlay.wait_lines(expected)
 
-    # Restart 2: the new daemon publishes only after the page is back.
+    # 2. A restart without a journal: numbering starts again at 1, below the page's
+    # `since`. The page is back first; segment ids 1, 2 come again, as new lines.
     feed.stop()
     overlay.wait_badge("reconnecting")
     feed.start(CAPTIONS_ONLY, port)
     wait_for_client(feed)
-    feed.publish(segment(1, committed="golf"))
-    overlay.wait_lines(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf"])
+    feed.publish(segment(1, committed="foxtrot"), segment(2, committed="golf"))
+    expected += ["foxtrot", "golf"]
+    overlay.wait_lines(expected)
+
+    # 3. Again without a journal, and the new daemon speaks before the page is back,
+    # beyond its `since`: ids that come again with other words are new lines.
+    feed.stop()
+    overlay.wait_badge("reconnecting")
+    feed.start(CAPTIONS_ONLY, port, then=[
+        StatusUpdate("running"), segment(1, committed="hotel"), segment(2, committed="india"),
+        segment(3, committed="juliett"),
+    ])
+    # Its hello names a new `stream`, so the page knows its `since` is meaningless
+    # here and catches up from the start: nothing is missed.
+    expected += ["hotel", "india", "juliett"]
+    overlay.wait_lines(expected)
     screenshot(overlay.page, "after-restarts")
     overlay.page.wait_for_timeout(300)
-    assert overlay.lines() == ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf"]
+    assert overlay.lines() == expected
     assert not overlay.badge()[0] or "reconnecting" not in overlay.badge()[1]
-    assert len(overlay.sockets) == 3, overlay.sockets
     assert "since=" not in overlay.sockets[0]
-    assert all("since=" in url for url in overlay.sockets[1:]), overlay.sockets
+    # The last restart: `since=2` gets a hello naming a new stream; the page resyncs.
+    resumes = [re.search(r"since=(\d+)", url)[1] for url in overlay.sockets[1:]]
+    assert resumes == ["4", "1005", "2", "0"], overlay.sockets
 
 
 def wait_for_client(feed: ScriptedFeed, timeout_s: float = 5) -> None:
     deadline = time.monotonic() + timeout_s
-    while feed.server is None or feed.server.client_count == 0:
+    while feed.clients == 0:
         assert time.monotonic() < deadline, "the page did not reconnect"
         time.sleep(0.05)
 
@@ -308,6 +333,17 @@ def test_transparent_background_and_outline(overlay: Overlay, feed: ScriptedFeed
         assert alpha.getpixel((5, 5)) == 0  # OBS sees through the page
         lows, highs = alpha.getextrema()
         assert (lows, highs) == (0, 255)  # ... but not through the text
+
+
+def test_a_daemon_with_a_token(overlay: Overlay, feed: ScriptedFeed) -> None:
+    """Every request but /healthz needs the token: the page passes its own on to its
+    style sheet, its modules and the feed (a 401 would show as a console error)."""
+    feed.start(CAPTIONS_ONLY, token="s3cret t0ken")
+    overlay.open(feed.url, "token=" + quote("s3cret t0ken") + "&badge=0")
+    feed.publish(segment(1, committed="Only for those who know the token."))
+    overlay.wait_lines(["Only for those who know the token."])
+    assert style(overlay.page, '.track[data-track="source"]', "overflow") == "hidden"  # the CSS
+    assert overlay.sockets and "token=s3cret+t0ken" in overlay.sockets[-1]
 
 
 def test_status_badge(overlay: Overlay, feed: ScriptedFeed) -> None:
@@ -375,10 +411,10 @@ FEED_CASES: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {
          seg(1, 1, 0, "a", "b"), seg(3, 1, 1, "a b c")],
         {"keys": ["0:1"], "since": 3, "texts": ["a b c"]},
     ),
-    "a new instance id": (
-        [hello(0, instance="a"), seg(1, 1, 0, "one"),
-         resume(5, since=1, complete=True, instance="b")],
-        {"keys": ["0:1"], "since": 0, "texts": ["one"]},
+    "another numbering (stream): resync from 0": (
+        [hello(0, stream="a"), seg(1, 1, 0, "one"),
+         resume(5, since=1, complete=True, stream="b"), seg(2, 1, 0, "two")],
+        {"keys": ["0:1", "1:1"], "since": 2, "texts": ["one", "two"], "resync": True},
     ),
     "unknown types and fields are ignored": (
         [hello(4, future=1), {"type": "pong"}, {"type": "nonsense", "seq": 99},
@@ -390,12 +426,15 @@ FEED_CASES: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {
 FEED_JS = """async (messages) => {
   const {CaptionFeed} = await import("/static/captions.js");
   const feed = new CaptionFeed();
+  let resync = false;
   for (const m of messages) {
     if (m.type === "hello" && (m.resume || !feed.helloSeen)) feed.connecting();
-    feed.apply(m);
+    resync = feed.apply(m).some((c) => c.type === "resync") || resync;
   }
   const records = [...feed.records.values()];
-  return {keys: records.map((r) => r.key), since: feed.since, texts: records.map((r) => r.text)};
+  const result = {keys: records.map((r) => r.key), since: feed.since,
+                  texts: records.map((r) => r.text)};
+  return resync ? {...result, resync} : result;
 }"""
 
 
@@ -425,7 +464,7 @@ def _words(text: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_real_daemon_shows_the_spoken_words(overlay: Overlay) -> None:
+def test_real_daemon_shows_the_spoken_words(overlay: Overlay, tmp_path: Path) -> None:
     clip = SPEECH / "misc" / "jfk.flac"
     if not clip.is_file():
         pytest.fail(f"shared speech clip not found: {clip}")
@@ -433,9 +472,10 @@ def test_real_daemon_shows_the_spoken_words(overlay: Overlay) -> None:
                  "ask what you can do for your country."
     overlay.problems.allow_offline = True  # the daemon exits at the end of the clip
     overlay.page.add_init_script(SEEN_UNSTABLE_JS)
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path)}  # a journal of its own
     proc = subprocess.Popen(
         [sys.executable, "-m", "subtitled", "run", "--port", "0", "--source", f"file:{clip}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
         assert proc.stdout is not None
@@ -446,6 +486,14 @@ def test_real_daemon_shows_the_spoken_words(overlay: Overlay) -> None:
                 break
         assert url, "the daemon printed no overlay URL"
         overlay.open(url, "lines=10&fade=0&size=28")
+        # While the clip plays: a moment with stable and unstable words in one line.
+        overlay.page.wait_for_function(
+            """[...document.querySelectorAll('.line')].some((line) =>
+                line.querySelector('.stable').textContent.trim() &&
+                line.querySelector('.unstable').textContent.trim())""",
+            timeout=30_000, polling=20,
+        )
+        screenshot(overlay.page, "real-daemon-live")
         proc.wait(timeout=60)  # the clip plays in real time, then the daemon exits
         screenshot(overlay.page, "real-daemon")
     finally:

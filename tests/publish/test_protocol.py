@@ -103,7 +103,9 @@ def test_status_payload() -> None:
     ],
 )
 def test_hello_payload(info: ServiceInfo, mode: str, translation: str | None) -> None:
-    hello = hello_payload(info, seq=5, capture="running", subscribed=frozenset({"es"}))
+    hello = hello_payload(
+        info, seq=5, capture="running", subscribed=frozenset({"es"}), stream="ab12"
+    )
     assert hello == {
         "type": "hello",
         "protocol": PROTOCOL_VERSION,
@@ -112,9 +114,20 @@ def test_hello_payload(info: ServiceInfo, mode: str, translation: str | None) ->
         "languages": {"source": "en", "targets": list(info.target_languages)},
         "mode": mode,
         "seq": 5,
+        "stream": "ab12",
         "capture": "running",
         "subscribed": ["es"],
     }
+
+
+def test_since_from_another_stream_replays_everything_held() -> None:
+    feed = Feed()
+    for i in range(3):
+        feed.publish_segment(SegmentUpdate(i, 0, "final", (Word(" w", 0, 1),), (), 0.0))
+    same = feed.since(2, feed.stream_id)
+    assert [m.seq for m in same.messages] == [3] and same.complete
+    other = feed.since(2, "another-stream")
+    assert [m.seq for m in other.messages] == [1, 2, 3] and not other.complete
 
 
 def test_hello_reports_resume() -> None:

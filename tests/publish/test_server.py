@@ -104,6 +104,7 @@ def test_hello_announces_the_service() -> None:
                 "languages": {"source": "en", "targets": ["de", "es"]},
                 "mode": "translating",
                 "seq": 1,
+                "stream": server._feed.stream_id,
                 "capture": "running",
                 "subscribed": None,
             }
@@ -204,8 +205,7 @@ def test_http_routes(path: str, headers: dict[str, str], status: int) -> None:
     assert got_status == status
     if status == 200:
         assert got_headers["content-type"] == "text/html; charset=utf-8"
-        assert b"new WebSocket" in body
-        assert b"since" in body
+        assert b"/static/overlay.js" in body
     else:
         assert b"root:" not in body
 

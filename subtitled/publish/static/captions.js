@@ -3,21 +3,23 @@
 //
 // Resuming (PROTOCOL.md, "Sequence numbers and resuming"): `lastSeq` is the seq of
 // the last segment or status received, or the seq of a hello without `resume`
-// that opens a connection. The shell reconnects with `?since=lastSeq`.
+// that opens a connection. The shell reconnects with `?since=lastSeq`, and a
+// message at or below `lastSeq` (or a revision already applied) is dropped.
 //
-// A daemon restart begins numbering, and segment ids, again from 1. Records are
-// therefore keyed by `epoch:id`, and the epoch moves on whenever the page learns
-// that it talks to another daemon instance:
+// Daemon restarts. `subtitled run` keeps a transcript journal, so a restarted
+// daemon numbers on after the old one (seq and segment ids): resuming with `since`
+// is exact and nothing else is needed. A daemon without a journal numbers from 1
+// again; the page tells a new numbering by
 //   - a resuming hello whose `since` is ahead of the server's seq (the server then
 //     replays everything it holds, `complete: false`);
-//   - the shell saw the daemon start after the page lost it (`/healthz` uptime),
-//     and reconnects with `since=0` (see `daemonRestarted`);
-//   - a hello `instance` field different from the last one (if the server sends one);
+//   - a hello whose `stream` (an id of the numbering, if the server sends one)
+//     differs from the last one: the page then asks for everything (`resync`);
 //   - a segment that cannot be a later revision of the record with its id: a
 //     revision after a final, an older revision, or committed text that does not
 //     extend what was committed (committed text never changes within a segment).
-// Lines of the old epoch stay on screen and fade as usual; new lines never
-// overwrite them, and a message already applied (same id, rev and text) is dropped.
+// Records are keyed `epoch:id`, and the epoch moves on with each new numbering:
+// lines of the old one stay on screen and fade as usual, and new lines with the
+// same ids never overwrite them.
 
 const MAX_RECORDS = 512;
 
@@ -54,7 +56,7 @@ export class CaptionFeed {
   constructor() {
     this.lastSeq = null;     // resume point; null before the first hello
     this.epoch = 0;          // bumped when the daemon on the other end is a new one
-    this.instance = undefined;
+    this.stream = undefined;  // the numbering the resume point belongs to
     this.mode = null;        // "captions-only" | "translating", from hello
     this.capture = null;     // starting | running | lost | ended
     this.captureDetail = "";
@@ -71,15 +73,6 @@ export class CaptionFeed {
   /** A new connection is about to open. */
   connecting() {
     this.helloSeen = false;
-  }
-
-  /**
-   * The daemon started while the page was away from it (the shell compares
-   * `/healthz` `uptime_s` with how long it has been away): whatever it holds is
-   * new to the page, so ask for all of it (`since=0`) as a new epoch.
-   */
-  daemonRestarted() {
-    this.newEpoch(0);
   }
 
   newEpoch(seq) {
@@ -104,20 +97,21 @@ export class CaptionFeed {
     const targets = msg.languages && Array.isArray(msg.languages.targets) ? msg.languages.targets : [];
     this.targets = targets.filter((t) => typeof t === "string");
     const seq = typeof msg.seq === "number" ? msg.seq : 0;
-    if (msg.instance !== undefined) {
-      if (this.instance !== undefined && msg.instance !== this.instance) this.newEpoch(0);
-      this.instance = msg.instance;
-    }
-    const resume = msg.resume;
-    if (resume && typeof resume === "object") {
-      if (!resume.complete && typeof resume.since === "number" && resume.since > seq) {
-        this.newEpoch(0);  // numbering began again: the replay that follows is all new
-      }
-      // Otherwise the resume point stays: the replay follows this hello.
-    } else if (first) {
+    const changes = [{type: "service"}];
+    const resume = msg.resume && typeof msg.resume === "object" ? msg.resume : null;
+    const restarted = resume !== null && !resume.complete && typeof resume.since === "number" &&
+      resume.since > seq;
+    if (restarted) {
+      this.newEpoch(0);  // numbering began again: the replay that follows is all new
+    } else if (typeof msg.stream === "string" && this.stream !== undefined &&
+               msg.stream !== this.stream && resume !== null) {
+      this.newEpoch(0);  // resumed against another numbering: ask for all of it
+      changes.push({type: "resync"});
+    } else if (resume === null && first) {
       this.lastSeq = seq;
     }
-    return [{type: "service"}];
+    if (typeof msg.stream === "string") this.stream = msg.stream;
+    return changes;
   }
 
   applySegment(msg) {

@@ -1,23 +1,24 @@
 // The overlay's connection to the daemon: the shell around `CaptionFeed`.
 //
-// Before each (re)connection it asks `/healthz` whether the daemon is up, which
-// keeps failed WebSocket handshakes out of the way while the daemon is down, and
-// tells from `uptime_s` whether the daemon started while the page was away from
-// it (a restart). Then it opens the feed with `?since=` the last seq seen, or
-// `since=0` after a restart (everything the new daemon holds is new to the page).
-// Retries back off from RETRY_MIN_MS to RETRY_MAX_MS.
+// Before each (re)connection it asks `/healthz` (which needs no token) whether the
+// daemon is up, so that no WebSocket handshake fails while the daemon is down;
+// then it opens the feed with `?since=` the last seq seen (see captions.js), the
+// languages wanted and the page's own `token`, if it has one. Retries back off
+// from RETRY_MIN_MS to RETRY_MAX_MS.
 
 const RETRY_MIN_MS = 250;
 const RETRY_MAX_MS = 3000;
 
 export class FeedConnection {
   /**
-   * `feed`: a CaptionFeed. `languages`: null (all) or a list. `onChanges(changes)`:
-   * what `feed.apply` returned. `onState()`: the connection state changed.
+   * `feed`: a CaptionFeed. `languages`: null (all) or a list. `token`: null or the
+   * daemon's token. `onChanges(changes)`: what `feed.apply` returned. `onState()`:
+   * the connection state changed.
    */
-  constructor({feed, languages, onChanges, onState}) {
+  constructor({feed, languages, token, onChanges, onState}) {
     this.feed = feed;
     this.languages = languages;
+    this.token = token;
     this.onChanges = onChanges;
     this.onState = onState;
     this.state = "connecting";  // connecting | open | closed
@@ -41,15 +42,8 @@ export class FeedConnection {
       .then((response) => (response.ok ? response.json() : null))
       .catch(() => null)
       .then((health) => {
-        if (!health || typeof health !== "object") {
-          this.retry();
-          return;
-        }
-        const awayMs = Date.now() - this.awaySince;
-        if (typeof health.uptime_s === "number" && health.uptime_s * 1000 < awayMs) {
-          this.feed.daemonRestarted();
-        }
-        this.open();
+        if (health && typeof health === "object") this.open();
+        else this.retry();
       });
   }
 
@@ -57,15 +51,16 @@ export class FeedConnection {
     const query = new URLSearchParams();
     if (this.feed.since !== null) query.set("since", String(this.feed.since));
     if (this.languages !== null) query.set("languages", this.languages.join(","));
+    if (this.token !== null) query.set("token", this.token);
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     this.feed.connecting();
     const socket = new WebSocket(`${scheme}//${location.host}/?${query}`);
     this.socket = socket;
-    socket.onopen = () => {
-      this.retryMs = RETRY_MIN_MS;
-      this.setState("open");
-    };
     socket.onmessage = (event) => {
+      if (this.state !== "open") {  // the hello: the daemon has us on its list
+        this.retryMs = RETRY_MIN_MS;
+        this.setState("open");
+      }
       let message;
       try {
         message = JSON.parse(event.data);
@@ -73,7 +68,12 @@ export class FeedConnection {
         console.warn("subtitled overlay: a feed message is not JSON", error);
         return;
       }
-      this.onChanges(this.feed.apply(message));
+      const changes = this.feed.apply(message);
+      if (changes.some((c) => c.type === "resync")) {
+        socket.onmessage = null;  // what follows resumes the wrong numbering
+        socket.close();
+      }
+      this.onChanges(changes);
     };
     socket.onclose = () => {
       if (this.state === "open") this.awaySince = Date.now();

@@ -18,7 +18,7 @@ export const DEFAULTS = Object.freeze({
   box: "transparent",     // background behind the text
   bg: "transparent",      // page background (OBS browser source: keep it transparent)
   position: "bottom",
-  align: "left",
+  align: "start",         // left, or right for a right-to-left language
   width: "80vw",
   cps: 17,                // reading speed, characters per second
   min: 1.5,               // seconds a line stays after its last change, at least
@@ -27,7 +27,7 @@ export const DEFAULTS = Object.freeze({
 });
 
 const POSITIONS = ["bottom", "top", "middle"];
-const ALIGNS = ["left", "center", "right"];
+const ALIGNS = ["start", "left", "center", "right"];
 const TRUE = ["1", "true", "yes", "on"];
 const FALSE = ["0", "false", "no", "off"];
 const LANGUAGE_TAG = /^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$/;

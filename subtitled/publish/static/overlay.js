@@ -1,10 +1,17 @@
 // The overlay page: URL parameters -> style, feed -> caption tracks, and a badge.
 // Parameters: see options.js and the README's table.
+//
+// A daemon with a token wants it on every request, these files included: the
+// page passes its own `?token=` on to this module (overlay.html), and this module
+// to the others, so they are imported here with the same query.
 
-import {CaptionFeed} from "./captions.js";
-import {FeedConnection} from "./connection.js";
-import {parseOptions} from "./options.js";
-import {Track} from "./tracks.js";
+const query = new URL(import.meta.url).search;
+const [{CaptionFeed}, {FeedConnection}, {parseOptions}, {Track}] = await Promise.all([
+  import(`./captions.js${query}`),
+  import(`./connection.js${query}`),
+  import(`./options.js${query}`),
+  import(`./tracks.js${query}`),
+]);
 
 const TICK_MS = 100;
 const OFFLINE_BADGE_AFTER_MS = 1000;
@@ -24,8 +31,12 @@ const feed = new CaptionFeed();
 const connection = new FeedConnection({
   feed,
   languages: options.languages,
+  token: new URLSearchParams(location.search).get("token"),
   onChanges: applyChanges,
-  onState: renderBadge,
+  onState: () => {
+    document.documentElement.dataset.feed = connection.state;  // connecting | open | closed
+    renderBadge();
+  },
 });
 
 if (options.source) track(null);

@@ -19,19 +19,23 @@
 // Stable and unstable text differ only in colour: the same font metrics mean that
 // nothing reflows when the daemon commits a word.
 
-import {joinText} from "./captions.js";
-
 const MAX_DELAY_MS = 5000;
 const MAX_WAITING = 3;
 const FADE_OUT_MS = 800;  // the CSS opacity transition of `.fading`
 const MAX_RETIRED = 256;
 const EPSILON_PX = 0.5;
 
+// No import of captions.js: overlay.js loads every module itself, with the page's token.
+function joinText(a, b) {
+  return a && b ? `${a} ${b}` : a || b;
+}
+
 class Line {
   constructor(key, now) {
     this.key = key;
     this.el = document.createElement("div");
     this.el.className = "line";
+    this.el.dir = "auto";  // a right-to-left translation reads, and aligns, as such
     this.el.dataset.key = key;
     const text = document.createElement("span");
     text.className = "text";
