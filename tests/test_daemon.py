@@ -115,3 +115,45 @@ def test_stdin_source(tmp_path: Path) -> None:
     lines = out.decode().splitlines()
     captions = [line.split("] ", 1)[1] for line in lines if line.startswith("[")]
     assert wer([clip.transcript], [" ".join(captions)]) < 0.2
+
+
+def test_lost_device_is_reported_and_recovered(pulse_sink) -> None:  # type: ignore[no-untyped-def]
+    """The monitor's sink vanishes and comes back: clients see `lost`, then `running`,
+    the daemon keeps serving throughout, and captions flow again afterwards."""
+    from websockets.sync.client import connect
+
+    clip = next(c for c in clips() if c.path.name == "jfk.flac")
+    proc, url = start_daemon(pulse_sink.env, "--source", "monitor")
+    states: list[str] = []
+    heard: list[str] = []
+    try:
+        with connect(url) as ws:
+            json.loads(ws.recv(timeout=10))  # hello
+
+            def drain(seconds: float) -> None:
+                deadline = time.monotonic() + seconds
+                while time.monotonic() < deadline:
+                    try:
+                        message = json.loads(ws.recv(timeout=0.5))
+                    except TimeoutError:
+                        continue
+                    if message["type"] == "status":
+                        states.append(message["capture"])
+                    elif message["type"] == "segment" and message["status"] == "final":
+                        heard.append(message["text"])
+
+            drain(1.0)
+            pulse_sink.unload_sink()
+            drain(4.0)
+            assert "lost" in states, states
+            pulse_sink.load_sink()
+            drain(6.0)
+            assert states[-1] == "running", states
+            drain(2.5)  # the null sink's first audio
+            pulse_sink.play(clip.path, wait=False)
+            drain(16.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert wer([clip.transcript], [" ".join(heard)]) < 0.3, heard
