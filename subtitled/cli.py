@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from subtitled import __version__
-from subtitled.config import Config, load_config, replace_path
+from subtitled.bench.cli import add_parser as add_bench_parser
+from subtitled.config import Config, load_config, replace_path, with_overrides
 from subtitled.errors import ConfigError, SubtitledError
 
 log = logging.getLogger("subtitled")
@@ -86,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     devices = commands.add_parser("devices", help="list capture devices and monitors")
     devices.set_defaults(handler=_cmd_devices)
 
+    add_bench_parser(commands)
+
     models = commands.add_parser("models", help="list known and installed models")
     models.set_defaults(handler=_cmd_models)
 
@@ -134,28 +137,9 @@ def _load(args: argparse.Namespace) -> Config:
         "asr.model": args.asr_model,
         "asr.threads": args.threads,
         "capture.source": getattr(args, "source", None),
+        "server.token": os.environ.get("SUBTITLED_TOKEN") or None,
     }
-    if os.environ.get("SUBTITLED_TOKEN"):
-        flags["server.token"] = os.environ["SUBTITLED_TOKEN"]
-    for key, value in flags.items():
-        if value is not None:
-            config = replace_path(config, key, value)
-    for item in args.set:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        config = _set(config, key.strip(), text.strip())
-    return config
-
-
-def _set(config: Config, key: str, text: str) -> Config:
-    import tomllib
-
-    try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text  # a bare word: take it as a string
-    return replace_path(config, key, value)
+    return with_overrides(config, flags, args.set)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -140,6 +140,25 @@ def replace_path(config: T, key: str, value: Any, _prefix: str = "") -> T:
         raise ConfigError(f"{_prefix + key}: {exc}") from exc
 
 
+def with_overrides(config: Config, flags: dict[str, Any], sets: list[str]) -> Config:
+    """`config` with command-line values on top: `flags` maps dotted keys to values
+    (None: not given), `sets` are `--set KEY=VALUE` items (VALUE in TOML syntax, or a
+    bare word taken as a string). Every value is validated like the file's."""
+    for key, value in flags.items():
+        if value is not None:
+            config = replace_path(config, key, value)
+    for item in sets:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        config = replace_path(config, key.strip(), value)
+    return config
+
+
 def _convert(hint: Any, value: Any, key: str) -> Any:
     origin = get_origin(hint)
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import csv
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pulse import SPEECH
 
-_KEEP = re.compile(r"[^a-z0-9' ]+")
+# The one normalisation (lower-case, keep [a-z0-9'] and spaces) lives in the bench.
+from subtitled.bench.metrics import normalise
 
-
-def normalise(text: str) -> str:
-    """Lower-case, keep [a-z0-9'] and spaces (the shared data README's normalisation)."""
-    return " ".join(_KEEP.sub(" ", text.lower()).split())
+__all__ = ["Clip", "clips", "normalise", "wer"]
 
 
 @dataclass(frozen=True)
@@ -32,8 +29,8 @@ def clips() -> list[Clip]:
 
 
 def wer(references: list[str], hypotheses: list[str]) -> float:
-    import jiwer
+    from subtitled.bench.metrics import wer as bench_wer
 
-    refs = [normalise(r) for r in references]
-    hyps = [normalise(h) for h in hypotheses]
-    return float(jiwer.wer(refs, hyps))
+    value = bench_wer(references, hypotheses)
+    assert value is not None, "no reference words"
+    return value

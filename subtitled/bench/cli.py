@@ -14,11 +14,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from subtitled.bench.driver import Progress
-from subtitled.config import Config, load_config, replace_path
+from subtitled.config import Config, load_config, with_overrides
 from subtitled.errors import ConfigError
+
+if TYPE_CHECKING:  # the driver pulls in the ASR stack: only when the command runs
+    from subtitled.bench.driver import Progress
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -121,25 +123,7 @@ def load_bench_config(args: argparse.Namespace) -> Config:
         "asr.threads": args.threads,
         "translation.targets": args.target,
     }
-    for key, value in flags.items():
-        if value is not None:
-            config = replace_path(config, key, value)
-    for item in args.set:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        config = replace_path(config, key.strip(), _toml_value(text.strip()))
-    return config
-
-
-def _toml_value(text: str) -> Any:
-    """A TOML value ('0.4', 'true', '["de"]'), or a bare word as a string."""
-    import tomllib
-
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
+    return with_overrides(config, flags, args.set)
 
 
 def _writable(path: Path) -> Path:
