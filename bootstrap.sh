@@ -32,15 +32,18 @@ python="${PYTHON:-python3}"
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
   echo "bootstrap: subtitled needs Python >= 3.11 ($python is $("$python" --version 2>&1))" >&2; exit 1; }
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-extra=""; [ "$mode" = test ] && extra="[test]"
+extra=""; [ "$mode" = test ] && extra="[test,export]"
 echo "bootstrap: installing subtitled$extra into .venv" >&2
 .venv/bin/python -m pip install -q --upgrade pip
+# The export tooling (tests only; the runtime never imports torch) needs torch: the
+# pinned CPU build first, or a bare requirement would pull a multi-GB CUDA build.
+[ "$mode" = test ] && .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -e ".$extra"
 
 if [ "$mode" = demo ]; then
   exec .venv/bin/subtitled demo
 fi
 ./.ci/browser-deps.sh   # Debian's chromium + playwright, for the overlay's browser tests
-.venv/bin/ruff check subtitled tests
-.venv/bin/mypy --strict subtitled
+.venv/bin/ruff check subtitled export tests
+.venv/bin/mypy --strict subtitled export
 exec .venv/bin/pytest -q -ra

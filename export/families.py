@@ -1,0 +1,373 @@
+"""Family readers: one small function per Hugging Face `model_type`, from config keys to a spec.
+
+The registry `READERS` is the only place a model_type is named. A reader validates the keys
+it reads (errors name the key) and rejects, by key, the features export does not build yet.
+Each reader mirrors the layer construction of the transformers modeling file it names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from export.errors import UnsupportedArchitecture
+from export.spec import (
+    AttentionKind,
+    AttentionSpec,
+    ConfigReader,
+    LayerSpec,
+    MlpSpec,
+    ModelSpec,
+    MoeSpec,
+    RopeSpec,
+    VectorSpec,
+)
+
+_LAYER_KINDS: dict[str, AttentionKind] = {
+    "sliding_attention": "sliding",
+    "full_attention": "full",
+}
+
+
+def _reject(config: ConfigReader, key: str, unsupported: Callable[[Any], bool], why: str) -> None:
+    """Fail, naming the key, when a config uses a feature export does not build yet."""
+    value = config.raw(key)
+    if value is not None and unsupported(value):
+        raise UnsupportedArchitecture(f"config key {key!r} = {value!r} is not supported yet: {why}")
+
+
+def _layer_kinds(config: ConfigReader, n_layers: int) -> list[AttentionKind]:
+    names = config.get_str_list("layer_types")
+    if len(names) != n_layers:
+        raise UnsupportedArchitecture(
+            f"config key 'layer_types' has {len(names)} entries, 'num_hidden_layers' is {n_layers}"
+        )
+    kinds: list[AttentionKind] = []
+    for index, name in enumerate(names):
+        if name not in _LAYER_KINDS:
+            raise UnsupportedArchitecture(
+                f"config key 'layer_types[{index}]' is {name!r}; allowed: {', '.join(_LAYER_KINDS)}"
+            )
+        kinds.append(_LAYER_KINDS[name])
+    return kinds
+
+
+def _legacy_rope(config: ConfigReader) -> RopeSpec:
+    """RoPE of families with one rope for all layers: `rope_parameters` (transformers >= 5)
+    or the older top-level `rope_theta`."""
+    if config.has("rope_parameters"):
+        rope = config.section("rope_parameters")
+        theta = rope.get_float("rope_theta")
+        rope_type = rope.get_str("rope_type", "default")
+        factor = rope.get_float("partial_rotary_factor", 1.0)
+    else:
+        theta = config.get_float("rope_theta")
+        rope_type, factor = "default", 1.0
+    if rope_type != "default":
+        raise UnsupportedArchitecture(
+            f"config key 'rope_parameters.rope_type' = {rope_type!r} is not supported yet "
+            "for this family; supported: default"
+        )
+    return RopeSpec(theta=theta, rope_type=rope_type, partial_rotary_factor=factor)
+
+
+def _final_norm(hidden_size: int) -> tuple[VectorSpec, ...]:
+    return (VectorSpec("model.norm.weight", hidden_size),)
+
+
+def _gemma4_text(config: ConfigReader) -> ModelSpec:
+    """Gemma 4 text (transformers `models/gemma4/modeling_gemma4.py`, `Gemma4TextDecoderLayer`).
+
+    Sliding layers use `head_dim` and `num_key_value_heads`; full layers use
+    `global_head_dim` and, when `attention_k_eq_v`, `num_global_key_value_heads` with K=V.
+    Every layer has a dense gated MLP; with `enable_moe_block` a routed MoE runs beside it.
+    """
+    _reject(config, "hidden_size_per_layer_input", bool, "per-layer input embeddings (PLE)")
+    _reject(config, "num_kv_shared_layers", bool, "KV sharing between layers")
+    _reject(config, "attention_bias", bool, "biases on the attention projections")
+    _reject(config, "use_bidirectional_attention", bool, "bidirectional attention")
+    hidden = config.get_positive_int("hidden_size")
+    n_layers = config.get_positive_int("num_hidden_layers")
+    n_heads = config.get_positive_int("num_attention_heads")
+    k_eq_v = config.get_bool("attention_k_eq_v", False)
+    activation = config.get_str("hidden_activation", "gelu_pytorch_tanh")
+    eps = config.get_float("rms_norm_eps", 1e-6)
+    if config.has("layer_types"):
+        kinds = _layer_kinds(config, n_layers)
+    else:  # Gemma4TextConfig's default: five sliding layers, then one full
+        kinds = ["sliding" if (i + 1) % 6 else "full" for i in range(n_layers)]
+    kinds[-1] = "full"  # Gemma4TextConfig forces the last layer to full attention
+
+    sliding = AttentionSpec(
+        kind="sliding",
+        n_heads=n_heads,
+        n_kv_heads=config.get_positive_int("num_key_value_heads"),
+        head_dim=config.get_positive_int("head_dim"),
+        rope=_gemma4_rope(config, "sliding_attention"),
+        window=config.get_positive_int("sliding_window"),
+        k_eq_v=False,
+        qk_norm=True,
+        v_norm=True,
+        scale=1.0,
+    )
+    full_kv_heads = sliding.n_kv_heads
+    if k_eq_v and config.has("num_global_key_value_heads"):
+        full_kv_heads = config.get_positive_int("num_global_key_value_heads")
+    full = AttentionSpec(
+        kind="full",
+        n_heads=n_heads,
+        n_kv_heads=full_kv_heads,
+        head_dim=config.get_positive_int("global_head_dim", 512),
+        rope=_gemma4_rope(config, "full_attention"),
+        window=None,
+        k_eq_v=k_eq_v,
+        qk_norm=True,
+        v_norm=True,
+        scale=1.0,
+    )
+    mlp = MlpSpec(config.get_positive_int("intermediate_size"), activation)
+    moe = None
+    if config.get_bool("enable_moe_block", False):
+        moe = MoeSpec(
+            num_experts=config.get_positive_int("num_experts"),
+            top_k=config.get_positive_int("top_k_experts"),
+            expert_intermediate_size=config.get_positive_int("moe_intermediate_size"),
+            activation=activation,
+            normalize_top_k=True,
+            router_key="router.proj.weight",
+            experts_key="experts",
+        )
+        if moe.top_k > moe.num_experts:
+            raise UnsupportedArchitecture(
+                f"config key 'top_k_experts' ({moe.top_k}) exceeds "
+                f"'num_experts' ({moe.num_experts})"
+            )
+
+    layers = []
+    for index, kind in enumerate(kinds):
+        attention = sliding if kind == "sliding" else full
+        vectors = [
+            *(
+                VectorSpec(f"{name}.weight", hidden)
+                for name in (
+                    "input_layernorm",
+                    "post_attention_layernorm",
+                    "pre_feedforward_layernorm",
+                    "post_feedforward_layernorm",
+                )
+            ),
+            VectorSpec("self_attn.q_norm.weight", attention.head_dim),
+            VectorSpec("self_attn.k_norm.weight", attention.head_dim),
+            VectorSpec("layer_scalar", 1),
+        ]
+        if moe is not None:
+            vectors += [
+                *(
+                    VectorSpec(f"{name}.weight", hidden)
+                    for name in (
+                        "post_feedforward_layernorm_1",
+                        "post_feedforward_layernorm_2",
+                        "pre_feedforward_layernorm_2",
+                    )
+                ),
+                VectorSpec("router.scale", hidden),
+                VectorSpec("router.per_expert_scale", moe.num_experts),
+            ]
+        layers.append(LayerSpec(index, attention, mlp, moe, tuple(vectors)))
+
+    return ModelSpec(
+        model_type="gemma4_text",
+        vocab_size=config.get_positive_int("vocab_size"),
+        hidden_size=hidden,
+        layers=tuple(layers),
+        tie_word_embeddings=config.get_bool("tie_word_embeddings", True),
+        final_logit_softcapping=config.get_optional_float("final_logit_softcapping"),
+        rms_norm_eps=eps,
+        max_position_embeddings=config.get_positive_int("max_position_embeddings"),
+        embed_scale=math.sqrt(hidden),
+        vectors=_final_norm(hidden),
+    )
+
+
+def _gemma4_rope(config: ConfigReader, layer_type: str) -> RopeSpec:
+    if not config.has("rope_parameters"):  # Gemma4TextConfig's defaults
+        defaults = {
+            "sliding_attention": RopeSpec(10_000.0, "default"),
+            "full_attention": RopeSpec(1_000_000.0, "proportional", 0.25),
+        }
+        return defaults[layer_type]
+    rope = config.section("rope_parameters").section(layer_type)
+    return RopeSpec(
+        theta=rope.get_float("rope_theta"),
+        rope_type=rope.get_one_of("rope_type", ("default", "proportional"), "default"),
+        partial_rotary_factor=rope.get_float("partial_rotary_factor", 1.0),
+    )
+
+
+def _llama_like(
+    config: ConfigReader,
+    *,
+    model_type: str,
+    kinds: list[AttentionKind],
+    qk_norm: bool,
+    moe: MoeSpec | None,
+    moe_layers: set[int],
+    dense_intermediate: int | None,
+    default_eps: float = 1e-6,
+) -> ModelSpec:
+    """Qwen3 / Qwen3-MoE / Mixtral: pre-norm layers whose FFN is either a MoE or a dense MLP."""
+    _reject(config, "attention_bias", bool, "biases on the attention projections")
+    hidden = config.get_positive_int("hidden_size")
+    n_heads = config.get_positive_int("num_attention_heads")
+    head_dim = config.get_positive_int("head_dim", hidden // n_heads)
+    n_kv_heads = config.get_positive_int("num_key_value_heads", n_heads)
+    activation = config.get_str("hidden_act", "silu")
+    rope = _legacy_rope(config)
+    window = config.get_optional_int("sliding_window")
+    layers = []
+    for index, kind in enumerate(kinds):
+        attention = AttentionSpec(
+            kind=kind,
+            n_heads=n_heads,
+            n_kv_heads=n_kv_heads,
+            head_dim=head_dim,
+            rope=rope,
+            window=window if kind == "sliding" else None,
+            k_eq_v=False,
+            qk_norm=qk_norm,
+            v_norm=False,
+            scale=head_dim**-0.5,
+        )
+        vectors = [
+            VectorSpec("input_layernorm.weight", hidden),
+            VectorSpec("post_attention_layernorm.weight", hidden),
+        ]
+        if qk_norm:
+            vectors += [
+                VectorSpec("self_attn.q_norm.weight", head_dim),
+                VectorSpec("self_attn.k_norm.weight", head_dim),
+            ]
+        sparse = index in moe_layers
+        mlp = None
+        if not sparse:
+            if dense_intermediate is None:
+                raise UnsupportedArchitecture(f"layer {index} has neither a MoE nor a dense MLP")
+            mlp = MlpSpec(dense_intermediate, activation)
+        layers.append(LayerSpec(index, attention, mlp, moe if sparse else None, tuple(vectors)))
+    return ModelSpec(
+        model_type=model_type,
+        vocab_size=config.get_positive_int("vocab_size"),
+        hidden_size=hidden,
+        layers=tuple(layers),
+        tie_word_embeddings=config.get_bool("tie_word_embeddings", False),
+        final_logit_softcapping=None,
+        rms_norm_eps=config.get_float("rms_norm_eps", default_eps),
+        max_position_embeddings=config.get_positive_int("max_position_embeddings"),
+        embed_scale=1.0,
+        vectors=_final_norm(hidden),
+    )
+
+
+def _qwen3(config: ConfigReader) -> ModelSpec:
+    """Dense Qwen3 (`models/qwen3`): sliding layers only when `use_sliding_window`."""
+    n_layers = config.get_positive_int("num_hidden_layers")
+    if config.has("layer_types"):
+        kinds = _layer_kinds(config, n_layers)
+    elif config.get_bool("use_sliding_window", False):
+        first = config.get_int("max_window_layers", 28)
+        kinds = ["sliding" if i >= first else "full" for i in range(n_layers)]
+    else:
+        kinds = ["full"] * n_layers
+    return _llama_like(
+        config,
+        model_type="qwen3",
+        kinds=kinds,
+        qk_norm=True,
+        moe=None,
+        moe_layers=set(),
+        dense_intermediate=config.get_positive_int("intermediate_size"),
+    )
+
+
+def _qwen3_moe(config: ConfigReader) -> ModelSpec:
+    """Qwen3-MoE (`models/qwen3_moe`, `Qwen3MoeDecoderLayer`): layer i is sparse unless listed
+    in `mlp_only_layers`, when `(i + 1) % decoder_sparse_step == 0`."""
+    _reject(config, "use_sliding_window", bool, "sliding-window attention in Qwen3-MoE")
+    n_layers = config.get_positive_int("num_hidden_layers")
+    num_experts = config.get_int("num_experts")
+    step = config.get_positive_int("decoder_sparse_step", 1)
+    dense_only = set(config.get_int_list("mlp_only_layers", []))
+    moe_layers = {
+        i
+        for i in range(n_layers)
+        if i not in dense_only and num_experts > 0 and (i + 1) % step == 0
+    }
+    moe = MoeSpec(
+        num_experts=num_experts,
+        top_k=config.get_positive_int("num_experts_per_tok"),
+        expert_intermediate_size=config.get_positive_int("moe_intermediate_size"),
+        activation=config.get_str("hidden_act", "silu"),
+        normalize_top_k=config.get_bool("norm_topk_prob", False),
+        router_key="mlp.gate.weight",
+        experts_key="mlp.experts",
+    )
+    dense = config.get_positive_int("intermediate_size") if len(moe_layers) < n_layers else None
+    return _llama_like(
+        config,
+        model_type="qwen3_moe",
+        kinds=["full"] * n_layers,
+        qk_norm=True,
+        moe=moe,
+        moe_layers=moe_layers,
+        dense_intermediate=dense,
+    )
+
+
+def _mixtral(config: ConfigReader) -> ModelSpec:
+    """Mixtral (`models/mixtral`): every layer a MoE; `sliding_window`, when set, on all layers."""
+    n_layers = config.get_positive_int("num_hidden_layers")
+    kind: AttentionKind = "sliding" if config.has("sliding_window") else "full"
+    moe = MoeSpec(
+        num_experts=config.get_positive_int("num_local_experts"),
+        top_k=config.get_positive_int("num_experts_per_tok"),
+        expert_intermediate_size=config.get_positive_int("intermediate_size"),
+        activation=config.get_str("hidden_act", "silu"),
+        normalize_top_k=True,
+        router_key="mlp.gate.weight",
+        experts_key="mlp.experts",
+    )
+    return _llama_like(
+        config,
+        model_type="mixtral",
+        kinds=[kind] * n_layers,
+        qk_norm=False,
+        moe=moe,
+        moe_layers=set(range(n_layers)),
+        dense_intermediate=None,
+        default_eps=1e-5,  # MixtralConfig.rms_norm_eps
+    )
+
+
+READERS: Mapping[str, Callable[[ConfigReader], ModelSpec]] = {
+    "gemma4_text": _gemma4_text,
+    "qwen3": _qwen3,
+    "qwen3_moe": _qwen3_moe,
+    "mixtral": _mixtral,
+}
+
+
+def spec_from_config(config: Mapping[str, Any]) -> ModelSpec:
+    """Build the spec of a Hugging Face config dict (a text config, or a multimodal config
+    whose `text_config` holds one). Raises `UnsupportedArchitecture` naming the model_type and
+    the supported ones, or `ConfigKeyError` naming a missing or ill-typed key."""
+    reader = ConfigReader(config)
+    model_type = reader.get_str("model_type")
+    if model_type not in READERS and reader.has("text_config"):
+        reader = reader.section("text_config")
+        model_type = reader.get_str("model_type")
+    if model_type not in READERS:
+        raise UnsupportedArchitecture(
+            f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(READERS))}"
+        )
+    return READERS[model_type](reader)

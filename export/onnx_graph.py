@@ -1,0 +1,258 @@
+"""The ONNX graph of a decoder-only LM with an explicit KV cache: the decoder layer of each
+family (a registry by model_type), then `build_model`.
+
+One graph serves prefill and decode: `input_ids` and `position_ids` are (batch, sequence)
+with dynamic sequence, each layer takes its past cache and returns the present one. The
+rows of a batch share their positions (the mask is built from row 0; no padding).
+Initializers keep the checkpoint key, 2-D projections stored transposed (in, out) for
+MatMul. Standard ONNX ops only (opset 20, for Gelu with tanh approximation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from export.checkpoint import checkpoint_shapes
+from export.errors import ExportError, UnsupportedArchitecture
+from export.onnx_ops import (
+    OPSET,
+    Graph,
+    Positions,
+    Weights,
+    attention,
+    key_of,
+    linear,
+    mlp,
+    rms_norm,
+    rope_tables,
+    sparse_experts,
+)
+from export.spec import LayerSpec, ModelSpec, MoeSpec, RopeSpec
+
+
+def top_k_routing(g: Graph, moe: MoeSpec, logits: str, scope: str) -> tuple[str, str]:
+    """Expert indices and weights (N, k) from router logits (N, E): softmax, top-k, and
+    renormalised to sum to 1 when `normalize_top_k`."""
+    probs = g.op("Softmax", [logits], f"{scope}/Softmax", axis=-1)
+    weights, index = g.ops("TopK", [probs, g.ints(moe.top_k)], f"{scope}/TopK", 2, axis=-1)
+    if moe.normalize_top_k:
+        total = g.op("ReduceSum", [weights, g.ints(-1)], f"{scope}/TopKSum", keepdims=1)
+        weights = g.op("Div", [weights, total], f"{scope}/Renormalize")
+    return index, weights
+
+
+def gemma4_router(g: Graph, spec: ModelSpec, moe: MoeSpec, x: str, scope: str) -> tuple[str, str]:
+    """transformers `Gemma4TextRouter`: routing of proj(norm(x) * scale / sqrt(H)), the
+    top-k weights then multiplied by `per_expert_scale`."""
+    normed = rms_norm(g, x, None, spec.rms_norm_eps, f"{scope}/norm")
+    scaled = g.op("Mul", [normed, g.weight(f"{key_of(scope)}.scale")], f"{scope}/Scale")
+    scaled = g.op("Mul", [scaled, g.scalar(spec.hidden_size**-0.5)], f"{scope}/RootSize")
+    logits = linear(g, scaled, f"{key_of(scope)}.proj.weight", f"{scope}/proj")  # (N, E)
+    index, weights = top_k_routing(g, moe, logits, scope)
+    expert_scale = g.op(
+        "Gather",
+        [g.weight(f"{key_of(scope)}.per_expert_scale"), index],
+        f"{scope}/per_expert_scale/Gather",
+    )
+    return index, g.op("Mul", [weights, expert_scale], f"{scope}/per_expert_scale/Mul")
+
+
+def sparse_moe_block(g: Graph, spec: ModelSpec, moe: MoeSpec, x: str, scope: str) -> str:
+    """Qwen3-MoE / Mixtral `SparseMoeBlock`: a linear router (`mlp.gate`) over x, then the
+    sparse experts (`mlp.experts`); x (B, S, H) -> (B, S, H)."""
+    flat = g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], f"{scope}/flatten")  # (N, H)
+    layer_key = key_of(scope).rsplit(".", 1)[0]
+    logits = linear(g, flat, f"{layer_key}.{moe.router_key}", f"{scope}/gate")  # (N, E)
+    index, weights = top_k_routing(g, moe, logits, f"{scope}/gate")
+    out = sparse_experts(g, moe, flat, index, weights, f"{scope}/experts")
+    return g.op("Reshape", [out, g.op("Shape", [x], f"{scope}/shape")], f"{scope}/unflatten")
+
+
+def llama_decoder_layer(
+    g: Graph, spec: ModelSpec, layer: LayerSpec, x: str, pos: Positions, q_rope: tuple[str, str]
+) -> tuple[str, dict[str, str]]:
+    """Pre-norm layer of Qwen3, Qwen3-MoE and Mixtral: x + attn(norm(x)), then
+    x + ffn(norm(x)) where the FFN is the layer's MoE or its dense MLP."""
+    scope = f"/model/layers.{layer.index}"
+    eps = spec.rms_norm_eps
+
+    def norm(t: str, name: str) -> str:
+        return rms_norm(g, t, f"{key_of(scope)}.{name}.weight", eps, f"{scope}/{name}")
+
+    attn_out, present = attention(
+        g, spec, layer, norm(x, "input_layernorm"), pos, q_rope, f"{scope}/self_attn"
+    )
+    x = g.op("Add", [x, attn_out], f"{scope}/attn_residual")
+    h = norm(x, "post_attention_layernorm")
+    if layer.moe is not None:
+        ffn = sparse_moe_block(g, spec, layer.moe, h, f"{scope}/mlp")
+    elif layer.mlp is not None:
+        ffn = mlp(g, h, layer.mlp.activation, f"{scope}/mlp")
+    else:
+        raise UnsupportedArchitecture(f"layer {layer.index} has neither a MoE nor a dense MLP")
+    return g.op("Add", [x, ffn], f"{scope}/ffn_residual"), present
+
+
+def gemma4_decoder_layer(
+    g: Graph, spec: ModelSpec, layer: LayerSpec, x: str, pos: Positions, q_rope: tuple[str, str]
+) -> tuple[str, dict[str, str]]:
+    """transformers `Gemma4TextDecoderLayer.forward`: sandwich norms around attention and
+    the feed-forward, the MoE (fed the residual) beside the dense MLP, then layer_scalar."""
+    scope = f"/model/layers.{layer.index}"
+    eps = spec.rms_norm_eps
+
+    def norm(t: str, name: str) -> str:
+        return rms_norm(g, t, f"{key_of(scope)}.{name}.weight", eps, f"{scope}/{name}")
+
+    attn_out, present = attention(
+        g, spec, layer, norm(x, "input_layernorm"), pos, q_rope, f"{scope}/self_attn"
+    )
+    x = g.op("Add", [x, norm(attn_out, "post_attention_layernorm")], f"{scope}/attn_residual")
+    if layer.mlp is None:
+        raise UnsupportedArchitecture(f"gemma4 layer {layer.index} has no dense MLP")
+    ffn = mlp(g, norm(x, "pre_feedforward_layernorm"), layer.mlp.activation, f"{scope}/mlp")
+    if layer.moe is not None:
+        dense = norm(ffn, "post_feedforward_layernorm_1")
+        flat = g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], f"{scope}/flatten")  # (N, H)
+        index, weights = gemma4_router(g, spec, layer.moe, flat, f"{scope}/router")
+        experts = sparse_experts(
+            g,
+            layer.moe,
+            norm(flat, "pre_feedforward_layernorm_2"),
+            index,
+            weights,
+            f"{scope}/experts",
+        )
+        experts = g.op(
+            "Reshape", [experts, g.op("Shape", [x], f"{scope}/shape")], f"{scope}/unflatten"
+        )
+        ffn = g.op(
+            "Add", [dense, norm(experts, "post_feedforward_layernorm_2")], f"{scope}/combine"
+        )
+    x = g.op("Add", [x, norm(ffn, "post_feedforward_layernorm")], f"{scope}/ffn_residual")
+    return g.op(
+        "Mul", [x, g.weight(f"{key_of(scope)}.layer_scalar")], f"{scope}/layer_scalar"
+    ), present
+
+
+LayerBuilder = Callable[
+    [Graph, ModelSpec, LayerSpec, str, Positions, tuple[str, str]], tuple[str, dict[str, str]]
+]
+LAYER_BUILDERS: Mapping[str, LayerBuilder] = {
+    "gemma4_text": gemma4_decoder_layer,
+    "qwen3": llama_decoder_layer,
+    "qwen3_moe": llama_decoder_layer,
+    "mixtral": llama_decoder_layer,
+}
+
+
+def build_model(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
+    """The fp32 ONNX model of `spec` with the checkpoint tensors `weights`."""
+    if spec.model_type not in LAYER_BUILDERS:
+        raise UnsupportedArchitecture(
+            f"ONNX export of model_type {spec.model_type!r} is not built yet; "
+            f"built: {', '.join(LAYER_BUILDERS)}"
+        )
+    g = Graph(weights, checkpoint_shapes(spec))
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])
+    pids = helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "sequence"])
+    inputs, outputs = [ids, pids], []
+    first_row = g.op("Gather", ["position_ids", g.ints(0)], "/model/positions/FirstRow")
+    query = g.op("Squeeze", [first_row, g.ints(0)], "/model/positions/Query")  # (S,)
+    start = g.op(
+        "Gather",
+        [query, g.const("/const/zero_i64", np.array(0, np.int64))],
+        "/model/positions/Start",
+    )
+    length = g.op(
+        "Squeeze", [g.op("Shape", [query], "/model/positions/Shape")], "/model/positions/Length"
+    )
+    pos = Positions(query, start, length, "position_ids")
+
+    table = g.weight("model.embed_tokens.weight")  # (V, H)
+    x = g.op("Gather", [table, "input_ids"], "/model/embed_tokens/Gather")  # (B, S, H)
+    if spec.embed_scale != 1.0:
+        x = g.op("Mul", [x, g.scalar(spec.embed_scale)], "/model/embed_tokens/Scale")
+    ropes: dict[tuple[RopeSpec, int], tuple[str, str]] = {}
+    for layer in spec.layers:
+        a = layer.attention
+        if (a.rope, a.head_dim) not in ropes:
+            cos, sin = rope_tables(
+                g, "position_ids", a.rope, a.head_dim, f"/model/rotary_emb.{len(ropes)}"
+            )  # (B, S, d)
+            ropes[(a.rope, a.head_dim)] = (
+                g.op("Unsqueeze", [cos, g.ints(1)], f"/model/rotary_emb.{len(ropes)}/cos"),
+                g.op("Unsqueeze", [sin, g.ints(1)], f"/model/rotary_emb.{len(ropes)}/sin"),
+            )
+        x, present = LAYER_BUILDERS[spec.model_type](
+            g, spec, layer, x, pos, ropes[(a.rope, a.head_dim)]
+        )
+        for tensor, value in present.items():
+            shape: list[str | int] = ["batch", a.n_kv_heads, f"past_{layer.index}", a.head_dim]
+            inputs.append(
+                helper.make_tensor_value_info(
+                    f"past_key_values.{layer.index}.{tensor}", TensorProto.FLOAT, shape
+                )
+            )
+            out_name = f"present.{layer.index}.{tensor}"
+            g.nodes.append(
+                helper.make_node(
+                    "Identity",
+                    [value],
+                    [out_name],
+                    name=f"/model/layers.{layer.index}/{tensor}_present",
+                )
+            )
+            shape[2] = f"present_{layer.index}"
+            outputs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT, shape))
+
+    x = rms_norm(g, x, "model.norm.weight", spec.rms_norm_eps, "/model/norm")
+    flat = g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], "/lm_head/Flatten")
+    head = table if spec.tie_word_embeddings else g.weight("lm_head.weight")
+    logits = g.op("Gemm", [flat, head], "/lm_head/Gemm", transB=1)  # (N, V)
+    if spec.final_logit_softcapping is not None:
+        cap = g.scalar(spec.final_logit_softcapping)
+        logits = g.op(
+            "Mul",
+            [
+                g.op(
+                    "Tanh",
+                    [g.op("Div", [logits, cap], "/lm_head/softcap/Div")],
+                    "/lm_head/softcap/Tanh",
+                ),
+                cap,
+            ],
+            "/lm_head/softcap/Mul",
+        )
+    batch_seq = g.op(
+        "Slice",
+        [g.op("Shape", ["input_ids"], "/lm_head/Shape"), g.ints(0), g.ints(2)],
+        "/lm_head/BatchSequence",
+    )
+    out_shape = g.op("Concat", [batch_seq, g.ints(spec.vocab_size)], "/lm_head/OutShape", axis=0)
+    g.nodes.append(
+        helper.make_node("Reshape", [logits, out_shape], ["logits"], name="/lm_head/Reshape")
+    )
+    outputs.insert(
+        0,
+        helper.make_tensor_value_info(
+            "logits", TensorProto.FLOAT, ["batch", "sequence", spec.vocab_size]
+        ),
+    )
+
+    graph = helper.make_graph(
+        g.nodes, "subtitled_lm", inputs, outputs, list(g.initializers.values())
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="subtitled-export"
+    )
+    model.ir_version = 10
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the built ONNX graph is invalid: {exc}") from exc
+    return model

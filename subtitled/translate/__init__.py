@@ -1,0 +1,1 @@
+"""The translate stage: the model manifest (and, later, the streaming translator)."""

@@ -1,0 +1,183 @@
+"""The manifest of an exported model directory: what is in it and how to feed it.
+
+Written once by `python -m export`, read by the daemon before it loads a model: files
+with their sha256, graph inputs/outputs, the KV-cache layout per layer, licence. The schema
+lives here, in the runtime package, so export and daemon cannot drift apart; it needs
+only json, dataclasses and hashlib.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from subtitled.errors import ModelError
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A graph input or output; symbolic dimensions are strings (`batch`, `past_sequence`)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class KvLayer:
+    """The cache of one layer: which tensors it keeps (K=V layers keep only `value`), each
+    shaped (batch, n_kv_heads, tokens, head_dim), tokens capped at `window` when set."""
+
+    layer: int
+    kind: str
+    tensors: tuple[str, ...]
+    n_kv_heads: int
+    head_dim: int
+    window: int | None
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file of the model directory, relative path, with its size and sha256."""
+
+    path: str
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the daemon needs to know about a model before loading it."""
+
+    name: str
+    architecture: str
+    precision: str
+    licence: str
+    files: tuple[FileEntry, ...]
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    kv_layout: tuple[KvLayer, ...]
+
+    def to_json(self) -> str:
+        return json.dumps({"schema_version": SCHEMA_VERSION, **asdict(self)}, indent=2) + "\n"
+
+    def write(self, directory: Path) -> Path:
+        path = directory / MANIFEST_NAME
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_entry(directory: Path, relative: str) -> FileEntry:
+    path = directory / relative
+    return FileEntry(relative, path.stat().st_size, sha256_of(path))
+
+
+def _field(data: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in data:
+        raise ModelError(f"manifest {where}: key {key!r} is missing")
+    value = data[key]
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+        raise ModelError(f"manifest {where}: key {key!r} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _tensor(data: Any, where: str) -> TensorInfo:
+    if not isinstance(data, dict):
+        raise ModelError(f"manifest {where}: must be an object")
+    shape = _field(data, "shape", list, where)
+    if not all(isinstance(d, int | str) and not isinstance(d, bool) for d in shape):
+        raise ModelError(f"manifest {where}: key 'shape' must hold integers and names")
+    return TensorInfo(
+        _field(data, "name", str, where), _field(data, "dtype", str, where), tuple(shape)
+    )
+
+
+def _kv_layer(data: Any, where: str) -> KvLayer:
+    if not isinstance(data, dict):
+        raise ModelError(f"manifest {where}: must be an object")
+    window = data.get("window")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int)):
+        raise ModelError(f"manifest {where}: key 'window' must be an integer or null")
+    tensors = _field(data, "tensors", list, where)
+    if not tensors or not set(tensors) <= {"key", "value"}:
+        raise ModelError(f"manifest {where}: key 'tensors' must list 'key' and/or 'value'")
+    return KvLayer(
+        _field(data, "layer", int, where),
+        _field(data, "kind", str, where),
+        tuple(tensors),
+        _field(data, "n_kv_heads", int, where),
+        _field(data, "head_dim", int, where),
+        window,
+    )
+
+
+def _file(data: Any, where: str) -> FileEntry:
+    if not isinstance(data, dict):
+        raise ModelError(f"manifest {where}: must be an object")
+    return FileEntry(
+        _field(data, "path", str, where),
+        _field(data, "bytes", int, where),
+        _field(data, "sha256", str, where),
+    )
+
+
+def parse_manifest(text: str, source: str = MANIFEST_NAME) -> Manifest:
+    """Parse a manifest; errors name the source and the key."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"manifest {source} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"manifest {source} must hold a JSON object")
+    version = _field(data, "schema_version", int, source)
+    if version != SCHEMA_VERSION:
+        raise ModelError(f"manifest {source}: schema_version {version} is not {SCHEMA_VERSION}")
+
+    def items(key: str) -> list[Any]:
+        value: list[Any] = _field(data, key, list, source)
+        return value
+
+    return Manifest(
+        name=_field(data, "name", str, source),
+        architecture=_field(data, "architecture", str, source),
+        precision=_field(data, "precision", str, source),
+        licence=_field(data, "licence", str, source),
+        files=tuple(_file(f, f"{source} files[{i}]") for i, f in enumerate(items("files"))),
+        inputs=tuple(_tensor(t, f"{source} inputs[{i}]") for i, t in enumerate(items("inputs"))),
+        outputs=tuple(_tensor(t, f"{source} outputs[{i}]") for i, t in enumerate(items("outputs"))),
+        kv_layout=tuple(
+            _kv_layer(k, f"{source} kv_layout[{i}]") for i, k in enumerate(items("kv_layout"))
+        ),
+    )
+
+
+def load_manifest(directory: Path, check_files: bool = True) -> Manifest:
+    """Read `directory/manifest.json` and, by default, check every file's size and sha256."""
+    path = directory / MANIFEST_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ModelError(f"cannot read manifest {path}: {exc.strerror}") from exc
+    manifest = parse_manifest(text, str(path))
+    if check_files:
+        for entry in manifest.files:
+            file = directory / entry.path
+            if not file.is_file():
+                raise ModelError(f"model file {file} listed in {path} is missing")
+            if file.stat().st_size != entry.bytes or sha256_of(file) != entry.sha256:
+                raise ModelError(f"model file {file} does not match its sha256 in {path}")
+    return manifest

@@ -1,0 +1,120 @@
+"""Tiny Hugging Face configs of every family `export` reads, shaped like the real ones.
+
+Each function returns a fresh dict, so a test may mutate its copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Config = dict[str, Any]
+
+
+def tiny_gemma4() -> Config:
+    """Gemma 4 26B-A4B's shape family, shrunk: sliding and full layers with different head
+    sizes and KV heads, K=V on full layers, proportional RoPE, 8 experts top-2 beside a
+    dense MLP, tied embeddings, logit soft-capping."""
+    return {
+        "model_type": "gemma4_text",
+        "vocab_size": 512,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_global_key_value_heads": 1,
+        "head_dim": 16,
+        "global_head_dim": 32,
+        "attention_k_eq_v": True,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "enable_moe_block": True,
+        "num_experts": 8,
+        "top_k_experts": 2,
+        "moe_intermediate_size": 32,
+        "sliding_window": 16,
+        "max_position_embeddings": 2048,
+        "final_logit_softcapping": 30.0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+        "hidden_size_per_layer_input": 0,
+        "num_kv_shared_layers": 0,
+        "rope_parameters": {
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "full_attention": {
+                "rope_type": "proportional",
+                "rope_theta": 1000000.0,
+                "partial_rotary_factor": 0.25,
+            },
+        },
+        "layer_types": [
+            "sliding_attention",
+            "full_attention",
+            "sliding_attention",
+            "full_attention",
+        ],
+    }
+
+
+def tiny_qwen3_moe() -> Config:
+    """Qwen3-MoE with one dense layer (`mlp_only_layers`) and un-normalised top-k."""
+    return {
+        "model_type": "qwen3_moe",
+        "vocab_size": 384,
+        "hidden_size": 48,
+        "intermediate_size": 80,
+        "moe_intermediate_size": 24,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "num_experts": 6,
+        "num_experts_per_tok": 2,
+        "mlp_only_layers": [1],
+        "norm_topk_prob": False,
+        "rope_theta": 1000000.0,
+        "max_position_embeddings": 1024,
+        "tie_word_embeddings": False,
+    }
+
+
+def tiny_mixtral() -> Config:
+    """Mixtral with a sliding window on every layer and head_dim from hidden / heads."""
+    return {
+        "model_type": "mixtral",
+        "vocab_size": 256,
+        "hidden_size": 32,
+        "intermediate_size": 40,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_local_experts": 4,
+        "num_experts_per_tok": 2,
+        "sliding_window": 64,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 512,
+    }
+
+
+def tiny_qwen3() -> Config:
+    """Dense Qwen3 with tied embeddings."""
+    return {
+        "model_type": "qwen3",
+        "vocab_size": 320,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "head_dim": 8,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 512,
+        "tie_word_embeddings": True,
+    }
+
+
+ALL = {
+    "gemma4_text": tiny_gemma4,
+    "qwen3_moe": tiny_qwen3_moe,
+    "mixtral": tiny_mixtral,
+    "qwen3": tiny_qwen3,
+}
