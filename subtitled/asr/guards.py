@@ -2,8 +2,10 @@
 
 - Repetition loops: the decoder falls into a cycle and repeats a phrase until it runs
   out of tokens ("represented in the exhibition, represented in the exhibition, ...").
-  We keep the first occurrence and drop the repeats (openai/whisper's compression
-  ratio check catches the same thing on whole segments; we need it per word).
+  We keep the first occurrence and drop the repeats, and a last repeat the token cap
+  cut short (openai/whisper's compression ratio check catches the same thing on whole
+  segments; we need it per word). A phrase of three or more words is a loop as soon as
+  it comes twice; the forced prefix is searched too, since a loop often starts in it.
 - Hallucinations on silence or noise: phrases from YouTube subtitle credits that
   Whisper emits when there is no speech ("Thank you for watching"). They are dropped
   when the evidence for speech is weak: Whisper's own no-speech probability, or a

@@ -1,5 +1,13 @@
 """Streaming ASR: audio buffer + VAD gating + a `Transcriber` + the commit policy.
 
+Each `step` transcribes the buffer (from `CommitPolicy.buffer_start_s`, with the
+policy's forced prefix and prompt context) if the VAD heard speech after the committed
+words, and hands the words to the policy, after the guards (`subtitled.asr.guards`)
+have dropped repetition loops and known hallucinations. Once the VAD has heard
+`VadConfig.pause_s` of silence, the step transcribes up to just after the pause and
+commits that hypothesis whole, closing the segment. Silence moves the buffer start
+forward, so it is never transcribed.
+
 Synchronous and clock-free like the cores it joins (the caller passes `now_unix`),
 so the daemon runs it in a worker thread and the benchmark drives it on a
 simulated clock. The caller decides how often to call `step` (see `StreamConfig`).
@@ -11,19 +19,24 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-import numpy.typing as npt
 
 from subtitled import SAMPLE_RATE_HZ
 from subtitled.asr.guards import drop_repetition_loops, is_hallucination
 from subtitled.asr.policy import CommitPolicy, PolicyConfig
 from subtitled.asr.vad import WINDOW_S, SileroStream, SpeechTracker, VadConfig
 from subtitled.asr.whisper import Hypothesis, Transcriber
+from subtitled.errors import ConfigError
 from subtitled.events import AudioChunk, SegmentUpdate, Word
 
 log = logging.getLogger(__name__)
 
 PREROLL_S = 0.3
 """Audio kept before the first speech window: Silero flags onsets a little late."""
+PAUSE_TAIL_S = 0.3
+"""Audio after the start of a pause given to the closing transcription: enough for
+the last word's release, too little for Whisper to invent a word in the silence."""
+MAX_STEP_S = 2.0
+"""Longest allowed `step_s`: commits need two steps, so latency grows with it."""
 GAP_S = 0.25
 """A jump in chunk start times larger than this is a gap (a device was lost)."""
 
@@ -38,6 +51,16 @@ class StreamConfig:
     """Committed text before the buffer, given to Whisper as the previous-text prompt."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     vad: VadConfig = field(default_factory=VadConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.step_s <= MAX_STEP_S:
+            raise ConfigError(
+                f"streaming.step_s: {self.step_s} is invalid; expected 0.05 to {MAX_STEP_S:g}"
+            )
+        if self.context_chars < 0:
+            raise ConfigError(
+                f"streaming.context_chars: {self.context_chars} is invalid; expected >= 0"
+            )
 
 
 class StreamingAsr:
@@ -95,19 +118,18 @@ class StreamingAsr:
             if policy.segment_open and speech.silence_s() >= self.config.vad.pause_s:
                 # Everything was agreed before the speaker stopped: close the segment.
                 updates = policy.on_pause([], speech.last_speech_end_s, now_unix)
-                self._after_commit(updates)
             policy.on_silence(max(self.audio_end_s - PREROLL_S, policy.buffer_start_s))
             self._trim_audio()
             return updates
         if speech.silence_s() >= self.config.vad.pause_s:
             pause_start_s = speech.last_speech_end_s
-            words = self._transcribe(end_s=min(self.audio_end_s, pause_start_s + 0.3))
+            words = self._transcribe(end_s=min(self.audio_end_s, pause_start_s + PAUSE_TAIL_S))
             updates = policy.on_pause(words, pause_start_s, now_unix)
-            self._after_commit(updates)
+            self._trim_audio()
             return updates
         words = self._transcribe(end_s=self.audio_end_s)
         updates = policy.on_hypothesis(words, self.audio_end_s, now_unix)
-        self._after_commit(updates)
+        self._trim_audio()
         return updates
 
     def finish(self, now_unix: float) -> list[SegmentUpdate]:
@@ -116,7 +138,7 @@ class StreamingAsr:
         if self.speech.has_speech(self.policy.committed_end_s, self.audio_end_s):
             words = self._transcribe(end_s=self.audio_end_s)
         updates = self.policy.on_pause(words, self.audio_end_s, now_unix)
-        self._after_commit(updates)
+        self._trim_audio()
         return updates
 
     def _transcribe(self, end_s: float) -> list[Word]:
@@ -142,9 +164,6 @@ class StreamingAsr:
                 log.info("dropped a likely hallucination: %r", "".join(w.text for w in words))
                 return []
         return words
-
-    def _after_commit(self, updates: list[SegmentUpdate]) -> None:
-        self._trim_audio()
 
     def _trim_audio(self) -> None:
         drop = int((self.policy.buffer_start_s - self._audio_start_s) * SAMPLE_RATE_HZ)

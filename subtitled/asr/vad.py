@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from subtitled import SAMPLE_RATE_HZ
+from subtitled.errors import ConfigError
 
 WINDOW_SAMPLES = 512  # Silero v5/v6 at 16 kHz: 32 ms windows
 CONTEXT_SAMPLES = 64
@@ -30,6 +31,15 @@ class VadConfig:
     neg_threshold: float = 0.35
     pause_s: float = 0.5
     """Silence this long after speech closes the current segment."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.neg_threshold <= self.threshold < 1.0:
+            raise ConfigError(
+                f"streaming.vad: threshold {self.threshold} and neg_threshold "
+                f"{self.neg_threshold} are invalid; expected 0 < neg_threshold <= threshold < 1"
+            )
+        if self.pause_s <= 0.0:
+            raise ConfigError(f"streaming.vad.pause_s: {self.pause_s} is invalid; expected > 0")
 
 
 class SileroStream:
