@@ -111,3 +111,49 @@ def is_hallucination(words: Sequence[Word], speech_ratio: float, no_speech_prob:
         return False
     weak = speech_ratio < 0.5 or no_speech_prob > 0.5
     return weak and keys in HALLUCINATIONS
+
+
+ECHO_MIN_WORDS = 4
+"""A hypothesis that opens with this many words of the prompt is echoing it."""
+
+
+def drop_context_echo(words: Sequence[Word], context: str) -> list[Word]:
+    """Drop an opening run of words that repeats the previous-text prompt.
+
+    Whisper conditioned on earlier text sometimes "continues" a short or silent buffer
+    by reciting that text again (the end of a file, a breath after a sentence). A new
+    hypothesis whose first `ECHO_MIN_WORDS`+ words occur, in order, inside the prompt
+    is such an echo: those words were already committed.
+    """
+    if len(words) < ECHO_MIN_WORDS or not context:
+        return list(words)
+    keys = [normalise_word(w.text) for w in words]
+    recent = [k for k in (normalise_word(t) for t in context.split()) if k]
+    best = 0
+    for start in range(len(recent)):
+        n = 0
+        while start + n < len(recent) and n < len(keys) and recent[start + n] == keys[n]:
+            n += 1
+        best = max(best, n)
+    return list(words[best:]) if best >= ECHO_MIN_WORDS else list(words)
+
+
+def drop_trailing_echo(words: Sequence[Word], context: Sequence[Word] = ()) -> list[Word]:
+    """Drop a tail that re-reads an earlier run of the same hypothesis.
+
+    When the audio runs out, Whisper often starts the buffer's text over and is cut by
+    the length cap: "... side by side with the gothic. The Roman letter was used side
+    by side with". A tail of `ECHO_MIN_WORDS`+ words that equals an earlier run of the
+    hypothesis (or of the forced prefix before it) is such a re-reading.
+    """
+    keys = [normalise_word(w.text) for w in [*context, *words]]
+    start = len(context)
+    for tail_start in range(start, len(keys) - ECHO_MIN_WORDS + 1):
+        tail = keys[tail_start:]
+        k = len(tail)
+        if not all(tail):
+            continue
+        for j in range(0, tail_start - k + 1):
+            if keys[j : j + k] == tail:
+                return list(words[: tail_start - start])
+    return list(words)

@@ -21,7 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from subtitled import SAMPLE_RATE_HZ
-from subtitled.asr.guards import drop_repetition_loops, is_hallucination
+from subtitled.asr.guards import (
+    drop_context_echo,
+    drop_repetition_loops,
+    drop_trailing_echo,
+    is_hallucination,
+)
 from subtitled.asr.policy import CommitPolicy, PolicyConfig
 from subtitled.asr.vad import WINDOW_S, SileroStream, SpeechTracker, VadConfig
 from subtitled.asr.whisper import Hypothesis, Transcriber
@@ -148,14 +153,22 @@ class StreamingAsr:
         audio = self._audio[first:last]
         if len(audio) < SAMPLE_RATE_HZ // 10:
             return []
-        hypothesis = self.transcriber.transcribe(
-            audio, start_s, self.policy.prefix_words, self.policy.context(self.config.context_chars)
-        )
+        context = self.policy.context(self.config.context_chars)
+        hypothesis = self.transcriber.transcribe(audio, start_s, self.policy.prefix_words, context)
         self.transcriptions += 1
-        return self._guard(hypothesis)
+        words = self._guard(hypothesis)
+        if not self.policy.prefix_words:
+            # A fresh buffer (after a sentence end or a pause) that recites the prompt.
+            kept = drop_context_echo(words, context)
+            if len(kept) < len(words):
+                log.info("dropped an echo of the prompt: %r",
+                         "".join(w.text for w in words[: len(words) - len(kept)]))
+            words = kept
+        return words
 
     def _guard(self, hypothesis: Hypothesis) -> list[Word]:
         words = drop_repetition_loops(hypothesis.words, context=self.policy.prefix_words)
+        words = drop_trailing_echo(words, context=self.policy.prefix_words)
         if len(words) < len(hypothesis.words):
             log.debug("dropped a repetition loop of %d words", len(hypothesis.words) - len(words))
         if words:

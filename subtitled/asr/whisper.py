@@ -13,17 +13,23 @@ We drive CTranslate2's Whisper directly rather than through
 - Word timestamps come from one cross-attention alignment pass over prefix + tail
   (faster-whisper's `find_alignment`), which we need for every step anyway.
 
-Decoding runs with timestamp tokens. A segment whose start time goes back before the
-previous one ended re-transcribes audio already covered (Whisper does this at the end
-of a buffer); it and everything after it are dropped. The tail is capped at
-`TOKENS_PER_AUDIO_S` per second of audio the prefix does not cover, so a repetition
-loop stops early; CTranslate2's `max_length` counts the forced prefix and is halved
-(`_max_length`).
+Decoding runs with timestamp tokens, read the way Whisper's long-form loop reads them:
+
+- Output that ends on a lone timestamp a second or more before the end of the audio
+  closed Whisper's segment early, meaning to resume there in its next 30 s window
+  (it happens after a forced prefix that ends a phrase, and stalled commits for
+  seconds). We open the next segment at that timestamp and decode on.
+- A segment whose start time goes back before the previous one ended re-transcribes
+  audio already covered (it happens at the end of a buffer); it and everything after
+  it are dropped.
+- The tail is capped at `TOKENS_PER_AUDIO_S` per second of audio the prefix does not
+  cover, so a repetition loop stops early. CTranslate2's `max_length` counts the
+  forced prefix and is halved (`_max_length`).
 
 Greedy decoding is the default. Beam search with a forced prefix favours short
-endings (the prefix counts in the length-normalised score): with beam 2 it ended
-Whisper's segment right after the prefix, or dropped words inside it, and on held-out
-long-form its WER was worse (0.030 vs 0.019) at 20% more CPU.
+endings (the prefix counts in its length-normalised score): with beam 2 it dropped
+words inside Whisper's segments, and on held-out long-form its WER was worse (0.030
+vs 0.019) at 20% more CPU.
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ MAX_FRAMES = 3000  # 30 s, the encoder's positional-embedding length
 MAX_DECODER_TOKENS = 448  # Whisper's text context
 MAX_CONTEXT_TOKENS = 100
 """Previous-text prompt length; faster-whisper allows up to 223."""
+EARLY_END_S = 1.0
+"""Output that ends this long before the end of the audio ended early: decode on."""
+MAX_CONTINUATIONS = 2
 TOKENS_PER_AUDIO_S = 8
 """Length cap on generated tokens: English speech runs ~4 tokens/s; a loop runs forever."""
 # faster-whisper's defaults for attaching punctuation tokens to the neighbouring word.
@@ -188,10 +197,23 @@ class WhisperTranscriber:
         covered_s = prefix[-1].end_s - offset_s if prefix else 0.0
         budget = 10 + int(TOKENS_PER_AUDIO_S * max(audio_s - covered_s, 0.0))
         forced = [tok.timestamp_begin, *prefix_tokens]
-        result = self._generate(encoder_output, head, forced, budget, self.config.beam_size)
+        result = self._generate(encoder_output, head, forced, budget)
         no_speech_prob = float(result.no_speech_prob)
         avg_logprob = float(result.scores[0]) if result.scores else 0.0
         generated = list(result.sequences_ids[0])
+        for _ in range(MAX_CONTINUATIONS):
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("decoded %s", tok.decode_with_timestamps(generated))
+            ended_s = _early_end_s(generated, tok.timestamp_begin)
+            budget -= len(generated) - len(forced)
+            if ended_s is None or audio_s - ended_s < EARLY_END_S or budget <= 0:
+                break
+            # Whisper closed its segment ("<|t|>", then end of text) with speech left in
+            # the buffer, as it does when it means to resume at <|t|> in its next 30 s
+            # window; it happens after a forced prefix that ends a phrase. Open the next
+            # segment at <|t|> and decode the rest of the buffer.
+            forced = [*generated, generated[-1]]
+            generated = list(self._generate(encoder_output, head, forced, budget).sequences_ids[0])
         new_tokens = _tail_tokens(generated, len(prefix_tokens), tok.eot, tok.timestamp_begin)
         if not new_tokens:
             return Hypothesis((), no_speech_prob, avg_logprob)
@@ -208,13 +230,13 @@ class WhisperTranscriber:
         return Hypothesis(tuple(words), no_speech_prob, avg_logprob)
 
     def _generate(
-        self, encoder_output: Any, head: list[int], forced: list[int], budget: int, beam_size: int
+        self, encoder_output: Any, head: list[int], forced: list[int], budget: int
     ) -> Any:
-        """Decode `budget` tokens after the prompt `head` and the `forced` tokens."""
+        """Decode up to `budget` tokens after the prompt `head` and the `forced` tokens."""
         return self._model.model.generate(
             encoder_output,
             [head + forced],
-            beam_size=beam_size,
+            beam_size=self.config.beam_size,
             max_length=_max_length(len(head) - 1, 1 + len(forced) + budget),
             return_scores=True,
             return_no_speech_prob=True,
@@ -243,6 +265,13 @@ def _max_length(start_step: int, steps: int) -> int:
     """
     steps = min(steps, MAX_DECODER_TOKENS - start_step)
     return max(2 * steps, start_step + steps)
+
+
+def _early_end_s(generated: list[int], timestamp_begin: int) -> float | None:
+    """Where Whisper's output ends (audio seconds), if it ends on a lone timestamp."""
+    if len(generated) < 2 or generated[-1] < timestamp_begin or generated[-2] >= timestamp_begin:
+        return None
+    return (generated[-1] - timestamp_begin) * TIMESTAMP_S
 
 
 def _tail_tokens(generated: list[int], n_prefix: int, eot: int, timestamp_begin: int) -> list[int]:

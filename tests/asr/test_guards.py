@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from subtitled.asr.guards import drop_repetition_loops, is_hallucination
+from subtitled.asr.guards import (
+    drop_context_echo,
+    drop_repetition_loops,
+    drop_trailing_echo,
+    is_hallucination,
+)
 from subtitled.events import Word
 
 
@@ -99,3 +104,38 @@ def test_hallucination_phrases_dropped_only_with_weak_evidence(
 
 def test_no_words_is_not_a_hallucination() -> None:
     assert not is_hallucination([], 0.0, 1.0)
+
+
+def _words(text: str) -> list[Word]:
+    return [Word(" " + w, i * 0.3, i * 0.3 + 0.25) for i, w in enumerate(text.split())]
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        # Whisper re-reads the buffer when the audio runs out, cut by the length cap.
+        ("The Roman letter was used side by side with the gothic. The Roman letter was used "
+         "side by side with", "The Roman letter was used side by side with the gothic."),
+        ("a b c d e f a b c d", "a b c d e f"),
+        # Three repeated words are not an echo; nor is a repeat that is not at the end.
+        ("I think that I think", "I think that I think"),
+        ("we went home and then we went home early", "we went home and then we went home early"),
+    ],
+)
+def test_drop_trailing_echo(text: str, kept: str) -> None:
+    assert "".join(w.text for w in drop_trailing_echo(_words(text))).strip() == kept
+
+
+@pytest.mark.parametrize(
+    ("text", "context", "kept"),
+    [
+        ("the roman letter was used", "as he said the roman letter was used side by side",
+         ""),
+        ("in being comparatively modern", "the arts and crafts represented in the exhibition",
+         "in being comparatively modern"),
+        ("said the roman letter", "the roman letter", "said the roman letter"),
+    ],
+)
+def test_drop_context_echo(text: str, context: str, kept: str) -> None:
+    out = drop_context_echo(_words(text), context)
+    assert "".join(w.text for w in out).strip() == kept
