@@ -6,6 +6,9 @@
   cut short (openai/whisper's compression ratio check catches the same thing on whole
   segments; we need it per word). A phrase of three or more words is a loop as soon as
   it comes twice; the forced prefix is searched too, since a loop often starts in it.
+- Echoes: when the audio runs out, Whisper re-reads the buffer from its start (a tail
+  that repeats an earlier run of the hypothesis), and a fresh buffer with little
+  speech in it may recite the previous-text prompt. Both are dropped from four words.
 - Hallucinations on silence or noise: phrases from YouTube subtitle credits that
   Whisper emits when there is no speech ("Thank you for watching"). They are dropped
   when the evidence for speech is weak: Whisper's own no-speech probability, or a

@@ -3,7 +3,7 @@
 Each `step` transcribes the buffer (from `CommitPolicy.buffer_start_s`, with the
 policy's forced prefix and prompt context) if the VAD heard speech after the committed
 words, and hands the words to the policy, after the guards (`subtitled.asr.guards`)
-have dropped repetition loops and known hallucinations. Once the VAD has heard
+have dropped repetition loops, echoes and known hallucinations. Once the VAD has heard
 `VadConfig.pause_s` of silence, the step transcribes up to just after the pause and
 commits that hypothesis whole, closing the segment. Silence moves the buffer start
 forward, so it is never transcribed.
@@ -161,8 +161,10 @@ class StreamingAsr:
             # A fresh buffer (after a sentence end or a pause) that recites the prompt.
             kept = drop_context_echo(words, context)
             if len(kept) < len(words):
-                log.info("dropped an echo of the prompt: %r",
-                         "".join(w.text for w in words[: len(words) - len(kept)]))
+                log.info(
+                    "dropped an echo of the prompt: %r",
+                    "".join(w.text for w in words[: len(words) - len(kept)]),
+                )
             words = kept
         return words
 

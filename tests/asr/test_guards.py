@@ -114,8 +114,11 @@ def _words(text: str) -> list[Word]:
     ("text", "kept"),
     [
         # Whisper re-reads the buffer when the audio runs out, cut by the length cap.
-        ("The Roman letter was used side by side with the gothic. The Roman letter was used "
-         "side by side with", "The Roman letter was used side by side with the gothic."),
+        (
+            "The Roman letter was used side by side with the gothic. The Roman letter was used "
+            "side by side with",
+            "The Roman letter was used side by side with the gothic.",
+        ),
         ("a b c d e f a b c d", "a b c d e f"),
         # Three repeated words are not an echo; nor is a repeat that is not at the end.
         ("I think that I think", "I think that I think"),
@@ -129,10 +132,12 @@ def test_drop_trailing_echo(text: str, kept: str) -> None:
 @pytest.mark.parametrize(
     ("text", "context", "kept"),
     [
-        ("the roman letter was used", "as he said the roman letter was used side by side",
-         ""),
-        ("in being comparatively modern", "the arts and crafts represented in the exhibition",
-         "in being comparatively modern"),
+        ("the roman letter was used", "as he said the roman letter was used side by side", ""),
+        (
+            "in being comparatively modern",
+            "the arts and crafts represented in the exhibition",
+            "in being comparatively modern",
+        ),
         ("said the roman letter", "the roman letter", "said the roman letter"),
     ],
 )

@@ -1,0 +1,116 @@
+"""WhisperTranscriber: the token bookkeeping around CTranslate2, and the real model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from subtitled import SAMPLE_RATE_HZ
+from subtitled.asr.whisper import (
+    MAX_DECODER_TOKENS,
+    WhisperConfig,
+    WhisperTranscriber,
+    _early_end_s,
+    _max_length,
+    _tail_tokens,
+)
+from subtitled.errors import ModelError
+from subtitled.events import Word
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+EOT, TS = 50256, 50363  # tiny.en's end of text and <|0.00|>
+
+
+def decoded_steps(max_length: int, start_step: int) -> int:
+    """What CTranslate2 decodes for a `max_length` (src/models/whisper.cc)."""
+    return min(max_length // 2, max_length - start_step)
+
+
+@pytest.mark.parametrize("start_step", [0, 1, 40, 101, 220])
+@pytest.mark.parametrize("steps", [1, 12, 60, 200])
+def test_max_length_gives_exactly_the_steps_asked_for(start_step: int, steps: int) -> None:
+    max_length = _max_length(start_step, steps)
+    expected = min(steps, MAX_DECODER_TOKENS - start_step)
+    assert decoded_steps(max_length, start_step) == expected
+    assert start_step + decoded_steps(max_length, start_step) <= MAX_DECODER_TOKENS
+
+
+@pytest.mark.parametrize(
+    ("generated", "n_prefix", "tail"),
+    [
+        ([TS, 1, 2, 3, 4], 2, [3, 4]),
+        ([TS, 1, 2, 3, TS + 100, EOT], 1, [2, 3]),
+        # Consecutive segments: timestamps go forward, text is kept.
+        ([TS, 1, 2, TS + 100, TS + 100, 3, 4, TS + 150], 1, [2, 3, 4]),
+        # A segment that starts over at 0.00 re-reads the buffer: dropped with what follows.
+        ([TS, 1, 2, 3, TS + 100, TS, 1, 2], 1, [2, 3]),
+        ([TS, 1, 2], 2, []),
+    ],
+)
+def test_tail_tokens(generated: list[int], n_prefix: int, tail: list[int]) -> None:
+    assert _tail_tokens(generated, n_prefix, EOT, TS) == tail
+
+
+@pytest.mark.parametrize(
+    ("generated", "ended_s"),
+    [
+        ([TS, 1, 2, TS + 288], 5.76),  # "if<|5.76|>", then end of text
+        ([TS, 1, 2], None),  # cut by the length cap, mid-segment
+        ([TS, 1, TS + 50, TS + 50], None),  # a new segment was opened
+        ([TS], None),
+    ],
+)
+def test_early_end(generated: list[int], ended_s: float | None) -> None:
+    assert _early_end_s(generated, TS) == (pytest.approx(ended_s) if ended_s else None)
+
+
+# The real model.
+
+
+@pytest.fixture(scope="module")
+def transcriber() -> WhisperTranscriber:
+    try:
+        return WhisperTranscriber(WhisperConfig())
+    except ModelError as exc:
+        pytest.skip(f"the bundled ASR model is not installed ({exc})")
+
+
+@pytest.fixture(scope="module")
+def lj001() -> npt.NDArray[np.float32]:
+    from faster_whisper.audio import decode_audio
+
+    path = DATA / "speech" / "ljspeech" / "LJ001-0001.flac"
+    if not path.is_file():
+        pytest.fail(f"shared speech clip missing: {path}")
+    audio: npt.NDArray[np.float32] = decode_audio(str(path), sampling_rate=SAMPLE_RATE_HZ)
+    return audio
+
+
+def test_only_words_after_a_long_forced_prefix_are_returned(
+    transcriber: WhisperTranscriber, lj001: npt.NDArray[np.float32]
+) -> None:
+    """The tail's token budget follows the audio after a 23-word prefix, and CTranslate2
+    counts the prefix in `max_length` and halves it: get that wrong and the tail comes
+    back empty or one word long."""
+    text = (
+        "Printing, in the only sense with which we are at present concerned, differs from"
+        " most if not from all the arts and crafts"
+    )
+    prefix = [Word(" " + t, 0.3 * i, 0.3 * i + 0.3) for i, t in enumerate(text.split())]
+    prefix[-1] = Word(" crafts", 7.4, 7.86)
+    hypothesis = transcriber.transcribe(lj001, 0.0, prefix, context="")
+    words = [w.text.strip(" ,.").lower() for w in hypothesis.words]
+    assert words[:4] == ["represented", "in", "the", "exhibition"]
+    assert all(w.start_s >= 7.8 for w in hypothesis.words)
+
+
+def test_words_are_placed_in_stream_time(
+    transcriber: WhisperTranscriber, lj001: npt.NDArray[np.float32]
+) -> None:
+    hypothesis = transcriber.transcribe(lj001[: 4 * SAMPLE_RATE_HZ], 100.0)
+    assert hypothesis.words[0].text.strip(" ,").lower() == "printing"
+    assert all(100.0 <= w.start_s <= w.end_s <= 104.0 for w in hypothesis.words)
+    assert 0.0 <= hypothesis.no_speech_prob < 0.5
