@@ -3,6 +3,7 @@
   plan    --config CONFIG.json --precision fp32|fp16|int8|int4   sizes, KV cache, memory
   onnx    --config CONFIG.json --random-weights --out DIR        random-weight fp32 export
   verify  DIR                                                    ONNX Runtime vs transformers
+  train   --out DIR [--minutes M]                                the bundled translation model
 
 Errors from the tree in `export.errors` become one line on stderr and the error's exit code.
 """
@@ -97,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--decode-steps", type=int, default=64)
     check.add_argument("--seed", type=int, default=0)
     check.set_defaults(run=_verify)
+    from export import train_cli  # argument definitions only; torch loads when it runs
+
+    train_cli.add_parser(commands)
     return parser
 
 

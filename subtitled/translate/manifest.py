@@ -52,8 +52,41 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class PromptTemplate:
+    """How a translation conversation becomes text, turn by turn.
+
+    A conversation is `preamble`, then for each finished sentence `source_turn` followed by
+    its translation and `target_end`, then the open sentence's `source_turn` and the
+    translation being decoded. `source_turn` holds `{source}` and may hold `{language}` (the
+    target language's name, e.g. "German") and `{code}` (e.g. "de"). Decoding stops at any
+    of `stop` (token strings). `languages` maps the target codes the model knows to their
+    names; empty means any language the model can be asked for by name.
+    """
+
+    preamble: str
+    source_turn: str
+    target_end: str
+    stop: tuple[str, ...]
+    languages: dict[str, str]
+
+    def turn(self, source: str, code: str) -> str:
+        """The text of one source turn asking for language `code`."""
+        name = self.languages.get(code, code)
+        return (
+            self.source_turn.replace("{language}", name)
+            .replace("{code}", code)
+            .replace("{source}", source)
+        )
+
+
+@dataclass(frozen=True)
 class Manifest:
-    """Everything the daemon needs to know about a model before loading it."""
+    """Everything the daemon needs to know about a model before loading it.
+
+    `tokenizer` (a `tokenizers` JSON file in the directory) and `prompt` are absent from
+    models exported for architecture tests only; a translation runtime requires both.
+    `max_positions` is the longest sequence the model was built or trained for.
+    """
 
     name: str
     architecture: str
@@ -63,6 +96,9 @@ class Manifest:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     kv_layout: tuple[KvLayer, ...]
+    tokenizer: str | None = None
+    prompt: PromptTemplate | None = None
+    max_positions: int | None = None
 
     def to_json(self) -> str:
         return json.dumps({"schema_version": SCHEMA_VERSION, **asdict(self)}, indent=2) + "\n"
@@ -135,6 +171,35 @@ def _file(data: Any, where: str) -> FileEntry:
     )
 
 
+def _prompt(data: Any, where: str) -> PromptTemplate | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ModelError(f"manifest {where}: must be an object or null")
+    stop = _field(data, "stop", list, where)
+    if not stop or not all(isinstance(s, str) and s for s in stop):
+        raise ModelError(f"manifest {where}: key 'stop' must list non-empty token strings")
+    languages = _field(data, "languages", dict, where)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in languages.items()):
+        raise ModelError(f"manifest {where}: key 'languages' must map codes to names")
+    source_turn = _field(data, "source_turn", str, where)
+    if "{source}" not in source_turn:
+        raise ModelError(f"manifest {where}: key 'source_turn' must contain {{source}}")
+    return PromptTemplate(
+        preamble=_field(data, "preamble", str, where),
+        source_turn=source_turn,
+        target_end=_field(data, "target_end", str, where),
+        stop=tuple(stop),
+        languages=dict(languages),
+    )
+
+
+def _optional(data: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if data.get(key) is None:
+        return None
+    return _field(data, key, kind, where)
+
+
 def parse_manifest(text: str, source: str = MANIFEST_NAME) -> Manifest:
     """Parse a manifest; errors name the source and the key."""
     try:
@@ -162,6 +227,9 @@ def parse_manifest(text: str, source: str = MANIFEST_NAME) -> Manifest:
         kv_layout=tuple(
             _kv_layer(k, f"{source} kv_layout[{i}]") for i, k in enumerate(items("kv_layout"))
         ),
+        tokenizer=_optional(data, "tokenizer", str, source),
+        prompt=_prompt(data.get("prompt"), f"{source} prompt"),
+        max_positions=_optional(data, "max_positions", int, source),
     )
 
 
