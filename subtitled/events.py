@@ -48,10 +48,16 @@ class Word:
 
 @dataclass(frozen=True)
 class Translation:
-    """One target language's text for a segment: `stable` never changes once sent."""
+    """One target language's text for a segment: `stable` is never retracted once sent.
+
+    `latency_ms`: from the ASR revision this translates to the translation being ready
+    (queueing and compute); `compute_ms`: the model's share of it. None when unknown.
+    """
 
     stable: str
     unstable: str = ""
+    latency_ms: float | None = None
+    compute_ms: float | None = None
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 
 from subtitled import __version__
 from subtitled.errors import ProtocolError
-from subtitled.events import CaptureState, SegmentUpdate, StatusUpdate
+from subtitled.events import CaptureState, SegmentUpdate, StatusUpdate, Translation
 
 PROTOCOL_VERSION = 1
 """Bumped on any change an existing client could misread; additive fields keep it."""
@@ -98,6 +98,15 @@ def _seconds(value: float) -> float | None:
     return round(value, 3) if math.isfinite(value) else None
 
 
+def _translation_payload(translation: Translation) -> JsonObject:
+    payload: JsonObject = {"stable": translation.stable, "unstable": translation.unstable}
+    if translation.latency_ms is not None:
+        payload["latency_ms"] = round(translation.latency_ms, 1)
+    if translation.compute_ms is not None:
+        payload["compute_ms"] = round(translation.compute_ms, 1)
+    return payload
+
+
 def segment_payload(update: SegmentUpdate, seq: int) -> JsonObject:
     """The `segment` message for one revision of a caption segment."""
     return {
@@ -117,8 +126,7 @@ def segment_payload(update: SegmentUpdate, seq: int) -> JsonObject:
         "end": _seconds(update.audio_end_s),
         "emitted": _seconds(update.emitted_unix),
         "translations": {
-            lang: {"stable": t.stable, "unstable": t.unstable}
-            for lang, t in sorted(update.translations.items())
+            lang: _translation_payload(t) for lang, t in sorted(update.translations.items())
         },
     }
 

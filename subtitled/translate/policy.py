@@ -1,0 +1,154 @@
+"""The translation stability policy, a pure core: what to force, what to show as stable.
+
+Each update of the open sentence yields a hypothesis (a sequence of target tokens, or of
+words for backends without token access). A prefix becomes *stable* once the last
+`agreement` hypotheses agree on it (LocalAgreement, Polák et al. 2022, applied to the
+target); stable output is forced as the start of every later hypothesis, so it is never
+retracted. When ASR closes the sentence the whole final hypothesis becomes stable.
+
+Also here: the length limit relative to the source, and the repetition guard.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Decoding limits and the agreement rule."""
+
+    agreement: int = 2
+    """How many successive hypotheses must agree on a prefix for it to become stable."""
+    length_ratio: float = 2.0
+    """A translation holds at most length_ratio * source tokens + length_margin tokens."""
+    length_margin: int = 8
+    max_new_tokens: int = 256
+    repeat_ngram: int = 4
+    """The repetition guard looks at n-grams up to this length ..."""
+    repeat_times: int = 3
+    """... and cuts a hypothesis whose tail repeats one this many times in a row."""
+
+    def __post_init__(self) -> None:
+        if self.agreement < 1:
+            raise ValueError("agreement must be >= 1")
+        if self.length_ratio <= 0 or self.length_margin < 0 or self.max_new_tokens < 1:
+            raise ValueError("length limits must be positive")
+        if self.repeat_ngram < 1 or self.repeat_times < 2:
+            raise ValueError("repeat_ngram must be >= 1 and repeat_times >= 2")
+
+    def length_limit(self, source_tokens: int) -> int:
+        """The most target tokens a sentence of `source_tokens` may get."""
+        limit = math.ceil(self.length_ratio * source_tokens) + self.length_margin
+        return min(limit, self.max_new_tokens)
+
+
+def repetition_cut(ids: Sequence[Hashable], max_ngram: int, times: int) -> int | None:
+    """If `ids` ends with an n-gram (n <= max_ngram) repeated `times` times in a row,
+    the length to cut to (keeping one occurrence); else None."""
+    for n in range(1, max_ngram + 1):
+        span = n * times
+        if len(ids) < span:
+            break
+        tail = list(ids[-n:])
+        if all(list(ids[len(ids) - k * n : len(ids) - (k - 1) * n]) == tail
+               for k in range(2, times + 1)):
+            return len(ids) - span + n
+    return None
+
+
+def common_prefix(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+@dataclass(frozen=True)
+class Verdict(Generic[T]):
+    """After one hypothesis: the stable prefix, the unstable tail, and what just became
+    stable."""
+
+    stable: tuple[T, ...]
+    unstable: tuple[T, ...]
+    newly_stable: int
+    final: bool
+
+
+class StabilityPolicy(Generic[T]):
+    """LocalAgreement over the target of one open sentence."""
+
+    def __init__(self, agreement: int = 2) -> None:
+        self.agreement = agreement
+        self.stable: tuple[T, ...] = ()
+        self._recent: deque[tuple[T, ...]] = deque(maxlen=max(agreement - 1, 1))
+        self.closed = False
+
+    @property
+    def forced(self) -> tuple[T, ...]:
+        """What the next hypothesis must start with."""
+        return self.stable
+
+    @property
+    def draft(self) -> tuple[T, ...]:
+        """The last hypothesis after the stable prefix: a cheap guess at the next one."""
+        if not self._recent:
+            return ()
+        last = self._recent[-1]
+        if last[: len(self.stable)] != self.stable:
+            return ()
+        return last[len(self.stable) :]
+
+    def update(self, hypothesis: Sequence[T], final: bool) -> Verdict[T]:
+        """Take a new hypothesis; `final` when ASR closed the sentence."""
+        if self.closed:
+            raise ValueError("the sentence is already final")
+        hyp = tuple(hypothesis)
+        before = len(self.stable)
+        if hyp[:before] != self.stable:
+            # A backend that cannot force the prefix diverged from it: keep what was
+            # shown, show only the new hypothesis' words beyond it as unstable.
+            unstable = hyp[before:] if len(hyp) > before else ()
+            if final:
+                self.closed = True
+            self._recent.append(self.stable + unstable)
+            return Verdict(self.stable, unstable, 0, final)
+        if final or self.agreement == 1:
+            self.stable = hyp
+        else:
+            agreed = len(hyp)
+            window = list(self._recent)[-(self.agreement - 1) :]
+            if len(window) < self.agreement - 1:
+                agreed = before
+            for other in window:
+                agreed = min(agreed, common_prefix(other, hyp))
+            if agreed > before:
+                self.stable = hyp[:agreed]
+        self._recent.append(hyp)
+        self.closed = final
+        return Verdict(self.stable, hyp[len(self.stable) :], len(self.stable) - before, final)
+
+
+class StableText:
+    """The stable translation as shown: text that only grows.
+
+    Decoding a token prefix is not always a prefix of decoding more tokens (a multi-byte
+    character split across tokens decodes to U+FFFD until its last byte arrives; some
+    decoders drop a leading space). Text is shown only when it extends what was shown.
+    """
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def offer(self, text: str) -> str:
+        text = text.rstrip("\ufffd")
+        if text.startswith(self.text):
+            self.text = text
+        return self.text

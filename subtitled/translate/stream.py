@@ -1,0 +1,209 @@
+"""Streaming translation of one source stream into one or more target languages.
+
+`LanguageStream` joins the pieces for one target language: the conversation (finished
+pairs as context), the stability policy of the open sentence, and a decoder over its own
+KV cache. `OnnxTranslator` holds one model and one `LanguageStream` per target language;
+all languages are fed from the same ASR pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from subtitled.errors import ModelError
+from subtitled.events import Translation
+from subtitled.translate.decoder import Decoder
+from subtitled.translate.policy import PolicyConfig, StabilityPolicy, StableText
+from subtitled.translate.prompt import Conversation
+from subtitled.translate.runtime import OnnxModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceUpdate:
+    """The source text of one ASR segment as it stands now."""
+
+    segment_id: int
+    text: str
+    final: bool
+    words: int = 0
+    emitted_unix: float = 0.0
+
+
+@dataclass(frozen=True)
+class LanguageResult:
+    """One language's translation after an update, with what it cost."""
+
+    stable: str
+    unstable: str
+    stable_tokens: int
+    total_tokens: int
+    prefilled: int
+    compute_s: float
+    final: bool
+
+
+class Translator(Protocol):
+    """What the daemon's translation stage drives (ONNX model, OpenAI-compatible server,
+    or a test double). Calls are blocking and run in a worker thread."""
+
+    name: str
+    languages: tuple[str, ...]
+
+    def translate(self, update: SourceUpdate) -> dict[str, LanguageResult]:
+        """Translate the segment as it stands into every target language."""
+        ...
+
+    def reset(self) -> None:
+        """Forget all context (after a failure): fresh caches, no open sentence."""
+        ...
+
+
+def _split_text(stable: str, full: str, fallback: str) -> str:
+    return full[len(stable) :] if full.startswith(stable) else fallback
+
+
+class LanguageStream:
+    """One target language: context pairs, the open sentence's policy, one KV cache."""
+
+    def __init__(
+        self,
+        model: OnnxModel,
+        language: str,
+        policy: PolicyConfig | None = None,
+        *,
+        context_tokens: int | None = None,
+        reuse: bool = True,
+    ) -> None:
+        self.model = model
+        self.language = language
+        self.config = policy or PolicyConfig()
+        self.decoder = Decoder(model, self.config, reuse=reuse)
+        prompt = model.prompt
+        if prompt.languages and language not in prompt.languages:
+            raise ModelError(
+                f"model {model.name} does not translate into {language!r}; it knows "
+                f"{', '.join(sorted(prompt.languages))}"
+            )
+        tokenizer = model.tokenizer
+        budget = context_tokens or model.max_positions or 2048
+        if model.max_positions:
+            budget = min(budget, model.max_positions)
+        self._preamble = tokenizer.encode(prompt.preamble)
+        self._end = tokenizer.encode(prompt.target_end)
+        self._budget = budget
+        self.conversation = Conversation(self._preamble, self._end, budget)
+        self.open_segment: int | None = None
+        self._policy: StabilityPolicy[int] = StabilityPolicy(self.config.agreement)
+        self._shown = StableText()
+        self._turn: tuple[int, ...] = ()
+        self._source = ""
+        self._last: LanguageResult | None = None
+        self.prefilled_tokens = 0
+        self.compute_s = 0.0
+
+    def reset(self) -> None:
+        self.decoder.reset()
+        self.conversation = Conversation(self._preamble, self._end, self._budget)
+        self._close()
+
+    def _close(self) -> None:
+        self.open_segment = None
+        self._policy = StabilityPolicy(self.config.agreement)
+        self._shown = StableText()
+        self._turn = ()
+        self._source = ""
+        self._last = None
+
+    def _finish_open(self) -> None:
+        """A segment was abandoned without a final: keep what was stable as its pair."""
+        if self._turn and self._policy.stable:
+            self.conversation.finish(self._turn, self._policy.stable)
+        self._close()
+
+    def update(self, segment_id: int, source: str, final: bool) -> LanguageResult:
+        """Translate the open sentence `source` (the whole segment so far)."""
+        if self.open_segment is not None and segment_id != self.open_segment:
+            self._finish_open()
+        self.open_segment = segment_id
+        source = source.strip()
+        if self._last is not None and source == self._source and not final:
+            return LanguageResult(self._last.stable, self._last.unstable,
+                                  self._last.stable_tokens, self._last.total_tokens, 0, 0.0,
+                                  False)
+        if not source:
+            result = LanguageResult("", "", 0, 0, 0, 0.0, final)
+            if final:
+                self._close()
+            return result
+        tokenizer = self.model.tokenizer
+        turn = tokenizer.encode(self.model.prompt.turn(source, self.language))
+        source_tokens = len(tokenizer.encode(source))
+        limit = max(self.config.length_limit(source_tokens), len(self._policy.forced))
+        prompt = self.conversation.prompt(turn, limit)
+        decoded = self.decoder.decode(prompt, self._policy.forced, limit, self._policy.draft)
+        verdict = self._policy.update(decoded.tokens, final)
+        stable = self._shown.offer(tokenizer.decode(verdict.stable))
+        full = tokenizer.decode(verdict.stable + verdict.unstable)
+        result = LanguageResult(
+            stable=stable,
+            unstable=_split_text(stable, full, tokenizer.decode(verdict.unstable)),
+            stable_tokens=len(verdict.stable),
+            total_tokens=len(verdict.stable) + len(verdict.unstable),
+            prefilled=decoded.prefilled,
+            compute_s=decoded.compute_s,
+            final=final,
+        )
+        self.prefilled_tokens += decoded.prefilled
+        self.compute_s += decoded.compute_s
+        self._turn, self._source, self._last = turn, source, result
+        if final:
+            self.conversation.finish(turn, verdict.stable)
+            self._close()
+        return result
+
+
+class OnnxTranslator:
+    """One ONNX model, one `LanguageStream` (one KV cache) per target language."""
+
+    def __init__(
+        self,
+        model: OnnxModel,
+        languages: Sequence[str],
+        policy: PolicyConfig | None = None,
+        *,
+        context_tokens: int | None = None,
+        reuse: bool = True,
+    ) -> None:
+        if not languages:
+            raise ValueError("no target language")
+        self.model = model
+        self.name = model.name
+        self.languages = tuple(languages)
+        self._make = lambda lang: LanguageStream(
+            model, lang, policy, context_tokens=context_tokens, reuse=reuse
+        )
+        self.streams = {lang: self._make(lang) for lang in self.languages}
+
+    def translate(self, update: SourceUpdate) -> dict[str, LanguageResult]:
+        return {
+            lang: stream.update(update.segment_id, update.text, update.final)
+            for lang, stream in self.streams.items()
+        }
+
+    def reset(self) -> None:
+        self.streams = {lang: self._make(lang) for lang in self.languages}
+
+
+def as_translation(result: LanguageResult, latency_ms: float | None = None) -> Translation:
+    """The wire form of one language's result."""
+    return Translation(
+        stable=result.stable,
+        unstable=result.unstable,
+        latency_ms=latency_ms,
+        compute_ms=round(result.compute_s * 1000.0, 1),
+    )

@@ -1,0 +1,22 @@
+"""A tiny random-weight translation model (Gemma 4 shape: sliding and full layers, K=V),
+exported once per test session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+pytest.importorskip("torch", reason="the test model is exported with the `export` extra")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fixture_model import make_model  # puts tests/export on sys.path
+
+    from export_configs import tiny_gemma4
+
+    return make_model(tiny_gemma4(), tmp_path_factory.mktemp("tiny_translation"))
