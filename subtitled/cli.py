@@ -5,6 +5,7 @@
     subtitled transcribe FILE --format srt      a file through the streaming pipeline
     subtitled devices                           capture devices, monitors included
     subtitled models                            known and installed models
+    subtitled translate --target de [FILE]      text in, translations out (one per line)
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument("file", type=Path, help="any audio or video file PyAV decodes")
     transcribe.add_argument("--format", choices=("jsonl", "srt", "vtt", "txt"), default="srt")
     transcribe.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    transcribe.add_argument("--language", metavar="LANG",
+                            help="write this target language's translation, not the source "
+                                 "(jsonl always has every translation)")
     transcribe.add_argument("--realtime", action="store_true",
                             help="feed the file at 1x speed, as a live source would be")
     transcribe.set_defaults(handler=_cmd_transcribe)
@@ -91,6 +95,23 @@ def _parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list known and installed models")
     models.set_defaults(handler=_cmd_models)
+
+    translate = commands.add_parser(
+        "translate", help="translate text, one sentence or paragraph per line"
+    )
+    translate.add_argument("file", type=Path, nargs="?",
+                           help="text file (default: standard input)")
+    translate.add_argument("-c", "--config", type=Path,
+                           help="config file (default: $XDG_CONFIG_HOME/subtitled/config.toml)")
+    translate.add_argument("--target", metavar="LANGS",
+                           help="target language(s), e.g. de or de,es (tab-separated columns)")
+    translate.add_argument("--translation-model", help="'bundled', a name, or a model directory")
+    translate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    translate.set_defaults(handler=_cmd_translate)
+
+    from subtitled.bench.translate import add_parser as add_bench_translate_parser
+
+    add_bench_translate_parser(commands)
 
     transcript = commands.add_parser(
         "transcript", help="export the transcript journal as subtitles or text"
@@ -125,6 +146,10 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port for the feed and overlay (default 8765)")
     parser.add_argument("--asr-model", help="'tiny.en' (bundled) or a CTranslate2 model dir")
     parser.add_argument("--threads", type=int, help="CPU threads for the ASR model")
+    parser.add_argument("--target", metavar="LANGS",
+                        help="translate into these languages, e.g. de,es (translation.targets)")
+    parser.add_argument("--translation-model",
+                        help="'bundled', a model name in models/, or a model directory")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any config key, e.g. --set streaming.step_s=0.4 (repeatable)")
 
@@ -137,6 +162,8 @@ def _load(args: argparse.Namespace) -> Config:
         "asr.model": args.asr_model,
         "asr.threads": args.threads,
         "capture.source": getattr(args, "source", None),
+        "translation.targets": getattr(args, "target", None),
+        "translation.model": getattr(args, "translation_model", None),
         "server.token": os.environ.get("SUBTITLED_TOKEN") or None,
     }
     return with_overrides(config, flags, args.set)
@@ -228,7 +255,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
             progress(update)
 
     options = RunOptions(source=parse_source(f"file:{args.file}"), realtime=args.realtime,
-                         serve=False)
+                         serve=False, wait_for_translation=True)
 
     async def go() -> None:
         daemon = Daemon(config, options, [collect])
@@ -239,7 +266,11 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     asyncio.run(go())
     if progress is not None:
         progress.done()
-    text = render(finals, args.format)
+    language = args.language
+    if language is not None and language not in config.translation.targets:
+        raise ConfigError(f"--language {language}: not among the targets "
+                          f"({', '.join(config.translation.targets) or 'none'})")
+    text = render(finals, args.format, language)
     if args.output:
         args.output.write_text(text, encoding="utf-8")
         print(f"wrote {len(finals)} segments to {args.output}", file=sys.stderr)
@@ -334,8 +365,35 @@ def _cmd_service(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_translate(args: argparse.Namespace) -> int:
+    from subtitled.translate.models import load_translator
+    from subtitled.translate.stream import SourceUpdate
+
+    config = load_config(args.config, explicit=args.config is not None)
+    config = with_overrides(config, {"translation.targets": args.target,
+                                     "translation.model": args.translation_model}, args.set)
+    targets = config.translation.targets
+    if not targets:
+        raise ConfigError("--target: give the target language(s), e.g. --target de")
+    translator = load_translator(config.translation)
+    try:
+        stream = args.file.open(encoding="utf-8") if args.file else sys.stdin
+    except OSError as exc:
+        raise ConfigError(f"{args.file}: {exc.strerror}") from exc
+    with stream:
+        for number, line in enumerate(stream):
+            text = line.strip()
+            if not text:
+                print(flush=True)
+                continue
+            results = translator.translate(SourceUpdate(number, text, final=True))
+            print("\t".join(results[lang].stable for lang in targets), flush=True)
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from subtitled.asr.whisper import default_model_path
+    from subtitled.translate.models import BUNDLED_MODEL, check_models, models_dirs
 
     print("ASR (faster-whisper / CTranslate2):")
     try:
@@ -344,5 +402,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print(f"  tiny.en   bundled  {'ok' if ok else 'INCOMPLETE'}  {path}")
     except SubtitledError as exc:
         print(f"  tiny.en   missing  {exc}")
-    print("Translation: none installed; subtitled runs in captions-only mode.")
+    print("Translation (ONNX, made by python -m export):")
+    statuses = check_models()
+    for status in statuses:
+        mark = "ok" if status.verified else "BROKEN"
+        bundled = "  (bundled)" if status.path.name == BUNDLED_MODEL else ""
+        print(f"  {status.name:<24} {mark:<6} {status.detail}  {status.path}{bundled}")
+    if not statuses:
+        searched = ", ".join(str(d) for d in models_dirs())
+        print(f"  none installed (searched {searched}); subtitled runs captions-only.\n"
+              f"  The bundled model goes to models/{BUNDLED_MODEL}; any export directory "
+              "works with --translation-model DIR.")
     return 0

@@ -12,6 +12,9 @@ names the key and what is allowed.
     model = "tiny.en"
     [server]
     port = 8765
+    [translation]
+    targets = ["de", "es"]      # none: captions only
+    model = "bundled"           # or a model directory made by `python -m export`
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from subtitled.asr.stream import StreamConfig
 from subtitled.asr.whisper import WhisperConfig
 from subtitled.errors import ConfigError
 from subtitled.publish import ServerConfig
+from subtitled.translate.config import TranslationConfig
 
 
 @dataclass(frozen=True)
@@ -40,14 +44,6 @@ class CaptureConfig:
     (what the machine plays), 'file:PATH', or 'stdin' (s16le mono 16 kHz)."""
     block_s: float = 0.1
     """Capture block length: audio reaches the ASR in steps of this size."""
-
-
-@dataclass(frozen=True)
-class TranslationConfig:
-    """Streaming translation. No model means captions-only mode."""
-
-    model: str | None = None
-    targets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,11 @@ a timeout. Signal handlers only set flags: SIGINT/SIGTERM `request_stop` (a seco
 one forces exit), SIGHUP `request_reload`, which re-reads the configuration and
 restarts the capture/ASR stages if they changed, while the server and its clients
 stay up. Under systemd the daemon reports READY/STATUS and pings the watchdog.
+
+Translation (`translation.targets`) sits between the ASR and the sinks
+(`translate.stage.TranslationStage`). Its model loads in the background while captions
+already flow; when it is live, clients get a new hello naming it. A missing or corrupt
+model is logged and the daemon goes on captions-only.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from subtitled.pipeline import Pipeline, PipelineStats, QueuePolicy, SegmentSink
 from subtitled.publish import ServiceInfo, SubtitleServer
 from subtitled.publish.journal import Journal, default_journal_path
 from subtitled.service import Notifier
+from subtitled.translate.stage import TranslationStage
+from subtitled.translate.stream import Translator
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,10 @@ class RunOptions:
     journal: bool = False
     """Keep the transcript journal (config `journal.*`): on for `run`."""
     drain_timeout_s: float = 5.0
+    wait_for_translation: bool = False
+    """Load the translation model before the audio starts, and fail if it cannot be
+    loaded (files: every segment gets translated); otherwise it loads in the
+    background and a failure leaves the daemon captions-only."""
 
 
 class Daemon:
@@ -71,22 +82,34 @@ class Daemon:
         self._reload_requested = False
         self._signals = 0
         self._asr: StreamingAsr | None = None
+        self._asr_name = ""
+        self.translation: TranslationStage | None = None
+        self._translator: Translator | None = None
+        self._loading: asyncio.Task[None] | None = None
         # Segment ids stay unique across reloads and restarts (see the journal).
         self._next_segment_id = 0
 
     def service_info(self, asr_name: str) -> ServiceInfo:
-        translation = self.config.translation
+        translator = self._translator
         return ServiceInfo(
             asr_model=asr_name,
-            translation_model=translation.model,
+            translation_model=None if translator is None else translator.name,
             source_language=self.config.asr.language,
-            target_languages=translation.targets if translation.model else (),
+            target_languages=() if translator is None else translator.languages,
         )
 
     async def start(self) -> None:
         """Load the ASR model (in a thread: it takes a second) and bind the server."""
         transcriber = await asyncio.to_thread(WhisperTranscriber, self.config.asr)
         self._asr = await asyncio.to_thread(StreamingAsr, transcriber, self.config.streaming)
+        self._asr_name = transcriber.name
+        sinks: list[SegmentSink] = [self._publish, *self._extra_sinks]
+        self.translation = TranslationStage(
+            sinks, include_partial=self.config.translation.include_partial
+        )
+        self.translation.start()
+        if self.options.wait_for_translation:
+            await self._load_translation(fail=True)
         if self.options.serve:
             journal = None
             if self.options.journal and self.config.journal.enabled:
@@ -101,6 +124,31 @@ class Daemon:
                 self._next_segment_id = restored.next_segment_id
                 log.info("transcript journal %s: %d segments restored",
                          journal.path, len(restored.finals))
+        if not self.options.wait_for_translation:
+            self._loading = asyncio.create_task(self._load_translation(), name="load-translation")
+
+    async def _load_translation(self, fail: bool = False) -> None:
+        """Load the configured translator in a thread; make it live, or stay captions-only."""
+        from subtitled.translate.models import load_translator
+
+        config = self.config.translation
+        if not config.targets:
+            log.info("no target language (translation.targets, --target): captions only")
+            return
+        try:
+            translator = await asyncio.to_thread(load_translator, config)
+        except Exception as exc:
+            if fail:
+                raise
+            log.error("translation is off, captions continue: %s", exc)
+            return
+        self._translator = translator
+        if self.translation is not None:
+            self.translation.set_translator(translator)
+        log.info("translating into %s with %s", ", ".join(translator.languages),
+                 translator.name)
+        if self.server is not None:
+            self.server.update_info(self.service_info(self._asr_name))
 
     def request_stop(self) -> None:
         """Signal handler body: first call stops gracefully, the second exits at once."""
@@ -160,10 +208,8 @@ class Daemon:
             block_s=self.config.capture.block_s,
             on_status=self._on_status,
         )
-        sinks: list[SegmentSink] = []
-        if self.server is not None:
-            sinks.append(self._publish)
-        sinks += self._extra_sinks
+        assert self.translation is not None
+        sinks: list[SegmentSink] = [self.translation.submit]
         pipeline = Pipeline(
             asr, chunks, sinks, queue=QueuePolicy(live=live),
             first_segment_id=self._next_segment_id,
@@ -172,6 +218,8 @@ class Daemon:
             return await pipeline.run(self._run_stop)
         finally:
             self._next_segment_id = pipeline.next_segment_id
+            # Finals wait for their translation: publish them before the run ends.
+            await self.translation.flush(self.options.drain_timeout_s * 2)
 
     async def _reload(self) -> None:
         """Apply a re-read configuration; keep the server (and its clients) up."""
@@ -189,6 +237,7 @@ class Daemon:
         if new.asr != self.config.asr or new.streaming != self.config.streaming:
             transcriber = await asyncio.to_thread(WhisperTranscriber, new.asr)
             self._asr = await asyncio.to_thread(StreamingAsr, transcriber, new.streaming)
+            self._asr_name = transcriber.name
             if self.server is not None:
                 self.server.update_info(self.service_info(transcriber.name))
         else:
@@ -199,11 +248,30 @@ class Daemon:
 
             source = parse_source(new.capture.source)
             self.options = dataclasses.replace(self.options, source=source)
+        translation_changed = new.translation != self.config.translation
         self.config = dataclasses.replace(new, server=self.config.server)
+        if translation_changed:
+            self._translator = None
+            if self.translation is not None:
+                self.translation.set_translator(None)
+                self.translation.include_partial = new.translation.include_partial
+            if self.server is not None:
+                self.server.update_info(self.service_info(self._asr_name))
+            self._loading = asyncio.create_task(self._load_translation(), name="load-translation")
         log.info("configuration reloaded")
         self.notifier.ready(f"captioning {self.options.source} (reloaded)")
 
     async def close(self) -> None:
+        if self._loading is not None:
+            self._loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loading
+        if self.translation is not None:
+            await self.translation.close(self.options.drain_timeout_s)
+            stats = self.translation.stats
+            if stats.updates or stats.failures:
+                log.info("translation: %d updates, %.1f s compute, %d failures",
+                         stats.updates, stats.compute_s, stats.failures)
         if self.server is not None:
             await self.server.close(drain_timeout_s=self.options.drain_timeout_s)
             if self.server.journal is not None:

@@ -184,10 +184,14 @@ class OnnxTranslator:
         self.model = model
         self.name = model.name
         self.languages = tuple(languages)
-        self._make = lambda lang: LanguageStream(
-            model, lang, policy, context_tokens=context_tokens, reuse=reuse
-        )
+        self._policy = policy
+        self._context_tokens = context_tokens
+        self._reuse = reuse
         self.streams = {lang: self._make(lang) for lang in self.languages}
+
+    def _make(self, language: str) -> LanguageStream:
+        return LanguageStream(self.model, language, self._policy,
+                              context_tokens=self._context_tokens, reuse=self._reuse)
 
     def translate(self, update: SourceUpdate) -> dict[str, LanguageResult]:
         return {

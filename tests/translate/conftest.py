@@ -15,8 +15,7 @@ pytest.importorskip("torch", reason="the test model is exported with the `export
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fixture_model import make_model  # puts tests/export on sys.path
-
     from export_configs import tiny_gemma4
+    from fixture_model import make_model  # puts tests/export on sys.path
 
     return make_model(tiny_gemma4(), tmp_path_factory.mktemp("tiny_translation"))

@@ -16,7 +16,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 for _p in (ROOT, ROOT / "tests", ROOT / "tests" / "export"):
     if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+        sys.path.append(str(_p))
 
 from subtitled.translate.manifest import PromptTemplate, file_entry, load_manifest  # noqa: E402
 

@@ -29,9 +29,9 @@ for sid, sentence in enumerate([
     for n in range(1, len(words) + 1):
         SCRIPT.append((sid, " ".join(words[:n]), n == len(words)))
         if n == 5:  # a revision of the last words, then back
-            SCRIPT.append((sid, " ".join(words[:3] + ["revised"]), False))
+            SCRIPT.append((sid, " ".join([*words[:3], "revised"]), False))
         if n == 7:
-            SCRIPT.append((sid, " ".join(words[:n - 1] + [words[n - 1] + "s"]), False))
+            SCRIPT.append((sid, " ".join([*words[:n - 1], words[n - 1] + "s"]), False))
 
 
 class ScratchDecoder:

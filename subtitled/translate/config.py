@@ -1,0 +1,53 @@
+"""The `[translation]` section of the configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Backend = Literal["onnx", "openai"]
+Provider = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class TranslationConfig:
+    """Streaming translation. No target language means captions-only mode."""
+
+    targets: tuple[str, ...] = ()
+    """Target language codes (e.g. ["de", "es"]); one ASR pass feeds them all."""
+    model: str = "bundled"
+    """'bundled' (the small model shipped in models/), a model name in models/, or
+    the path of a model directory made by `python -m export`."""
+    backend: Backend = "onnx"
+    """'onnx' (the model above, with incremental KV-cache reuse) or 'openai' (an
+    OpenAI-compatible server on this machine, e.g. Ollama or LM Studio; no cache control)."""
+    threads: int = 2
+    """ONNX Runtime intra-op threads (0: its default)."""
+    provider: Provider = "auto"
+    """'auto' (CUDA when onnxruntime-gpu sees a GPU, else CPU), 'cpu' or 'cuda'."""
+    context_tokens: int = 1024
+    """Prompt budget: finished sentences stay as context until it is reached, then the
+    oldest are dropped (down to half of it) at once."""
+    agreement: int = 2
+    """Successive hypotheses that must agree before translated words become stable."""
+    include_partial: bool = False
+    """Translate the ASR's unstable tail too (earlier but more rollbacks), not only
+    committed words."""
+    max_new_tokens: int = 256
+    """Hard cap on one sentence's translation (besides 2x the source + 8 tokens)."""
+    server_url: str = "http://127.0.0.1:11434/v1"
+    """backend 'openai': the server's base URL; must be a loopback address."""
+    server_model: str = ""
+    """backend 'openai': the model name the server knows (e.g. 'gemma3:4b')."""
+    server_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for code in self.targets:
+            if not code or not code.replace("-", "").isalnum() or len(code) > 16:
+                raise ValueError(f"target language {code!r} is not a language code")
+        if len(set(self.targets)) != len(self.targets):
+            raise ValueError("target languages repeat")
+        if self.threads < 0 or self.context_tokens < 64 or self.agreement < 1:
+            raise ValueError("threads must be >= 0, context_tokens >= 64, agreement >= 1")
+        if self.max_new_tokens < 1 or self.server_timeout_s <= 0:
+            raise ValueError("max_new_tokens and server_timeout_s must be positive")

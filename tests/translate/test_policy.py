@@ -1,0 +1,117 @@
+"""The stability policy, the repetition guard, the length limit, the conversation."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from subtitled.translate.policy import (
+    PolicyConfig,
+    StabilityPolicy,
+    StableText,
+    repetition_cut,
+)
+from subtitled.translate.prompt import Conversation
+
+
+@pytest.mark.parametrize(
+    ("agreement", "hypotheses", "stables"),
+    [
+        (2, ["ab", "abc", "abcd"], ["", "ab", "abc"]),
+        (2, ["ab", "xy", "xyz"], ["", "", "xy"]),
+        (3, ["abc", "abd", "abe"], ["", "", "ab"]),
+        (1, ["ab", "abc"], ["ab", "abc"]),
+    ],
+)
+def test_local_agreement(agreement: int, hypotheses: list[str], stables: list[str]) -> None:
+    policy: StabilityPolicy[str] = StabilityPolicy(agreement)
+    for hypothesis, expected in zip(hypotheses, stables, strict=True):
+        hyp = policy.forced + tuple(hypothesis[len(policy.forced):])
+        verdict = policy.update(hyp, final=False)
+        assert "".join(verdict.stable) == expected
+        assert "".join(verdict.stable + verdict.unstable) == hypothesis
+
+
+def test_final_makes_everything_stable_and_closes() -> None:
+    policy: StabilityPolicy[int] = StabilityPolicy(2)
+    policy.update((1, 2), False)
+    verdict = policy.update((1, 2, 3), True)
+    assert verdict.stable == (1, 2, 3) and verdict.unstable == ()
+    with pytest.raises(ValueError):
+        policy.update((1,), False)
+
+
+def test_draft_is_the_last_tail() -> None:
+    policy: StabilityPolicy[int] = StabilityPolicy(2)
+    policy.update((1, 2, 3), False)
+    policy.update((1, 2, 4, 5), False)
+    assert policy.forced == (1, 2)
+    assert policy.draft == (4, 5)
+
+
+@given(st.lists(st.tuples(st.lists(st.integers(0, 3), max_size=8), st.booleans()),
+                min_size=1, max_size=30),
+       st.integers(1, 3))
+def test_stable_is_never_retracted(
+    steps: list[tuple[list[int], bool]], agreement: int
+) -> None:
+    """Whatever hypotheses arrive (forced prefix honoured or not), the stable output only
+    grows, and the shown text only grows."""
+    policy: StabilityPolicy[int] = StabilityPolicy(agreement)
+    shown = StableText()
+    before: tuple[int, ...] = ()
+    text = ""
+    for tail, honour in steps:
+        hyp = (policy.forced if honour else ()) + tuple(tail)
+        verdict = policy.update(hyp, final=False)
+        assert verdict.stable[: len(before)] == before
+        before = verdict.stable
+        new_text = shown.offer("".join(f"w{t} " for t in verdict.stable))
+        assert new_text.startswith(text)
+        text = new_text
+
+
+@given(st.lists(st.text(alphabet="ab\ufffd ", max_size=6), max_size=20))
+def test_stable_text_only_grows(offers: list[str]) -> None:
+    shown, last = StableText(), ""
+    for text in offers:
+        now = shown.offer(text)
+        assert now.startswith(last) and not now.endswith("\ufffd")
+        last = now
+
+
+@pytest.mark.parametrize(
+    ("ids", "cut"),
+    [
+        ((1, 2, 3), None),
+        ((5, 5, 5), 1),  # one token three times
+        ((1, 7, 8, 7, 8, 7, 8), 3),  # a bigram three times
+        ((7, 8, 7, 8), None),  # twice is allowed
+        ((1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4), 4),
+    ],
+)
+def test_repetition_guard(ids: tuple[int, ...], cut: int | None) -> None:
+    assert repetition_cut(ids, 4, 3) == cut
+
+
+def test_length_limit_is_relative_to_the_source() -> None:
+    config = PolicyConfig(length_ratio=2.0, length_margin=8, max_new_tokens=100)
+    assert config.length_limit(10) == 28
+    assert config.length_limit(1000) == 100
+    with pytest.raises(ValueError):
+        PolicyConfig(agreement=0)
+
+
+def test_conversation_evicts_oldest_pairs_at_once() -> None:
+    conv = Conversation(preamble=(0,), target_end=(9,), budget_tokens=40, low_water=0.5)
+    lengths = []
+    for i in range(8):  # each pair: 3 + 2 + 1 = 6 tokens
+        prompt = conv.prompt((i, i, i), room=4)
+        lengths.append(len(prompt))
+        assert len(prompt) + 4 <= 40
+        conv.finish((i, i, i), (i, i))
+    assert conv.evictions == 1
+    # One eviction brought the prompt plus its room down to half the budget.
+    assert lengths == [4, 10, 16, 22, 28, 34, 16, 22]
+    assert conv.context()[0] == 0 and conv.pairs[-1].turn == (7, 7, 7)
