@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1] / "export")]
 
 pytest.importorskip("torch", reason="the test model is exported with the `export` extra")
 
@@ -16,6 +16,6 @@ pytest.importorskip("torch", reason="the test model is exported with the `export
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from export_configs import tiny_gemma4
-    from fixture_model import make_model  # puts tests/export on sys.path
+    from fixture_model import make_model
 
     return make_model(tiny_gemma4(), tmp_path_factory.mktemp("tiny_translation"))
