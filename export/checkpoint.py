@@ -1,4 +1,5 @@
-"""The checkpoint tensors a spec implies: every key with its shape.
+"""The checkpoint tensors a spec implies (every key with its shape), and the lazy reader of
+a checkpoint directory.
 
 The ONNX builder checks each tensor it reads against this map, so a checkpoint that does
 not match its config fails with the key, the expected and the actual shape.
@@ -6,6 +7,13 @@ not match its config fails with the key, the expected and the actual shape.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.errors import ConfigKeyError, ExportError
 from export.spec import ModelSpec
 
 Shapes = dict[str, tuple[int, ...]]
@@ -43,3 +51,75 @@ def checkpoint_shapes(spec: ModelSpec) -> Shapes:
     if not spec.tie_word_embeddings:
         shapes["lm_head.weight"] = (spec.vocab_size, hidden)
     return shapes
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Read a Hugging Face config.json; errors name the file."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ExportError(f"cannot read config {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigKeyError(f"config {path} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ConfigKeyError(f"config {path} must hold a JSON object")
+    return config
+
+
+# Where a text model's keys live in multimodal checkpoints (Gemma 4's
+# `Gemma4ForConditionalGeneration` stores `model.language_model.layers...`).
+KEY_PREFIXES = (("model.", "model.language_model."),)
+
+
+class SafetensorsCheckpoint:
+    """The tensors of a Hugging Face checkpoint directory, read lazily one at a time with
+    `safetensors.safe_open` (memory-mapped; never pickle): one `*.safetensors` file, or
+    shards listed in `model.safetensors.index.json`. Calling it with a key returns that
+    tensor as float32 (bf16 and fp16 widened)."""
+
+    def __init__(self, directory: Path) -> None:
+        from safetensors import safe_open
+
+        self.directory = directory
+        index = directory / "model.safetensors.index.json"
+        self._files: dict[str, Path] = {}
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise ExportError(f"cannot read the shard index {index}: {exc}") from exc
+            self._files = {key: directory / name for key, name in weight_map.items()}
+        else:
+            shards = sorted(directory.glob("*.safetensors"))
+            if not shards:
+                raise ExportError(
+                    f"no *.safetensors file in {directory} (pickled .bin checkpoints are not "
+                    "read: convert them with transformers' save_pretrained)"
+                )
+            for shard in shards:
+                with safe_open(str(shard), framework="pt") as f:
+                    self._files.update((key, shard) for key in f.keys())  # noqa: SIM118
+
+    def keys(self) -> set[str]:
+        return set(self._files)
+
+    def _name(self, key: str) -> str:
+        if key in self._files:
+            return key
+        for prefix, alias in KEY_PREFIXES:
+            if key.startswith(prefix) and alias + key[len(prefix) :] in self._files:
+                return alias + key[len(prefix) :]
+        raise ExportError(f"checkpoint tensor {key!r} is missing from {self.directory}")
+
+    def __call__(self, key: str) -> np.ndarray:
+        from safetensors import safe_open
+
+        name = self._name(key)
+        path = self._files[name]
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                tensor = f.get_tensor(name)
+        except (OSError, ValueError) as exc:
+            raise ExportError(f"cannot read tensor {name!r} from {path}: {exc}") from exc
+        value: np.ndarray = tensor.float().numpy()
+        return value

@@ -1,39 +1,28 @@
-"""`python -m export plan|onnx|verify`: the command line of export/.
+"""`python -m export plan|onnx|verify|bench|train`: the command line of export/.
 
-  plan    --config CONFIG.json --precision fp32|fp16|int8|int4   sizes, KV cache, memory
-  onnx    --config CONFIG.json --random-weights --out DIR        random-weight fp32 export
-  verify  DIR                                                    ONNX Runtime vs transformers
-  train   --out DIR [--minutes M]                                the bundled translation model
+  plan    --config CONFIG.json --precision P                  sizes, KV cache, memory
+  onnx    --model DIR --out DIR --precision P [--licence L]   export a checkpoint directory
+  onnx    --config CONFIG.json --random-weights --out DIR     a seeded random-weight model
+  verify  DIR [--reference CHECKPOINT]                        ONNX Runtime vs transformers
+  bench   [--precision P]                                     MoE vs dense, ONNX vs PyTorch
+  train   --out DIR [--minutes M]                             the bundled translation model
 
-Errors from the tree in `export.errors` become one line on stderr and the error's exit code.
+P is fp32, fp16, int8 or int4. Errors from the tree in `export.errors` become one line on
+stderr and the error's exit code.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from export.errors import ConfigKeyError, ExportError
+from export.checkpoint import load_config
+from export.errors import ExportError
 from export.families import spec_from_config
 from export.plan import PRECISIONS, format_plan, make_plan
 from subtitled.errors import SubtitledError
-
-
-def load_config(path: Path) -> dict[str, Any]:
-    """Read a Hugging Face config.json; errors name the file."""
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ExportError(f"cannot read config {path}: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigKeyError(f"config {path} is not valid JSON: {exc}") from exc
-    if not isinstance(config, dict):
-        raise ConfigKeyError(f"config {path} must hold a JSON object")
-    return config
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -42,38 +31,74 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _onnx(args: argparse.Namespace) -> int:
-    if not args.random_weights:
-        raise ExportError(
-            "export from a checkpoint directory is not built yet; "
-            "use --config CONFIG.json --random-weights"
-        )
-    from export.reference import export_random  # torch and transformers: only here
+class _ProgressLine:
+    """Checkpoint tensors read so far, on one stderr line (a line per 10% when not a tty)."""
 
-    manifest = export_random(load_config(args.config), args.out, args.precision, args.seed)
+    def __init__(self) -> None:
+        self._tty = sys.stderr.isatty()
+        self._shown = -1
+
+    def __call__(self, key: str, done: int, total: int) -> None:
+        percent = 100 * done // max(total, 1)
+        if self._tty:
+            print(f"\r[{percent:3d}%] {done}/{total} {key[:60]:<60}", end="", file=sys.stderr)
+            if done == total:
+                print(file=sys.stderr)
+        elif percent // 10 != self._shown or done == total:
+            self._shown = percent // 10
+            print(f"[{percent:3d}%] {done}/{total} tensors ({key})", file=sys.stderr)
+        sys.stderr.flush()
+
+
+def _onnx(args: argparse.Namespace) -> int:
+    precision = PRECISIONS[args.precision]
+    if args.model is not None:
+        if args.config is not None or args.random_weights:
+            raise ExportError("--model takes the config from the checkpoint directory")
+        from export.model_dir import export_checkpoint
+
+        manifest = export_checkpoint(
+            args.model, args.out, precision, args.licence, args.name, _ProgressLine()
+        )
+    else:
+        if args.config is None or not args.random_weights:
+            raise ExportError("pass --model DIR, or --config CONFIG.json --random-weights")
+        from export.reference import export_random  # torch and transformers: only here
+
+        manifest = export_random(
+            load_config(args.config), args.out, precision, args.seed, _ProgressLine()
+        )
+    size = sum(f.bytes for f in manifest.files if f.path.startswith("model.onnx"))
     print(
-        f"wrote {args.out}: {manifest.name}, {len(manifest.files)} files, "
-        f"{len(manifest.kv_layout)} layers of KV cache"
+        f"wrote {args.out}: {manifest.name}, {manifest.precision}, model {size / 1e6:.1f} MB, "
+        f"{len(manifest.files)} files, {len(manifest.kv_layout)} layers of KV cache"
     )
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from export.reference import verify  # torch, transformers and onnxruntime: only here
+    from export.verify import format_report, verify  # torch, transformers, onnxruntime
 
-    report = verify(args.directory, args.prompt_tokens, args.decode_steps, args.seed)
-    print(
-        f"prompt {report.prompt_tokens} tokens (prefilled in two chunks), "
-        f"{report.decode_steps} greedy steps"
+    report = verify(
+        args.directory, args.reference, args.prompt_tokens, args.decode_steps, args.seed
     )
-    print(f"max |logit difference| {report.max_abs_logit_diff:.3g} (limit 1e-3)")
-    print(f"greedy tokens identical: {'yes' if report.tokens_identical else 'no'}")
-    print("verify: " + ("passed" if report.passed else "FAILED"))
+    print(format_report(report))
     return 0 if report.passed else 1
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from export.bench import format_bench, run_bench  # torch, transformers, onnxruntime
+
+    print(format_bench(run_bench(args)))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     plan = commands.add_parser(
         "plan", help="bytes per part, KV cache and memory needed, from a config alone"
@@ -82,22 +107,42 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--precision", choices=sorted(PRECISIONS), default="int4")
     plan.set_defaults(run=_plan)
     onnx = commands.add_parser("onnx", help="export a model to an ONNX model directory")
-    onnx.add_argument("--config", type=Path, required=True, help="Hugging Face config.json")
+    onnx.add_argument("--model", type=Path, help="Hugging Face checkpoint directory")
+    onnx.add_argument("--config", type=Path, help="Hugging Face config.json (--random-weights)")
     onnx.add_argument(
         "--random-weights",
         action="store_true",
         help="seeded random weights instead of a checkpoint",
     )
     onnx.add_argument("--out", type=Path, required=True, help="model directory to write")
-    onnx.add_argument("--precision", choices=["fp32"], default="fp32")
+    onnx.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
+    onnx.add_argument("--licence", help="licence text for the manifest (else subtitled.json)")
+    onnx.add_argument("--name", help="model name for the manifest")
     onnx.add_argument("--seed", type=int, default=0)
     onnx.set_defaults(run=_onnx)
     check = commands.add_parser("verify", help="compare ONNX Runtime with transformers")
     check.add_argument("directory", type=Path, help="model directory written by `onnx`")
+    check.add_argument(
+        "--reference", type=Path, help="the Hugging Face checkpoint it was exported from"
+    )
     check.add_argument("--prompt-tokens", type=int, default=24)
     check.add_argument("--decode-steps", type=int, default=64)
     check.add_argument("--seed", type=int, default=0)
     check.set_defaults(run=_verify)
+    bench = commands.add_parser(
+        "bench", help="decode and prefill speed: MoE vs dense, ONNX Runtime vs PyTorch eager"
+    )
+    bench.add_argument("--precision", choices=sorted(PRECISIONS), default="int8")
+    bench.add_argument("--experts", type=int, default=16)
+    bench.add_argument("--top-k", type=int, default=2)
+    bench.add_argument("--hidden", type=int, default=512)
+    bench.add_argument("--layers", type=int, default=8)
+    bench.add_argument("--expert-intermediate", type=int, default=512)
+    bench.add_argument("--threads", type=int, default=2, help="threads for both runtimes")
+    bench.add_argument("--decode-tokens", type=int, default=32)
+    bench.add_argument("--prefill-tokens", type=int, default=128)
+    bench.add_argument("--work", type=Path, help="folder for the exported models (else a temp)")
+    bench.set_defaults(run=_bench)
     from export import train_cli  # argument definitions only; torch loads when it runs
 
     train_cli.add_parser(commands)

@@ -107,7 +107,7 @@ def _gemma4_text(config: ConfigReader) -> ModelSpec:
         rope=_gemma4_rope(config, "sliding_attention"),
         window=config.get_positive_int("sliding_window"),
         k_eq_v=False,
-        qk_norm=True,
+        qk_norm="rms",
         v_norm=True,
         scale=1.0,
     )
@@ -122,7 +122,7 @@ def _gemma4_text(config: ConfigReader) -> ModelSpec:
         rope=_gemma4_rope(config, "full_attention"),
         window=None,
         k_eq_v=k_eq_v,
-        qk_norm=True,
+        qk_norm="rms",
         v_norm=True,
         scale=1.0,
     )
@@ -235,7 +235,7 @@ def _llama_like(
             rope=rope,
             window=window if kind == "sliding" else None,
             k_eq_v=False,
-            qk_norm=qk_norm,
+            qk_norm="rms" if qk_norm else None,
             v_norm=False,
             scale=head_dim**-0.5,
         )

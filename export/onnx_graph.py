@@ -11,6 +11,7 @@ MatMul. Standard ONNX ops only (opset 20, for Gelu with tanh approximation).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,19 +19,24 @@ from onnx import TensorProto, helper
 
 from export.checkpoint import checkpoint_shapes
 from export.errors import ExportError, UnsupportedArchitecture
+from export.onnx_attention import Positions, attention, rope_tables
 from export.onnx_ops import (
+    MS,
     OPSET,
     Graph,
-    Positions,
+    Progress,
+    TensorStore,
     Weights,
-    attention,
+    embed,
+    embedding_table,
     key_of,
     linear,
     mlp,
     rms_norm,
-    rope_tables,
     sparse_experts,
+    tied_head,
 )
+from export.plan import PRECISIONS, Precision
 from export.spec import LayerSpec, ModelSpec, MoeSpec, RopeSpec
 
 
@@ -51,7 +57,7 @@ def gemma4_router(g: Graph, spec: ModelSpec, moe: MoeSpec, x: str, scope: str) -
     normed = rms_norm(g, x, None, spec.rms_norm_eps, f"{scope}/norm")
     scaled = g.op("Mul", [normed, g.weight(f"{key_of(scope)}.scale")], f"{scope}/Scale")
     scaled = g.op("Mul", [scaled, g.scalar(spec.hidden_size**-0.5)], f"{scope}/RootSize")
-    logits = linear(g, scaled, f"{key_of(scope)}.proj.weight", f"{scope}/proj")  # (N, E)
+    logits = linear(g, scaled, f"{key_of(scope)}.proj.weight", f"{scope}/proj", quantize=False)
     index, weights = top_k_routing(g, moe, logits, scope)
     expert_scale = g.op(
         "Gather",
@@ -66,14 +72,23 @@ def sparse_moe_block(g: Graph, spec: ModelSpec, moe: MoeSpec, x: str, scope: str
     sparse experts (`mlp.experts`); x (B, S, H) -> (B, S, H)."""
     flat = g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], f"{scope}/flatten")  # (N, H)
     layer_key = key_of(scope).rsplit(".", 1)[0]
-    logits = linear(g, flat, f"{layer_key}.{moe.router_key}", f"{scope}/gate")  # (N, E)
+    logits = linear(
+        g, flat, f"{layer_key}.{moe.router_key}", f"{scope}/gate", quantize=False
+    )  # (N, E)
     index, weights = top_k_routing(g, moe, logits, f"{scope}/gate")
-    out = sparse_experts(g, moe, flat, index, weights, f"{scope}/experts")
+    out = sparse_experts(
+        g, moe.expert_intermediate_size, moe.activation, flat, index, weights, f"{scope}/experts"
+    )
     return g.op("Reshape", [out, g.op("Shape", [x], f"{scope}/shape")], f"{scope}/unflatten")
 
 
 def llama_decoder_layer(
-    g: Graph, spec: ModelSpec, layer: LayerSpec, x: str, pos: Positions, q_rope: tuple[str, str]
+    g: Graph,
+    spec: ModelSpec,
+    layer: LayerSpec,
+    x: str,
+    pos: Positions,
+    q_rope: tuple[str, str] | None,
 ) -> tuple[str, dict[str, str]]:
     """Pre-norm layer of Qwen3, Qwen3-MoE and Mixtral: x + attn(norm(x)), then
     x + ffn(norm(x)) where the FFN is the layer's MoE or its dense MLP."""
@@ -98,7 +113,12 @@ def llama_decoder_layer(
 
 
 def gemma4_decoder_layer(
-    g: Graph, spec: ModelSpec, layer: LayerSpec, x: str, pos: Positions, q_rope: tuple[str, str]
+    g: Graph,
+    spec: ModelSpec,
+    layer: LayerSpec,
+    x: str,
+    pos: Positions,
+    q_rope: tuple[str, str] | None,
 ) -> tuple[str, dict[str, str]]:
     """transformers `Gemma4TextDecoderLayer.forward`: sandwich norms around attention and
     the feed-forward, the MoE (fed the residual) beside the dense MLP, then layer_scalar."""
@@ -121,7 +141,8 @@ def gemma4_decoder_layer(
         index, weights = gemma4_router(g, spec, layer.moe, flat, f"{scope}/router")
         experts = sparse_experts(
             g,
-            layer.moe,
+            layer.moe.expert_intermediate_size,
+            layer.moe.activation,
             norm(flat, "pre_feedforward_layernorm_2"),
             index,
             weights,
@@ -140,7 +161,8 @@ def gemma4_decoder_layer(
 
 
 LayerBuilder = Callable[
-    [Graph, ModelSpec, LayerSpec, str, Positions, tuple[str, str]], tuple[str, dict[str, str]]
+    [Graph, ModelSpec, LayerSpec, str, Positions, tuple[str, str] | None],
+    tuple[str, dict[str, str]],
 ]
 LAYER_BUILDERS: Mapping[str, LayerBuilder] = {
     "gemma4_text": gemma4_decoder_layer,
@@ -150,14 +172,22 @@ LAYER_BUILDERS: Mapping[str, LayerBuilder] = {
 }
 
 
-def build_model(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
-    """The fp32 ONNX model of `spec` with the checkpoint tensors `weights`."""
+def build_model(
+    spec: ModelSpec,
+    weights: Weights,
+    precision: Precision | None = None,
+    store: TensorStore | None = None,
+    progress: Progress | None = None,
+) -> onnx.ModelProto:
+    """The ONNX model of `spec` with the checkpoint tensors `weights` at `precision` (fp32
+    by default). With a `store`, large initializers go to its external-data file as they
+    are made, so only one checkpoint tensor is in memory at a time."""
     if spec.model_type not in LAYER_BUILDERS:
         raise UnsupportedArchitecture(
             f"ONNX export of model_type {spec.model_type!r} is not built yet; "
             f"built: {', '.join(LAYER_BUILDERS)}"
         )
-    g = Graph(weights, checkpoint_shapes(spec))
+    g = Graph(weights, checkpoint_shapes(spec), precision or PRECISIONS["fp32"], store, progress)
     ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])
     pids = helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "sequence"])
     inputs, outputs = [ids, pids], []
@@ -171,26 +201,26 @@ def build_model(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     length = g.op(
         "Squeeze", [g.op("Shape", [query], "/model/positions/Shape")], "/model/positions/Length"
     )
-    pos = Positions(query, start, length, "position_ids")
+    batch = g.op(
+        "Slice",
+        [g.op("Shape", ["input_ids"], "/model/positions/IdsShape"), g.ints(0), g.ints(1)],
+        "/model/positions/Batch",
+    )  # (1,)
+    pos = Positions(query, start, length, batch, "position_ids")
 
-    table = g.weight("model.embed_tokens.weight")  # (V, H)
-    x = g.op("Gather", [table, "input_ids"], "/model/embed_tokens/Gather")  # (B, S, H)
+    table = embedding_table(g, "model.embed_tokens.weight")  # (V, H)
+    x = embed(g, table, "input_ids", "/model/embed_tokens")  # (B, S, H)
     if spec.embed_scale != 1.0:
         x = g.op("Mul", [x, g.scalar(spec.embed_scale)], "/model/embed_tokens/Scale")
     ropes: dict[tuple[RopeSpec, int], tuple[str, str]] = {}
     for layer in spec.layers:
         a = layer.attention
-        if (a.rope, a.head_dim) not in ropes:
-            cos, sin = rope_tables(
+        if (a.rope, a.head_dim) not in ropes and not a.nope:
+            ropes[(a.rope, a.head_dim)] = rope_tables(
                 g, "position_ids", a.rope, a.head_dim, f"/model/rotary_emb.{len(ropes)}"
             )  # (B, S, d)
-            ropes[(a.rope, a.head_dim)] = (
-                g.op("Unsqueeze", [cos, g.ints(1)], f"/model/rotary_emb.{len(ropes)}/cos"),
-                g.op("Unsqueeze", [sin, g.ints(1)], f"/model/rotary_emb.{len(ropes)}/sin"),
-            )
-        x, present = LAYER_BUILDERS[spec.model_type](
-            g, spec, layer, x, pos, ropes[(a.rope, a.head_dim)]
-        )
+        rope = None if a.nope else ropes[(a.rope, a.head_dim)]
+        x, present = LAYER_BUILDERS[spec.model_type](g, spec, layer, x, pos, rope)
         for tensor, value in present.items():
             shape: list[str | int] = ["batch", a.n_kv_heads, f"past_{layer.index}", a.head_dim]
             inputs.append(
@@ -212,8 +242,10 @@ def build_model(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
 
     x = rms_norm(g, x, "model.norm.weight", spec.rms_norm_eps, "/model/norm")
     flat = g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], "/lm_head/Flatten")
-    head = table if spec.tie_word_embeddings else g.weight("lm_head.weight")
-    logits = g.op("Gemm", [flat, head], "/lm_head/Gemm", transB=1)  # (N, V)
+    if spec.tie_word_embeddings:
+        logits = tied_head(g, table, flat, "/lm_head")  # (N, V)
+    else:
+        logits = linear(g, flat, "lm_head.weight", "/lm_head")
     if spec.final_logit_softcapping is not None:
         cap = g.scalar(spec.final_logit_softcapping)
         logits = g.op(
@@ -248,11 +280,38 @@ def build_model(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
         g.nodes, "subtitled_lm", inputs, outputs, list(g.initializers.values())
     )
     model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="subtitled-export"
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS, 1)],
+        producer_name="subtitled-export",
     )
     model.ir_version = 10
+    if store is None:
+        _check(model)
+    return model
+
+
+def _check(model: onnx.ModelProto | str) -> None:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the built ONNX graph is invalid: {exc}") from exc
-    return model
+
+
+def write_model(
+    spec: ModelSpec,
+    weights: Weights,
+    path: Path,
+    precision: Precision,
+    progress: Progress | None = None,
+) -> list[Path]:
+    """Write the model to `path` (the graph) and `path`.data (the weights, written tensor by
+    tensor); returns both paths."""
+    data = path.with_name(path.name + ".data")
+    store = TensorStore(data)
+    try:
+        model = build_model(spec, weights, precision, store, progress)
+    finally:
+        store.close()
+    onnx.save_model(model, path)
+    _check(str(path))
+    return [path, data]

@@ -15,6 +15,9 @@ from typing import Any, Literal
 from export.errors import ConfigKeyError
 
 AttentionKind = Literal["sliding", "full"]
+# Norm on q and k per head: RMSNorm with a weight (Qwen3, Gemma 3/4, applied before RoPE),
+# or a weightless L2 norm after RoPE (Llama 4 `use_qk_norm`).
+QkNorm = Literal["rms", "l2"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,17 @@ class RopeSpec:
     theta: float
     rope_type: str
     partial_rotary_factor: float = 1.0
+    # Rotate adjacent pairs (x0, x1) (Llama 4's complex multiplication) instead of halves.
+    interleaved: bool = False
+
+
+@dataclass(frozen=True)
+class TemperatureSpec:
+    """Llama 4 attention temperature tuning on NoPE layers (`attn_temperature_tuning`):
+    q *= log(floor((position + 1) / floor_scale) + 1) * scale + 1."""
+
+    floor_scale: float
+    scale: float
 
 
 @dataclass(frozen=True)
@@ -46,12 +60,17 @@ class AttentionSpec:
     # Gemma 4 full layers (`attention_k_eq_v`): no v_proj, V is the k_proj output normed by a
     # scale-free RMSNorm, so K = RoPE(V * k_norm.weight) and the cache needs only V.
     k_eq_v: bool
-    # Per-head RMSNorm on q and k (`q_norm`, `k_norm`), as in Qwen3 and Gemma 3/4.
-    qk_norm: bool
+    # Per-head norm on q and k, see `QkNorm`; None for none.
+    qk_norm: QkNorm | None
     # Per-head RMSNorm without scale on v (Gemma 4 `v_norm`).
     v_norm: bool
     # Softmax scale on q·k; Gemma 4 uses 1.0 (its qk norms do the scaling).
     scale: float
+    # No positional rotation on this layer (Llama 4 NoPE layers); `rope` is then unused.
+    nope: bool = False
+    # Llama 4 chunked attention: keys only from the query's chunk of this many positions.
+    chunk: int | None = None
+    temperature: TemperatureSpec | None = None
 
     @property
     def q_size(self) -> int:

@@ -1,0 +1,365 @@
+"""Self-attention with an explicit KV cache: RoPE, masks, and two implementations.
+
+- `GroupQueryAttention` (ONNX Runtime contrib op) for layers that cache K and V: it appends
+  the new K/V to the past, applies the causal mask and, for sliding layers, the window
+  (`local_window_size`) without building a mask tensor. RoPE, q/k norms and Llama 4's
+  temperature are applied before it (its own rotary covers neither Gemma's proportional
+  RoPE nor NoPE layers), so it sees plain q/k/v.
+- Standard ops where GQA does not fit: K=V layers (Gemma 4 full attention) cache only V
+  and recompute K = RoPE(V * k_norm.weight) over the cache, which GQA cannot express, and
+  Llama 4's chunked attention (a block-diagonal mask GQA does not offer). The mask there is
+  built from absolute positions, so a trimmed cache stays exact.
+
+Sliding layers return at most `window` cache tokens; the next step only needs those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import TensorProto
+
+from export.errors import UnsupportedArchitecture
+from export.onnx_ops import MS, Graph, key_of, linear, rms_norm
+from export.spec import AttentionSpec, LayerSpec, ModelSpec, RopeSpec
+
+_NEG = -1e30  # additive mask; a finite value keeps fully-masked padding rows NaN-free
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Shared position tensors: query positions (S,), their first value, the sequence
+    length (scalars), the batch size (1,), and the (B, S) input."""
+
+    query: str
+    start: str
+    length: str
+    batch: str
+    position_ids: str
+
+
+def inv_freq(rope: RopeSpec, head_dim: int) -> np.ndarray:
+    """RoPE inverse frequencies (rotating dims / 2,), as transformers' rope init functions;
+    the proportional type spaces the rotating frequencies over the whole head_dim and gives
+    the rest frequency 0 (`_compute_proportional_rope_parameters`)."""
+    if rope.rope_type == "default":
+        exponents = np.arange(0, head_dim, 2, dtype=np.float32) / head_dim
+        return (1.0 / rope.theta**exponents).astype(np.float32)
+    if rope.rope_type == "proportional":
+        angles = int(rope.partial_rotary_factor * head_dim // 2)
+        exponents = np.arange(0, 2 * angles, 2, dtype=np.float32) / head_dim
+        rotating = 1.0 / rope.theta**exponents
+        return np.concatenate([rotating, np.zeros(head_dim // 2 - angles)]).astype(np.float32)
+    raise UnsupportedArchitecture(f"rope_type {rope.rope_type!r} has no ONNX export yet")
+
+
+def rope_tables(
+    g: Graph, positions: str, rope: RopeSpec, head_dim: int, scope: str
+) -> tuple[str, str]:
+    """cos, sin of `positions` (any shape P) as (*P, head_dim) tensors; interleaved RoPE
+    (Llama 4's complex form) repeats each frequency on adjacent pairs, else on halves."""
+    freq = g.const(f"{scope}/inv_freq", inv_freq(rope, head_dim))
+    as_float = g.op("Cast", [positions], f"{scope}/Cast", to=TensorProto.FLOAT)
+    column = g.op("Unsqueeze", [as_float, g.ints(-1)], f"{scope}/Unsqueeze")
+    angles = g.op("Mul", [column, freq], f"{scope}/Angles")  # (*P, d/2)
+    if rope.interleaved:
+        pairs = g.op("Unsqueeze", [angles, g.ints(-1)], f"{scope}/Pairs")
+        both = g.op("Concat", [pairs, pairs], f"{scope}/Concat", axis=-1)  # (*P, d/2, 2)
+        shape = g.op("Shape", [angles], f"{scope}/Shape")
+        both = g.op(
+            "Reshape",
+            [
+                both,
+                g.op(
+                    "Concat",
+                    [
+                        g.op("Slice", [shape, g.ints(0), g.ints(-1)], f"{scope}/Lead"),
+                        g.ints(head_dim),
+                    ],
+                    f"{scope}/FlatShape",
+                    axis=0,
+                ),
+            ],
+            f"{scope}/Flatten",
+        )
+    else:
+        both = g.op("Concat", [angles, angles], f"{scope}/Concat", axis=-1)  # (*P, d)
+    return g.op("Cos", [both], f"{scope}/Cos"), g.op("Sin", [both], f"{scope}/Sin")
+
+
+def apply_rope(
+    g: Graph, x: str, cos: str, sin: str, head_dim: int, interleaved: bool, scope: str
+) -> str:
+    """x * cos + rotate(x) * sin over the last axis: rotate_half (transformers
+    `apply_rotary_pos_emb`), or on adjacent pairs (x0, x1) -> (-x1, x0) for Llama 4's
+    complex multiplication (`apply_rotary_emb`)."""
+    if interleaved:
+        pairs = g.op("Reshape", [x, g.ints(0, 0, 0, head_dim // 2, 2)], f"{scope}/Pairs")
+        even = g.op("Slice", [pairs, g.ints(0), g.ints(1), g.ints(-1)], f"{scope}/Even")
+        odd = g.op("Slice", [pairs, g.ints(1), g.ints(2), g.ints(-1)], f"{scope}/Odd")
+        negated = g.op("Neg", [odd], f"{scope}/Neg")
+        rotated = g.op("Concat", [negated, even], f"{scope}/RotatePairs", axis=-1)
+        rotated = g.op("Reshape", [rotated, g.ints(0, 0, 0, head_dim)], f"{scope}/Unpair")
+    else:
+        half = head_dim // 2
+        first = g.op("Slice", [x, g.ints(0), g.ints(half), g.ints(-1)], f"{scope}/SliceFirst")
+        second = g.op(
+            "Slice", [x, g.ints(half), g.ints(head_dim), g.ints(-1)], f"{scope}/SliceSecond"
+        )
+        negated = g.op("Neg", [second], f"{scope}/Neg")
+        rotated = g.op("Concat", [negated, first], f"{scope}/RotateHalf", axis=-1)
+    return g.op(
+        "Add",
+        [g.op("Mul", [x, cos], f"{scope}/MulCos"), g.op("Mul", [rotated, sin], f"{scope}/MulSin")],
+        f"{scope}/Add",
+    )
+
+
+def _heads(g: Graph, x: str, heads: int, head_dim: int, scope: str) -> str:
+    """(B, S, heads * d) -> (B, S, heads, d)."""
+    return g.op("Reshape", [x, g.ints(0, 0, heads, head_dim)], f"{scope}/Reshape")
+
+
+def attention_mask(
+    g: Graph, pos: Positions, past: str, a: AttentionSpec, scope: str
+) -> tuple[str, str]:
+    """Key positions (T,) of past + new tokens, and the additive mask (S, T): causal; for
+    sliding layers only keys with position > query - window (transformers' overlay); for
+    chunked layers only keys in the query's chunk (Llama 4 `attention_chunk_size`)."""
+    past_len = g.op(
+        "Gather", [g.op("Shape", [past], f"{scope}/PastShape"), g.ints(2)], f"{scope}/PastLength"
+    )
+    past_len = g.op("Squeeze", [past_len], f"{scope}/PastLengthScalar")
+    first = g.op("Sub", [pos.start, past_len], f"{scope}/FirstKey")
+    end = g.op("Add", [pos.start, pos.length], f"{scope}/EndKey")
+    keys = g.op(
+        "Range",
+        [first, end, g.const("/const/one_i64", np.array(1, np.int64))],
+        f"{scope}/KeyPositions",
+    )  # (T,)
+    query_col = g.op("Unsqueeze", [pos.query, g.ints(1)], f"{scope}/QueryColumn")  # (S, 1)
+    allowed = g.op("LessOrEqual", [keys, query_col], f"{scope}/Causal")  # (S, T)
+    if a.window is not None:
+        oldest = g.op(
+            "Sub",
+            [query_col, g.const(f"/const/i64_{a.window}", np.array(a.window, np.int64))],
+            f"{scope}/Oldest",
+        )
+        recent = g.op("Greater", [keys, oldest], f"{scope}/InWindow")
+        allowed = g.op("And", [allowed, recent], f"{scope}/Allowed")
+    if a.chunk is not None:
+        size = g.const(f"/const/i64_{a.chunk}", np.array(a.chunk, np.int64))
+        same = g.op(
+            "Equal",
+            [
+                g.op("Div", [keys, size], f"{scope}/KeyChunk"),
+                g.op("Div", [query_col, size], f"{scope}/QueryChunk"),
+            ],
+            f"{scope}/SameChunk",
+        )
+        allowed = g.op("And", [allowed, same], f"{scope}/InChunk")
+    mask = g.op("Where", [allowed, g.scalar(0.0), g.scalar(_NEG)], f"{scope}/Mask")
+    return keys, mask
+
+
+def _l2_norm(g: Graph, x: str, eps: float, scope: str) -> str:
+    """Llama 4 `Llama4TextL2Norm`: x * rsqrt(mean(x^2) + eps), no weight."""
+    return rms_norm(g, x, None, eps, scope)
+
+
+def _temperature(g: Graph, q: str, pos: Positions, a: AttentionSpec, scope: str) -> str:
+    """Llama 4 attention temperature tuning on NoPE layers: q *= log(floor((p + 1) /
+    floor_scale) + 1) * attn_scale + 1 for query position p."""
+    t = a.temperature
+    if t is None:
+        return q
+    p = g.op("Cast", [pos.position_ids], f"{scope}/Cast", to=TensorProto.FLOAT)
+    p = g.op("Add", [p, g.scalar(1.0)], f"{scope}/AddOne")
+    p = g.op("Floor", [g.op("Div", [p, g.scalar(t.floor_scale)], f"{scope}/Div")], f"{scope}/Floor")
+    logs = g.op("Log", [g.op("Add", [p, g.scalar(1.0)], f"{scope}/AddOne2")], f"{scope}/Log")
+    scale = g.op(
+        "Add",
+        [g.op("Mul", [logs, g.scalar(t.scale)], f"{scope}/Mul"), g.scalar(1.0)],
+        f"{scope}/Scale",
+    )  # (B, S)
+    scale = g.op("Unsqueeze", [scale, g.ints(-1, -2)], f"{scope}/Unsqueeze")  # (B, S, 1, 1)
+    return g.op("Mul", [q, scale], f"{scope}/Apply")
+
+
+def attention(
+    g: Graph,
+    spec: ModelSpec,
+    layer: LayerSpec,
+    x: str,
+    pos: Positions,
+    rope: tuple[str, str] | None,
+    scope: str,
+) -> tuple[str, dict[str, str]]:
+    """Self-attention of one layer on x (B, S, H); returns its output (B, S, H) and the
+    present cache by tensor. `rope` is cos, sin (B, S, d), None on NoPE layers."""
+    a: AttentionSpec = layer.attention
+    eps = spec.rms_norm_eps
+    prefix = key_of(scope)
+    q = _heads(
+        g,
+        linear(g, x, f"{prefix}.q_proj.weight", f"{scope}/q_proj"),
+        a.n_heads,
+        a.head_dim,
+        f"{scope}/q_heads",
+    )  # (B, S, H, d)
+    raw_k = _heads(
+        g,
+        linear(g, x, f"{prefix}.k_proj.weight", f"{scope}/k_proj"),
+        a.n_kv_heads,
+        a.head_dim,
+        f"{scope}/k_heads",
+    )  # (B, S, kvh, d)
+    if a.qk_norm == "rms":
+        q = rms_norm(g, q, f"{prefix}.q_norm.weight", eps, f"{scope}/q_norm")
+    cos = sin = ""
+    if rope is not None:
+        cos = g.op("Unsqueeze", [rope[0], g.ints(2)], f"{scope}/cos")  # (B, S, 1, d)
+        sin = g.op("Unsqueeze", [rope[1], g.ints(2)], f"{scope}/sin")
+        q = apply_rope(g, q, cos, sin, a.head_dim, a.rope.interleaved, f"{scope}/q_rope")
+    if a.qk_norm == "l2":  # Llama 4 normalises after RoPE
+        q = _l2_norm(g, q, spec.rms_norm_eps, f"{scope}/q_norm")
+    q = _temperature(g, q, pos, a, f"{scope}/temperature")
+
+    if a.k_eq_v:  # Gemma 4 full layers: V = v_norm(k_proj(x)); K is rebuilt from V below
+        if not a.v_norm:
+            raise UnsupportedArchitecture(f"layer {layer.index}: K=V without v_norm has no export")
+        k, v = None, rms_norm(g, raw_k, None, eps, f"{scope}/v_norm")
+    else:
+        k = raw_k
+        if a.qk_norm == "rms":
+            k = rms_norm(g, k, f"{prefix}.k_norm.weight", eps, f"{scope}/k_norm")
+        if rope is not None:
+            k = apply_rope(g, k, cos, sin, a.head_dim, a.rope.interleaved, f"{scope}/k_rope")
+        if a.qk_norm == "l2":
+            k = _l2_norm(g, k, spec.rms_norm_eps, f"{scope}/k_norm")
+        v = _heads(
+            g,
+            linear(g, x, f"{prefix}.v_proj.weight", f"{scope}/v_proj"),
+            a.n_kv_heads,
+            a.head_dim,
+            f"{scope}/v_heads",
+        )
+        if a.v_norm:  # Gemma 4: a scale-free RMSNorm (`Gemma4TextAttention.v_norm`)
+            v = rms_norm(g, v, None, eps, f"{scope}/v_norm")
+    if k is None or a.chunk is not None:
+        context, present = _standard(g, layer, q, k, v, pos, scope)
+    else:
+        context, present = _fused(g, layer, q, k, v, pos, scope)
+    out = linear(g, context, f"{prefix}.o_proj.weight", f"{scope}/o_proj")
+    return out, _trim(g, a, present, scope)
+
+
+def _fused(
+    g: Graph, layer: LayerSpec, q: str, k: str, v: str, pos: Positions, scope: str
+) -> tuple[str, dict[str, str]]:
+    """`GroupQueryAttention` on q (B, S, H, d), k and v (B, S, kvh, d): context
+    (B, S, H * d) and the present K/V (B, kvh, past + S, d)."""
+    a = layer.attention
+
+    def flat(t: str, size: int, name: str) -> str:  # (B, S, heads, d) -> (B, S, heads * d)
+        return g.op("Reshape", [t, g.ints(0, 0, size)], f"{scope}/{name}_flat")
+
+    past_k = f"past_key_values.{layer.index}.key"
+    past_len = g.op(
+        "Gather", [g.op("Shape", [past_k], f"{scope}/PastShape"), g.ints(2)], f"{scope}/PastLength"
+    )  # (1,)
+    total = g.op(
+        "Cast",
+        [g.op("Add", [past_len, pos.length], f"{scope}/Total")],
+        f"{scope}/Total32",
+        to=TensorProto.INT32,
+    )
+    seqlens = g.op(
+        "Expand",
+        [
+            g.op("Sub", [total, g.const("/const/one_i32", np.array(1, np.int32))], f"{scope}/Last"),
+            pos.batch,
+        ],
+        f"{scope}/SeqLens",
+    )  # (B,) index of each row's last token
+    total = g.op("Squeeze", [total, g.ints(0)], f"{scope}/TotalScalar")
+    context, k_all, v_all = g.ops(
+        "GroupQueryAttention",
+        [
+            flat(q, a.q_size, "q"),
+            flat(k, a.kv_size, "k"),
+            flat(v, a.kv_size, "v"),
+            past_k,
+            f"past_key_values.{layer.index}.value",
+            seqlens,
+            total,
+        ],
+        f"{scope}/GroupQueryAttention",
+        3,
+        domain=MS,
+        num_heads=a.n_heads,
+        kv_num_heads=a.n_kv_heads,
+        scale=a.scale,
+        local_window_size=-1 if a.window is None else a.window,
+    )
+    return context, {"key": k_all, "value": v_all}
+
+
+def _trim(g: Graph, a: AttentionSpec, present: dict[str, str], scope: str) -> dict[str, str]:
+    if a.window is None:
+        return present
+    return {  # keep the last `window` tokens
+        t: g.op("Slice", [v, g.ints(-a.window), g.ints(2**62), g.ints(2)], f"{scope}/{t}_window")
+        for t, v in present.items()
+    }
+
+
+def _standard(
+    g: Graph, layer: LayerSpec, q: str, k: str | None, v: str, pos: Positions, scope: str
+) -> tuple[str, dict[str, str]]:
+    """Attention in standard ops on q (B, S, H, d), k (None for K=V) and v (B, S, kvh, d):
+    context (B, S, H * d) and the present cache."""
+    a = layer.attention
+    past = {t: f"past_key_values.{layer.index}.{t}" for t in a.cache_tensors}
+    q = g.op("Transpose", [q], f"{scope}/q_transpose", perm=[0, 2, 1, 3])  # (B, H, S, d)
+    v_new = g.op("Transpose", [v], f"{scope}/v_transpose", perm=[0, 2, 1, 3])
+    v_all = g.op("Concat", [past["value"], v_new], f"{scope}/v_concat", axis=2)  # (B,kvh,T,d)
+    keys, mask = attention_mask(g, pos, past["value"], a, f"{scope}/mask")
+    if k is None:
+        # K = RoPE(k_norm(raw)) = RoPE(v_norm(raw) * k_norm.weight), over every cached token.
+        k_cos, k_sin = rope_tables(g, keys, a.rope, a.head_dim, f"{scope}/k_rope_table")
+        weight = g.weight(f"{key_of(scope)}.k_norm.weight")
+        scaled = g.op("Mul", [v_all, weight], f"{scope}/k_norm/Scale")
+        k_all = apply_rope(
+            g, scaled, k_cos, k_sin, a.head_dim, a.rope.interleaved, f"{scope}/k_rope"
+        )
+        present = {"value": v_all}
+    else:
+        k_new = g.op("Transpose", [k], f"{scope}/k_transpose", perm=[0, 2, 1, 3])
+        k_all = g.op("Concat", [past["key"], k_new], f"{scope}/k_concat", axis=2)
+        present = {"key": k_all, "value": v_all}
+    return _scores(g, a, q, k_all, v_all, mask, scope), present
+
+
+def _scores(
+    g: Graph, a: AttentionSpec, q: str, k_all: str, v_all: str, mask: str, scope: str
+) -> str:
+    """softmax(q k^T * scale + mask) v for q (B, H, S, d) -> context (B, S, H * d)."""
+    repeat = g.ints(1, 1, a.n_heads // a.n_kv_heads, 1, 1)
+    heads_shape = g.ints(0, a.n_heads, -1, a.head_dim)
+
+    def expand(t: str, name: str) -> str:  # (B, kvh, T, d) -> (B, H, T, d), as repeat_kv
+        grouped = g.op("Unsqueeze", [t, g.ints(2)], f"{scope}/{name}_unsqueeze")
+        tiled = g.op("Expand", [grouped, repeat], f"{scope}/{name}_expand")
+        return g.op("Reshape", [tiled, heads_shape], f"{scope}/{name}_repeat")
+
+    k_t = g.op("Transpose", [expand(k_all, "k")], f"{scope}/k_t", perm=[0, 1, 3, 2])
+    scores = g.op("MatMul", [q, k_t], f"{scope}/scores/MatMul")  # (B, H, S, T)
+    if a.scale != 1.0:
+        scores = g.op("Mul", [scores, g.scalar(a.scale)], f"{scope}/scores/Scale")
+    scores = g.op("Add", [scores, mask], f"{scope}/scores/Mask")
+    probs = g.op("Softmax", [scores], f"{scope}/Softmax", axis=-1)
+    context = g.op("MatMul", [probs, expand(v_all, "v")], f"{scope}/context/MatMul")
+    context = g.op("Transpose", [context], f"{scope}/context/Transpose", perm=[0, 2, 1, 3])
+    return g.op("Reshape", [context, g.ints(0, 0, a.q_size)], f"{scope}/context/Reshape")
