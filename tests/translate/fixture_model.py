@@ -80,6 +80,19 @@ def make_model(config: dict[str, Any], out: Path, seed: int = 0,
     return out
 
 
+def tiny_model(base: Path) -> Path:
+    """The tiny Gemma-4-shaped test model under `base` (a session's temp root), made once
+    and shared by every test package that asks."""
+    from export_configs import tiny_gemma4
+
+    out = base / "tiny_translation"
+    lock = out / "ready"
+    if not lock.is_file():
+        make_model(tiny_gemma4(), out)
+        lock.write_text("ok\n")
+    return out
+
+
 def bench_config() -> dict[str, Any]:
     """A small Gemma-4-shaped MoE for benchmarks: a few million parameters."""
     from export_configs import tiny_gemma4

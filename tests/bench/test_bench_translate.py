@@ -1,0 +1,80 @@
+"""The translate stage on the benchmark clock, and `subtitled bench-translate`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from subtitled.bench.translate_sim import simulate, timed_word_emissions, word_shown_latencies
+from subtitled.translate.stream import LanguageResult, SourceUpdate
+
+
+class SlowEcho:
+    """Echoes the source as its translation, taking `delay_s` per call."""
+
+    name = "echo"
+    languages = ("de",)
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.calls: list[SourceUpdate] = []
+
+    def translate(self, update: SourceUpdate) -> dict[str, LanguageResult]:
+        time.sleep(self.delay_s)
+        self.calls.append(update)
+        n = len(update.text.split())
+        # Stable: all but the last word, unless final.
+        stable = n if update.final else max(n - 1, 0)
+        return {"de": LanguageResult(update.text, "", stable, n, n, self.delay_s, update.final)}
+
+    def reset(self) -> None:
+        pass
+
+
+def test_word_emissions_spread_words_over_each_clip() -> None:
+    emissions = timed_word_emissions([("one two", 1.0), ("three", 0.5)], gap_s=0.5)
+    assert [(round(e.time_s, 3), e.update.segment_id, e.update.status) for e in emissions] == [
+        (0.5, 0, "partial"), (1.0, 0, "final"), (2.0, 1, "final")
+    ]
+    assert emissions[1].update.committed_text == "one two"
+
+
+def test_a_fast_translator_sees_every_commit() -> None:
+    emissions = timed_word_emissions([("a b c d", 4.0)])
+    sim = simulate(emissions, SlowEcho(0.0))
+    assert [c.words for c in sim.costs] == [1, 2, 3, 4]
+    finals = [e for e in sim.emissions if e.update.status == "final"]
+    assert len(finals) == 1 and finals[0].update.translations["de"].stable == "a b c d"
+    # Word i is stable once word i+1 is committed (or at the final): about 1 s later.
+    latencies = word_shown_latencies(sim.emissions, sim.costs, "de")
+    assert len(latencies) == 4 and all(0.9 < x < 1.1 for x in latencies[:3])
+    assert latencies[3] < 0.1
+
+
+def test_a_slow_translator_skips_superseded_commits_but_not_finals() -> None:
+    emissions = timed_word_emissions([("a b c d e f g h", 0.08), ("next", 0.01)], gap_s=0.0)
+    sim = simulate(emissions, SlowEcho(0.05))
+    assert sim.costs[0].words == 1 and len(sim.costs) < 9
+    assert [c.final for c in sim.costs].count(True) == 2
+    times = [e.time_s for e in sim.emissions]
+    assert times == sorted(times)
+
+
+@pytest.mark.slow
+def test_bench_translate_command(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from subtitled.cli import main
+
+    out = tmp_path / "report.json"
+    code = main(["bench-translate", "--translation-model", str(tiny_model_dir),
+                 "--minutes", "0.5", "--threads", "1", "--out", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["incremental"]["prefilled_tokens"] < report["baseline"]["prefilled_tokens"]
+    assert report["ratios"]["prefilled_tokens"] > 1
+    assert set(report["goals"]) == {
+        "prefilled_tokens_10x_fewer", "compute_5x_less",
+        "last_minute_latency_within_1.2x_first", "word_shown_p50_within_1s",
+    }
