@@ -26,7 +26,7 @@ class FakeServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     server: FakeServer
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests.append({"path": self.path, **body})
         source = body["messages"][-1]["content"]
