@@ -174,7 +174,13 @@ class TranslationStage:
         translations = {
             lang: as_translation(result, latency_ms) for lang, result in results.items()
         }
+        before = self._shown.get(sid, {})
+        unchanged = {k: (t.stable, t.unstable) for k, t in before.items()} == {
+            k: (t.stable, t.unstable) for k, t in translations.items()
+        }
         self._shown[sid] = translations
+        if unchanged and not source.final:
+            return  # nothing new to show
         if source.final:
             self._emit(dataclasses.replace(update, emitted_unix=now), translations)
             self._forget(sid)
