@@ -66,16 +66,25 @@ def load_config(path: Path) -> dict[str, Any]:
     return config
 
 
-# Where a text model's keys live in multimodal checkpoints (Gemma 4's
-# `Gemma4ForConditionalGeneration` stores `model.language_model.layers...`).
-KEY_PREFIXES = (("model.", "model.language_model."),)
+# Other spellings of a key on disk: a text model inside a multimodal checkpoint (Gemma 4's
+# `Gemma4ForConditionalGeneration` stores `model.language_model.layers...`), Mixtral's
+# `block_sparse_moe` (transformers `conversion_mapping.py`, "mixtral").
+KEY_ALIASES = (("model.", "model.language_model."), (".mlp.", ".block_sparse_moe."))
+# Fused expert tables stored per expert on disk (conversion_mapping.py "qwen2_moe", used by
+# Qwen3-MoE and DeepSeek-V3, and "mixtral"): table -> per-expert weight names to
+# concatenate along the output dimension, one tuple per naming.
+PER_EXPERT = {
+    "gate_up_proj": (("gate_proj", "up_proj"), ("w1", "w3")),
+    "down_proj": (("down_proj",), ("w2",)),
+}
 
 
 class SafetensorsCheckpoint:
     """The tensors of a Hugging Face checkpoint directory, read lazily one at a time with
     `safetensors.safe_open` (memory-mapped; never pickle): one `*.safetensors` file, or
     shards listed in `model.safetensors.index.json`. Calling it with a key returns that
-    tensor as float32 (bf16 and fp16 widened)."""
+    tensor as float32 (bf16 and fp16 widened); a fused expert table stored per expert is
+    stacked from its experts' tensors."""
 
     def __init__(self, directory: Path) -> None:
         from safetensors import safe_open
@@ -103,18 +112,18 @@ class SafetensorsCheckpoint:
     def keys(self) -> set[str]:
         return set(self._files)
 
-    def _name(self, key: str) -> str:
-        if key in self._files:
-            return key
-        for prefix, alias in KEY_PREFIXES:
-            if key.startswith(prefix) and alias + key[len(prefix) :] in self._files:
-                return alias + key[len(prefix) :]
-        raise ExportError(f"checkpoint tensor {key!r} is missing from {self.directory}")
+    def _spellings(self, key: str) -> list[str]:
+        names = [key]
+        for old, new in KEY_ALIASES:
+            names += [name.replace(old, new, 1) for name in names if old in name]
+        return names
 
-    def __call__(self, key: str) -> np.ndarray:
+    def _find(self, key: str) -> str | None:
+        return next((name for name in self._spellings(key) if name in self._files), None)
+
+    def _read(self, name: str) -> np.ndarray:
         from safetensors import safe_open
 
-        name = self._name(key)
         path = self._files[name]
         try:
             with safe_open(str(path), framework="pt") as f:
@@ -123,3 +132,34 @@ class SafetensorsCheckpoint:
             raise ExportError(f"cannot read tensor {name!r} from {path}: {exc}") from exc
         value: np.ndarray = tensor.float().numpy()
         return value
+
+    def _stacked(self, key: str) -> np.ndarray | None:
+        """A fused (E, out, in) expert table from per-expert (out, in) weights."""
+        base, _, table = key.rpartition(".")
+        for parts in PER_EXPERT.get(table, ()):
+            first = self._find(f"{base}.0.{parts[0]}.weight")
+            if first is None:
+                continue
+            experts = []
+            while self._find(f"{base}.{len(experts)}.{parts[0]}.weight") is not None:
+                rows = []
+                for part in parts:
+                    name = self._find(f"{base}.{len(experts)}.{part}.weight")
+                    if name is None:
+                        raise ExportError(
+                            f"checkpoint tensor {base}.{len(experts)}.{part}.weight is missing "
+                            f"from {self.directory}"
+                        )
+                    rows.append(self._read(name))
+                experts.append(np.concatenate(rows, axis=0))
+            return np.stack(experts)
+        return None
+
+    def __call__(self, key: str) -> np.ndarray:
+        name = self._find(key)
+        if name is not None:
+            return self._read(name)
+        stacked = self._stacked(key)
+        if stacked is not None:
+            return stacked
+        raise ExportError(f"checkpoint tensor {key!r} is missing from {self.directory}")

@@ -7,11 +7,12 @@ Each reader mirrors the layer construction of the transformers modeling file it 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from export.errors import UnsupportedArchitecture
+from export.errors import ConfigKeyError, UnsupportedArchitecture
 from export.spec import (
     AttentionKind,
     AttentionSpec,
@@ -51,6 +52,31 @@ def _layer_kinds(config: ConfigReader, n_layers: int) -> list[AttentionKind]:
             )
         kinds.append(_LAYER_KINDS[name])
     return kinds
+
+
+def _per_layer(
+    config: ConfigReader, n_layers: int, allowed: tuple[str, ...]
+) -> dict[int, ConfigReader]:
+    """`per_layer_config` (transformers >= 5.2 `HeterogeneousConfigMixin`): layer index ->
+    the config keys that layer overrides; only `allowed` keys are built."""
+    if not config.has("per_layer_config"):
+        return {}
+    section = config.section("per_layer_config")
+    layers: dict[int, ConfigReader] = {}
+    for key in section.keys():  # noqa: SIM118 - a ConfigReader, not a dict
+        if not str(key).isdigit() or int(key) >= n_layers:
+            raise ConfigKeyError(
+                f"config key 'per_layer_config.{key}' must be a layer index below {n_layers}"
+            )
+        layer = section.section(key)
+        unknown = sorted(set(layer.keys()) - set(allowed))
+        if unknown:
+            raise UnsupportedArchitecture(
+                f"config key 'per_layer_config.{key}' overrides {', '.join(unknown)}; "
+                f"supported per layer: {', '.join(allowed)}"
+            )
+        layers[int(key)] = layer
+    return layers
 
 
 def _legacy_rope(config: ConfigReader) -> RopeSpec:
@@ -111,14 +137,18 @@ def _gemma4_text(config: ConfigReader) -> ModelSpec:
         v_norm=True,
         scale=1.0,
     )
+    overrides = _per_layer(config, n_layers, ("head_dim", "num_key_value_heads"))
     full_kv_heads = sliding.n_kv_heads
-    if k_eq_v and config.has("num_global_key_value_heads"):
-        full_kv_heads = config.get_positive_int("num_global_key_value_heads")
+    full_head_dim = sliding.head_dim
+    if not config.has("per_layer_config"):  # the keys Gemma4TextConfig converts from
+        full_head_dim = config.get_positive_int("global_head_dim", 512)
+        if k_eq_v and config.has("num_global_key_value_heads"):
+            full_kv_heads = config.get_positive_int("num_global_key_value_heads")
     full = AttentionSpec(
         kind="full",
         n_heads=n_heads,
         n_kv_heads=full_kv_heads,
-        head_dim=config.get_positive_int("global_head_dim", 512),
+        head_dim=full_head_dim,
         rope=_gemma4_rope(config, "full_attention"),
         window=None,
         k_eq_v=k_eq_v,
@@ -147,6 +177,15 @@ def _gemma4_text(config: ConfigReader) -> ModelSpec:
     layers = []
     for index, kind in enumerate(kinds):
         attention = sliding if kind == "sliding" else full
+        if index in overrides:
+            layer_config = overrides[index]
+            attention = dataclasses.replace(
+                attention,
+                head_dim=layer_config.get_positive_int("head_dim", attention.head_dim),
+                n_kv_heads=layer_config.get_positive_int(
+                    "num_key_value_heads", attention.n_kv_heads
+                ),
+            )
         vectors = [
             *(
                 VectorSpec(f"{name}.weight", hidden)
@@ -295,7 +334,10 @@ def _qwen3_moe(config: ConfigReader) -> ModelSpec:
     in `mlp_only_layers`, when `(i + 1) % decoder_sparse_step == 0`."""
     _reject(config, "use_sliding_window", bool, "sliding-window attention in Qwen3-MoE")
     n_layers = config.get_positive_int("num_hidden_layers")
-    num_experts = config.get_int("num_experts")
+    # `num_experts` is an alias of `num_local_experts` (Qwen3MoeConfig.attribute_map); saved
+    # configs carry the latter.
+    experts_key = "num_local_experts" if config.has("num_local_experts") else "num_experts"
+    num_experts = config.get_int(experts_key)
     step = config.get_positive_int("decoder_sparse_step", 1)
     dense_only = set(config.get_int_list("mlp_only_layers", []))
     moe_layers = {

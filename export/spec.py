@@ -169,6 +169,9 @@ class ConfigReader:
     def has(self, key: str) -> bool:
         return self._config.get(key) is not None
 
+    def keys(self) -> list[str]:
+        return [str(key) for key in self._config]
+
     def raw(self, key: str) -> object:
         """The value as stored, None when absent."""
         return self._config.get(key)
