@@ -21,11 +21,15 @@ def add_parser(commands: Any) -> None:
         "train", help="train the bundled Gemma-4-architecture translation model on Tatoeba"
     )
     train.add_argument("--data", type=Path, default=DATA_DIR, help="folder of tatoeba-eng-*.tsv.gz")
-    train.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, final model)")
+    train.add_argument(
+        "--out", type=Path, required=True, help="run folder (checkpoints, final model)"
+    )
     train.add_argument("--minutes", type=float, default=110.0, help="training time budget")
     train.add_argument("--seed", type=int, default=1234)
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     train.add_argument("--vocab-size", type=int, default=8000)
-    train.add_argument("--eval-pairs", type=int, default=2000, help="held-out pairs scored at the end")
+    train.add_argument(
+        "--eval-pairs", type=int, default=2000, help="held-out pairs scored at the end"
+    )
     train.set_defaults(run=_run)
