@@ -94,16 +94,15 @@ def tiny_model(base: Path) -> Path:
 
 
 def bench_config() -> dict[str, Any]:
-    """A small Gemma-4-shaped MoE for benchmarks: a few million parameters."""
+    """A small Gemma-4-shaped MoE for benchmarks (about 5 M parameters, 4k vocabulary):
+    sliding layers with a 128-token window between full K=V layers, 8 experts top-2."""
     from export_configs import tiny_gemma4
 
     config = tiny_gemma4()
     config.update(
-        vocab_size=4096, hidden_size=256, intermediate_size=512, num_hidden_layers=6,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=64, global_head_dim=128,
-        moe_intermediate_size=256, sliding_window=128, max_position_embeddings=4096,
-        layer_types=["sliding_attention"] * 2 + ["full_attention"]
-        + ["sliding_attention"] * 2 + ["full_attention"],
+        vocab_size=4096, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=32, global_head_dim=64,
+        moe_intermediate_size=128, sliding_window=128, max_position_embeddings=4096,
     )
     return config
 
