@@ -82,7 +82,7 @@ def test_bundled_and_named_models_are_looked_up_in_models_dirs(
 def test_translation_config_keys() -> None:
     config = replace_path(Config(), "translation.targets", "de,es")
     assert config.translation.targets == ("de", "es") and config.translation.model == "bundled"
-    with pytest.raises(ConfigError, match="translation.backend"):
+    with pytest.raises(ConfigError, match=r"translation\.backend"):
         replace_path(Config(), "translation.backend", "cloud")
     with pytest.raises(ConfigError, match="repeat"):
         replace_path(Config(), "translation.targets", "de,de")
