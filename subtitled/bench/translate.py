@@ -88,6 +88,7 @@ def summarise(sim: Simulation, language: str, duration_s: float) -> dict[str, An
     return {
         "updates": len(costs),
         "prefilled_tokens": sum(c.prefilled for c in costs),
+        "decode_steps": sum(c.decode_steps for c in costs),
         "compute_s": round(sum(c.compute_s for c in costs), 3),
         "update_latency_ms": _percentiles([c.compute_s for c in costs]),
         "update_latency_first_minute_ms": first_p,

@@ -30,6 +30,7 @@ class UpdateCost:
     done_s: float
     compute_s: float
     prefilled: int
+    decode_steps: int
     final: bool
     words: int
     stable_tokens: dict[str, int]
@@ -89,7 +90,7 @@ def simulate(
         shown[sid] = translations
         costs.append(UpdateCost(
             sid, arrival_s, clock, compute_s, sum(r.prefilled for r in results.values()),
-            final, len(words), {lang: r.stable_tokens for lang, r in results.items()},
+            sum(r.decode_steps for r in results.values()), final, len(words), {lang: r.stable_tokens for lang, r in results.items()},
         ))
         if final:
             emit(clock, update, translations)

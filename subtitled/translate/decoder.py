@@ -29,7 +29,9 @@ class DecodeResult:
     stopped: bool
     """Ended on a stop token (not the length limit or the repetition guard)."""
     prefilled: int
-    """Tokens fed to the model by this update, decode steps included."""
+    """Tokens fed to the model by this update's prefill calls (prompt, forced prefix,
+    draft), re-prefills after a rollback included; not the single-token decode steps."""
+    decode_steps: int
     calls: int
     compute_s: float
 
@@ -79,6 +81,7 @@ class Decoder:
         """Greedy continuation of `prompt + forced`, at most `limit` tokens in all."""
         started = time.perf_counter()
         fed_before, calls_before = self.cache.prefilled_tokens, self.cache.calls
+        steps = 0
         stop = self.model.stop_ids
         head = tuple(prompt) + tuple(forced)
         draft = tuple(draft)[: max(limit - len(forced), 0)]
@@ -115,10 +118,12 @@ class Decoder:
                 self._truncate(len(head) + matched, head + draft)
                 matched = -1
             next_id = int(np.argmax(self.cache.forward([next_id])[-1]))
+            steps += 1
         return DecodeResult(
             tokens=tuple(tokens),
             stopped=stopped,
-            prefilled=self.cache.prefilled_tokens - fed_before,
+            prefilled=self.cache.prefilled_tokens - fed_before - steps,
+            decode_steps=steps,
             calls=self.cache.calls - calls_before,
             compute_s=time.perf_counter() - started,
         )

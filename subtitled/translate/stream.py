@@ -43,8 +43,10 @@ class LanguageResult:
     stable_tokens: int
     total_tokens: int
     prefilled: int
+    """Tokens prefilled by this update (decode steps not counted)."""
     compute_s: float
     final: bool
+    decode_steps: int = 0
 
 
 class Translator(Protocol):
@@ -104,6 +106,7 @@ class LanguageStream:
         self._source = ""
         self._last: LanguageResult | None = None
         self.prefilled_tokens = 0
+        self.decode_steps = 0
         self.compute_s = 0.0
 
     def reset(self) -> None:
@@ -157,8 +160,10 @@ class LanguageStream:
             prefilled=decoded.prefilled,
             compute_s=decoded.compute_s,
             final=final,
+            decode_steps=decoded.decode_steps,
         )
         self.prefilled_tokens += decoded.prefilled
+        self.decode_steps += decoded.decode_steps
         self.compute_s += decoded.compute_s
         self._turn, self._source, self._last = turn, source, result
         if final:

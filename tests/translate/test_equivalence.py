@@ -59,7 +59,7 @@ class ScratchDecoder:
             if cut is not None and cut >= len(forced):
                 del tokens[cut:]
                 break
-        return DecodeResult(tuple(tokens), stopped, fed, 0, 0.0)
+        return DecodeResult(tuple(tokens), stopped, fed, 0, 0, 0.0)
 
 
 def _run(stream: LanguageStream) -> list[tuple[str, str, int]]:
