@@ -2,153 +2,535 @@
 
 A `subtitled run --source stdin` child is fed real speech at 1x (the LJ Speech
 clips of a manifest joined into a long-form, or the bundled demo recording;
-looped), with its journal in a temporary folder. `clients` WebSocket
-clients stay connected the whole time. Every `sample_s` the child's resident memory
-is read from /proc. At the end:
+looped to the length of the run), with its journal in a temporary folder.
+`clients` WebSocket clients stay connected the whole time; every tenth one
+disconnects every few minutes and resumes with `?since=SEQ&stream=ID`, as the
+protocol tells clients to. Every `sample_s` the child's resident memory and CPU
+time are read from /proc. At the end (issue 7's soak criteria):
 
-- memory: growth of RSS from the end of warm-up to the end, in percent;
-- latency drift: per final segment, emission wall time minus the wall time its
-  audio ended (stream start + audio end), first tenth of the run vs last tenth;
-- delivery: for every client, the finals it received (by seq) against the journal:
-  none missing, none duplicated, seq strictly increasing.
+- memory: RSS at the end of warm-up (the first `WARMUP_S`) against the end of the
+  run, in percent (median of the samples in the minute after warm-up and in the
+  last minute of audio); at most `MAX_GROWTH_PERCENT`;
+- latency drift: committed-word latency (the emission time of the revision that
+  first commits a word minus the wall time its audio ended, as in `subtitled
+  bench`), seen by an always-connected client, in the first `WINDOW_S` of audio
+  against the last; the p50 may grow by at most `MAX_DRIFT_S`;
+- delivery: for every client, the messages it received against the journal: no
+  final missing (after the seq it joined at), no seq received twice, seqs strictly
+  increasing, and, for always-connected clients, no gap in the seq numbering at all.
+
+Everything reported is measured in this run; nothing is assumed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from subtitled import SAMPLE_RATE_HZ
 from subtitled.capture import decode_file
 from subtitled.publish.journal import read_journal
 
+log = logging.getLogger(__name__)
+
+WARMUP_S = 300.0
+"""Memory growth is measured from the end of the first five minutes."""
+WINDOW_S = 300.0
+"""Latency drift compares the first five minutes of audio with the last five."""
+MAX_GROWTH_PERCENT = 5.0
+MAX_DRIFT_S = 0.25
+RECONNECT_EVERY = 10
+"""Every tenth client reconnects with `since` during the run."""
+RECONNECT_GAP_S = 2.0
+READY_TIMEOUT_S = 120.0
+GAP_S = 0.3
+"""Silence between joined clips, and between loops of the audio."""
+
 
 @dataclass
 class ClientLog:
+    """What one client received."""
+
+    reconnect_every_s: float | None = None
+    reconnect_until: float = math.inf
+    """Monotonic time after which it stays: a client away when the daemon ends misses the end."""
+    joined_seq: int | None = None
+    """The seq of the first hello: finals after it are due to this client."""
     seqs: list[int] = field(default_factory=list)
     finals: list[int] = field(default_factory=list)
+    delays_s: list[tuple[float, float]] = field(default_factory=list)
+    """(receive time, receive time - emitted) for live segment messages."""
+    reconnects: int = 0
+    resumes_incomplete: int = 0
+    replayed: int = 0
     closed: str = ""
+    resume_seq: int | None = None
+    stream: str | None = None
+
+    def receive(self, message: dict[str, Any], received_unix: float, replaying: bool) -> None:
+        """Book one message; keeps the resume point as PROTOCOL.md says."""
+        kind = message.get("type")
+        if kind == "hello":
+            self.stream = str(message.get("stream"))
+            if "resume" in message:
+                resume = message["resume"]
+                self.replayed += int(resume.get("replayed", 0))
+                self.resumes_incomplete += not resume.get("complete", False)
+            else:
+                self.resume_seq = int(message["seq"])
+                if self.joined_seq is None:
+                    self.joined_seq = self.resume_seq
+            return
+        if "seq" not in message:
+            return
+        seq = int(message["seq"])
+        self.seqs.append(seq)
+        self.resume_seq = seq
+        if kind == "segment":
+            if message.get("status") == "final":
+                self.finals.append(seq)
+            if not replaying and message.get("emitted") is not None:
+                self.delays_s.append((received_unix, received_unix - float(message["emitted"])))
 
 
-def speech_audio(manifest: Path | None, gap_s: float = 0.3) -> np.ndarray:
-    """The LJ Speech clips of `manifest`, in order, joined by short gaps; or the demo."""
+class CommitTracker:
+    """Committed-word emissions from a client's stream of segment revisions.
+
+    Committed words never change in later revisions of a segment, so the first
+    revision whose `committed` text covers word i of a segment committed it.
+    """
+
+    def __init__(self) -> None:
+        self._committed: dict[int, int] = {}
+        self.words: list[tuple[float, float]] = []
+        """(audio end time of the word, emission wall time of its commit)."""
+
+    def feed(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "segment":
+            return
+        words = message["words"]
+        n = (
+            len(words)
+            if message["status"] == "final"
+            else _n_committed(words, str(message["committed"]))
+        )
+        segment = int(message["id"])
+        done = self._committed.get(segment, 0)
+        for word in words[done:n]:
+            if word["end"] is not None:
+                self.words.append((float(word["end"]), float(message["emitted"])))
+        self._committed[segment] = max(done, n)
+
+
+def _n_committed(words: Sequence[dict[str, Any]], committed: str) -> int:
+    """How many of `words` (committed first) make up the `committed` text."""
+    n, text = 0, ""
+    while n < len(words) and len(text.strip()) < len(committed):
+        text += str(words[n]["w"])
+        n += 1
+    return n
+
+
+def speech_audio(manifest: Path | None, gap_s: float = GAP_S) -> npt.NDArray[np.float32]:
+    """The LJ Speech clips of `manifest`, in order, or the demo; each followed by a gap."""
     import csv
     from importlib import resources
 
+    gap = np.zeros(int(gap_s * SAMPLE_RATE_HZ), dtype=np.float32)
     if manifest is None:
         with resources.as_file(resources.files("subtitled") / "data" / "demo.flac") as path:
-            return decode_file(path)
+            return np.concatenate([decode_file(path), gap])
     with manifest.open(encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f, delimiter="\t") if "ljspeech" in r["path"]]
-    gap = np.zeros(int(gap_s * SAMPLE_RATE_HZ), dtype=np.float32)
-    parts = []
+    parts: list[npt.NDArray[np.float32]] = []
     for row in rows:
         parts += [decode_file(manifest.parent / row["path"]), gap]
     return np.concatenate(parts)
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of a process, from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
 
-async def client(url: str, log: ClientLog, stop: asyncio.Event) -> None:
-    from websockets.asyncio.client import connect
+def cpu_s(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (fields 14 and 15 of stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    async with connect(url, max_queue=None) as ws:
-        while not stop.is_set():
-            try:
-                raw = await asyncio.wait_for(ws.recv(), timeout=1.0)
-            except TimeoutError:
-                continue
-            message = json.loads(raw)
-            if "seq" in message and message.get("type") != "hello":
-                log.seqs.append(int(message["seq"]))
-                if message.get("status") == "final":
-                    log.finals.append(int(message["seq"]))
+
+async def client(
+    url: str, log_: ClientLog, stop: asyncio.Event, tracker: CommitTracker | None = None
+) -> None:
+    """One feed client; with `reconnect_every_s`, it leaves and resumes with `since`."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    while not stop.is_set():
+        query = ""
+        if log_.resume_seq is not None:
+            query = f"?since={log_.resume_seq}&stream={log_.stream}"
+        leave_at = math.inf
+        if log_.reconnect_every_s is not None:
+            leave_at = time.monotonic() + log_.reconnect_every_s
+            if leave_at > log_.reconnect_until:
+                leave_at = math.inf
+        replaying = 0
+        try:
+            async with connect(url + query, max_queue=None) as ws:
+                while not stop.is_set() and time.monotonic() < leave_at:
+                    try:
+                        raw = await asyncio.wait_for(ws.recv(), timeout=1.0)
+                    except TimeoutError:
+                        continue
+                    message = json.loads(raw)
+                    if message.get("type") == "hello" and "resume" in message:
+                        replaying = int(message["resume"].get("replayed", 0))
+                    elif "seq" in message and replaying:
+                        replaying -= 1
+                        log_.receive(message, time.time(), replaying=True)
+                        if tracker is not None:
+                            tracker.feed(message)
+                        continue
+                    log_.receive(message, time.time(), replaying=False)
+                    if tracker is not None:
+                        tracker.feed(message)
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else "no close frame"
+            log_.closed = f"closed by the server ({code})"
+            return
+        except OSError as exc:
+            log_.closed = f"cannot connect: {exc}"
+            return
+        if stop.is_set():
+            return
+        log_.reconnects += 1
+        await asyncio.sleep(RECONNECT_GAP_S)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _reconnects(i: int, clients: int) -> bool:
+    """Every tenth client leaves and resumes (and the last one, in a small soak)."""
+    return (i + 1) % RECONNECT_EVERY == 0 or (i == clients - 1 and clients > 1)
 
 
 async def soak(
-    manifest: Path | None, minutes: float, clients: int, sample_s: float = 10.0
+    manifest: Path | None,
+    minutes: float,
+    clients: int,
+    sample_s: float = 10.0,
+    resume_every_s: float = 90.0,
 ) -> dict[str, Any]:
+    """Run the soak and return its report (see the module docstring).
+
+    Resuming clients leave after `resume_every_s` (plus 30 s more for each tenth client,
+    so they do not all leave together), stay away `RECONNECT_GAP_S`, and resume.
+    """
     audio = speech_audio(manifest)
     total_samples = int(minutes * 60 * SAMPLE_RATE_HZ)
-    loops = int(np.ceil(total_samples / len(audio)))
+    loops = math.ceil(total_samples / len(audio))
     pcm = (np.tile(audio, loops)[:total_samples] * 32767).astype("<i2").tobytes()
+    duration_s = total_samples / SAMPLE_RATE_HZ
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     state = Path(tempfile.mkdtemp(prefix="subtitled-soak-"))
     env = dict(os.environ, XDG_STATE_HOME=str(state))
+    stderr = (state / "daemon.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "subtitled", "run", "--port", str(port), "--source", "stdin",
-         "--set", "server.client_queue_size=4096"],
-        env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "subtitled",
+            "run",
+            "--port",
+            str(port),
+            "--source",
+            "stdin",
+            "--set",
+            "server.client_queue_size=4096",
+        ],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
     )
     url = f"ws://127.0.0.1:{port}/"
-    logs = [ClientLog() for _ in range(clients)]
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not await asyncio.to_thread(_healthy, f"http://127.0.0.1:{port}/healthz"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the daemon did not start; see {state / 'daemon.log'}")
+        await asyncio.sleep(0.5)
+    logs = [
+        ClientLog(
+            reconnect_every_s=resume_every_s + 30.0 * (i // RECONNECT_EVERY)
+            if _reconnects(i, clients)
+            else None
+        )
+        for i in range(clients)
+    ]
+    tracker = CommitTracker()
     stop = asyncio.Event()
-    await asyncio.sleep(5)  # the model loads
-    tasks = [asyncio.create_task(client(url, log, stop)) for log in logs]
-    await asyncio.sleep(1)
-    started = time.time()
+    tasks = [
+        asyncio.create_task(client(url, log_, stop, tracker if i == 0 else None))
+        for i, log_ in enumerate(logs)
+    ]
+    await asyncio.sleep(1)  # all connected before the first audio
 
     def feed() -> None:
-        assert proc.stdin is not None
-        proc.stdin.write(pcm)  # paced at 1x by the daemon's stdin source
-        proc.stdin.close()
+        if proc.stdin is None:
+            raise RuntimeError("the daemon has no stdin pipe")
+        try:
+            proc.stdin.write(pcm)  # paced at 1x by the daemon's stdin source
+            proc.stdin.close()
+        except BrokenPipeError:
+            log.error("the daemon stopped reading its input")
 
+    started = time.time()
+    for log_ in logs:
+        log_.reconnect_until = time.monotonic() + duration_s - 30.0
     writer = asyncio.create_task(asyncio.to_thread(feed))
-    samples: list[tuple[float, float]] = []
+    samples: list[tuple[float, float, float, float]] = []
     while proc.poll() is None:
-        samples.append((time.time() - started, rss_mb(proc.pid)))
-        print(f"\rsoak: {samples[-1][0] / 60:5.1f} of {minutes:.0f} min, "
-              f"RSS {samples[-1][1]:.0f} MB", end="", file=sys.stderr, flush=True)
+        try:
+            sample = (time.time() - started, rss_mb(proc.pid), cpu_s(proc.pid), os.getloadavg()[0])
+        except (OSError, ValueError, IndexError):  # it exited between poll and read
+            break
+        samples.append(sample)
+        print(
+            f"\rsoak: {sample[0] / 60:5.1f} of {minutes:g} min, RSS {sample[1]:.0f} MB, "
+            f"{len(tracker.words)} words committed",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
         await asyncio.sleep(sample_s)
     print(file=sys.stderr)
     await writer
     await asyncio.sleep(2)
     stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    for log_, result in zip(
+        logs, await asyncio.gather(*tasks, return_exceptions=True), strict=True
+    ):
+        if isinstance(result, BaseException):
+            log_.closed = f"client failed: {result!r}"
+    stderr.close()
     journal = read_journal(state / "subtitled" / "journal.jsonl").finals
-    return summarise(journal, logs, samples, started, minutes)
-
-
-def summarise(journal: list[dict[str, Any]], logs: list[ClientLog],
-              samples: list[tuple[float, float]], started: float, minutes: float) -> dict[str, Any]:
-    expected = [int(m["seq"]) for m in journal]
-    delivery = {
-        "clients": len(logs),
-        "finals_journaled": len(expected),
-        "clients_missing_finals": sum(1 for log in logs if set(expected) - set(log.finals)),
-        "clients_with_duplicates": sum(1 for log in logs if len(set(log.seqs)) != len(log.seqs)),
-        "clients_out_of_order": sum(1 for log in logs if log.seqs != sorted(log.seqs)),
+    report = summarise(journal, logs, samples, tracker.words, started, duration_s)
+    report["audio"] = {
+        "source": str(manifest) if manifest else "bundled demo",
+        "seconds": round(duration_s, 1),
+        "loop_seconds": round(len(audio) / SAMPLE_RATE_HZ, 1),
     }
-    latencies = [(m["end"], m["emitted"] - (started + m["end"])) for m in journal if m["end"]]
-    tenth = minutes * 60 / 10
-    first = [lat for t, lat in latencies if t < tenth]
-    last = [lat for t, lat in latencies if t > minutes * 60 - tenth]
-    warm = [rss for t, rss in samples if t >= 120] or [rss for _, rss in samples]
+    report["daemon_exit_code"] = proc.returncode
+    report["state_dir"] = str(state)
+    print(summary_text(report), file=sys.stderr)
+    return report
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+def memory_report(
+    samples: Sequence[tuple[float, float, float, float]], duration_s: float, warmup_s: float
+) -> dict[str, Any]:
+    """RSS growth from the end of warm-up to the end of the audio (samples: t, rss, cpu, load)."""
+    live = [s for s in samples if s[0] <= duration_s + 1] or list(samples)
+    after = [s[1] for s in live if warmup_s <= s[0] <= warmup_s + 60] or [live[0][1]]
+    end = [s[1] for s in live if s[0] >= live[-1][0] - 60]
+    rss_after, rss_end = float(np.median(after)), float(np.median(end))
+    tail = [s for s in live if s[0] >= warmup_s]
+    slope = 0.0
+    if len(tail) >= 2 and tail[-1][0] > tail[0][0]:
+        slope = float(np.polyfit([s[0] for s in tail], [s[1] for s in tail], 1)[0]) * 3600
+    span = live[-1][0] - live[0][0]
     return {
-        "minutes": minutes,
-        "delivery": delivery,
-        "rss_mb": {"after_warmup": warm[0], "end": warm[-1], "peak": max(warm),
-                   "growth_percent": round(100 * (warm[-1] - warm[0]) / warm[0], 2)},
-        "final_latency_s": {
-            "first_tenth_p50": float(np.median(first)) if first else None,
-            "last_tenth_p50": float(np.median(last)) if last else None,
-        },
+        "warmup_s": warmup_s,
+        "rss_after_warmup_mb": round(rss_after, 1),
+        "rss_end_mb": round(rss_end, 1),
+        "rss_peak_mb": round(max(s[1] for s in live), 1),
+        "growth_percent": round(100 * (rss_end - rss_after) / rss_after, 2),
+        "slope_mb_per_hour_after_warmup": round(slope, 1),
+        "daemon_cpu_s_per_s": round((live[-1][2] - live[0][2]) / span, 3) if span else None,
+        "load_average_mean": round(float(np.mean([s[3] for s in live])), 2),
+        "timeline_mb": [
+            [round(s[0] / 60, 1), round(s[1], 1)] for s in live[:: max(1, len(live) // 30)]
+        ],
     }
+
+
+def latency_report(
+    words: Sequence[tuple[float, float]], started: float, duration_s: float, window_s: float
+) -> dict[str, Any]:
+    """Committed-word latency in the first and last `window_s` of audio."""
+    latencies = [(end, emitted - (started + end)) for end, emitted in words]
+    first = [lat for end, lat in latencies if end < window_s]
+    last = [lat for end, lat in latencies if end >= duration_s - window_s]
+    p50_first, p50_last = _percentile(first, 50), _percentile(last, 50)
+    drift = None if p50_first is None or p50_last is None else round(p50_last - p50_first, 3)
+    return {
+        "window_s": window_s,
+        "words_first": len(first),
+        "words_last": len(last),
+        "committed_word_s_first": {"p50": p50_first, "p90": _percentile(first, 90)},
+        "committed_word_s_last": {"p50": p50_last, "p90": _percentile(last, 90)},
+        "committed_word_s_all": {
+            "p50": _percentile([lat for _, lat in latencies], 50),
+            "p90": _percentile([lat for _, lat in latencies], 90),
+        },
+        "drift_p50_s": drift,
+    }
+
+
+def delivery_report(journal: Sequence[dict[str, Any]], logs: Sequence[ClientLog]) -> dict[str, Any]:
+    """Per client: finals missing against the journal, duplicates, disorder, seq gaps."""
+    expected = [int(m["seq"]) for m in journal]
+    per_client = []
+    for i, log_ in enumerate(logs):
+        joined = log_.joined_seq if log_.joined_seq is not None else math.inf
+        due = {seq for seq in expected if seq > joined}
+        seen = set(log_.seqs)
+        always = log_.reconnect_every_s is None
+        per_client.append(
+            {
+                "client": i,
+                "reconnects": log_.reconnects,
+                "received": len(log_.seqs),
+                "finals": len(log_.finals),
+                "missing_finals": len(due - set(log_.finals)),
+                "duplicates": len(log_.seqs) - len(seen),
+                "out_of_order": sum(
+                    1 for a, b in zip(log_.seqs, log_.seqs[1:], strict=False) if b <= a
+                ),
+                # Only a client that never left must see every seq; one that resumed is not
+                # replayed the partials superseded while it was away (PROTOCOL.md).
+                "seq_gaps": (max(seen) - min(seen) + 1 - len(seen)) if always and seen else 0,
+                "resumes_incomplete": log_.resumes_incomplete,
+                "closed": log_.closed,
+            }
+        )
+    return {
+        "clients": len(logs),
+        "reconnecting_clients": sum(1 for log_ in logs if log_.reconnect_every_s is not None),
+        "reconnects": sum(c["reconnects"] for c in per_client),
+        "replayed_on_resume": sum(log_.replayed for log_ in logs),
+        "finals_journaled": len(expected),
+        "clients_missing_finals": sum(1 for c in per_client if c["missing_finals"]),
+        "clients_with_duplicates": sum(1 for c in per_client if c["duplicates"]),
+        "clients_out_of_order": sum(1 for c in per_client if c["out_of_order"]),
+        "clients_with_seq_gaps": sum(1 for c in per_client if c["seq_gaps"]),
+        "clients_with_incomplete_resume": sum(1 for c in per_client if c["resumes_incomplete"]),
+        "per_client": per_client,
+    }
+
+
+def fanout_report(logs: Sequence[ClientLog]) -> dict[str, Any]:
+    """Receive time minus emission time of live segment messages, over all clients."""
+    delays = [d for log_ in logs for _, d in log_.delays_s]
+    return {
+        "messages": len(delays),
+        "p50_ms": _ms(_percentile(delays, 50)),
+        "p99_ms": _ms(_percentile(delays, 99)),
+        "max_ms": _ms(max(delays, default=None)),
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(1000 * seconds, 1)
+
+
+def summarise(
+    journal: Sequence[dict[str, Any]],
+    logs: Sequence[ClientLog],
+    samples: Sequence[tuple[float, float, float, float]],
+    words: Sequence[tuple[float, float]],
+    started: float,
+    duration_s: float,
+) -> dict[str, Any]:
+    """The soak report from what was recorded."""
+    warmup_s = min(WARMUP_S, duration_s / 6)
+    window_s = min(WINDOW_S, duration_s / 6)
+    memory = memory_report(samples, duration_s, warmup_s) if samples else {}
+    latency = latency_report(words, started, duration_s, window_s)
+    delivery = delivery_report(journal, logs)
+    delivered = not any(
+        delivery[key]
+        for key in (
+            "clients_missing_finals",
+            "clients_with_duplicates",
+            "clients_out_of_order",
+            "clients_with_seq_gaps",
+            "clients_with_incomplete_resume",
+        )
+    )
+    drift = latency["drift_p50_s"]
+    checks = {
+        "memory": bool(memory) and memory["growth_percent"] <= MAX_GROWTH_PERCENT,
+        "latency": drift is not None and drift <= MAX_DRIFT_S,
+        "delivery": delivered and delivery["finals_journaled"] > 0,
+    }
+    return {
+        "minutes": round(duration_s / 60, 2),
+        "memory": memory,
+        "latency": latency,
+        "delivery": delivery,
+        "fanout_delay": fanout_report(logs),
+        "pass": {**checks, "all": all(checks.values())},
+    }
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    """A few lines for a person; the JSON report has the rest."""
+    m, lat, d, ok = report["memory"], report["latency"], report["delivery"], report["pass"]
+
+    def mark(key: str) -> str:
+        return "ok  " if ok[key] else "FAIL"
+
+    first, last = lat["committed_word_s_first"], lat["committed_word_s_last"]
+    return "\n".join(
+        [
+            f"soak: {report['minutes']:g} min of audio, {d['clients']} clients "
+            f"({d['reconnecting_clients']} resuming with since, {d['reconnects']} reconnects)",
+            f"{mark('memory')} memory: RSS {m.get('rss_after_warmup_mb')} MB after "
+            f"{m.get('warmup_s', 0) / 60:g} min -> {m.get('rss_end_mb')} MB at the end "
+            f"({m.get('growth_percent')}%, limit {MAX_GROWTH_PERCENT:g}%), "
+            f"peak {m.get('rss_peak_mb')} MB",
+            f"{mark('latency')} latency: committed words p50/p90 "
+            f"{first['p50']}/{first['p90']} s in the first {lat['window_s'] / 60:g} min, "
+            f"{last['p50']}/{last['p90']} s in the last "
+            f"(drift {lat['drift_p50_s']} s, limit {MAX_DRIFT_S:g} s)",
+            f"{mark('delivery')} delivery: {d['finals_journaled']} finals journaled; clients with "
+            f"missing finals {d['clients_missing_finals']}, "
+            f"duplicates {d['clients_with_duplicates']}, "
+            f"out of order {d['clients_out_of_order']}, seq gaps {d['clients_with_seq_gaps']}, "
+            f"incomplete resumes {d['clients_with_incomplete_resume']}",
+        ]
+    )
