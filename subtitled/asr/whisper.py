@@ -35,6 +35,7 @@ vs 0.019) at 20% more CPU.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,15 @@ FRAMES_PER_S = 100  # Whisper log-mel: 10 ms hop
 TIMESTAMP_S = 0.02  # one timestamp token step
 MAX_FRAMES = 3000  # 30 s, the encoder's positional-embedding length
 MAX_DECODER_TOKENS = 448  # Whisper's text context
+ONEDNN_CACHE_CAPACITY = 32
+"""oneDNN's primitive cache size (`ONEDNN_PRIMITIVE_CACHE_CAPACITY`, default 1024).
+
+CTranslate2 runs the encoder's convolutions through oneDNN, which caches a primitive,
+with a scratch buffer sized by the input length (megabytes), per input shape. One
+shape per 10 ms of buffer length grew the daemon by ~2.5 MB per new length, for hours.
+Encoder lengths are bucketed (`WhisperConfig.window_step_s`: 45 lengths at 0.5 s), and
+the cache is capped so that memory is bounded whatever runs in the process. Set before
+the first model call; an `ONEDNN_PRIMITIVE_CACHE_CAPACITY` in the environment wins."""
 MAX_CONTEXT_TOKENS = 100
 """Previous-text prompt length; faster-whisper allows up to 223."""
 EARLY_END_S = 1.0
@@ -116,6 +126,10 @@ class WhisperConfig:
     threads: int = 1
     min_window_s: float = 8.0
     """The encoder sees at least this much audio (the buffer, zero-padded)."""
+    window_step_s: float = 0.5
+    """The encoder's input length is rounded up to a multiple of this (zero-padded), so
+    only a few lengths ever occur (see `ONEDNN_CACHE_CAPACITY`). At 1 s the extra
+    padding lost the last words of a clip (LJ001-0101) in the closing transcription."""
     beam_size: int = 1
 
     def __post_init__(self) -> None:
@@ -128,6 +142,10 @@ class WhisperConfig:
                 f"asr.min_window_s: {self.min_window_s} is invalid; expected more than 0, "
                 "at most 30 (Whisper's window)"
             )
+        if not 0.01 <= self.window_step_s <= MAX_FRAMES / FRAMES_PER_S:
+            raise ConfigError(
+                f"asr.window_step_s: {self.window_step_s} is invalid; expected 0.01 to 30"
+            )
 
 
 class WhisperTranscriber:
@@ -136,6 +154,8 @@ class WhisperTranscriber:
     def __init__(self, config: WhisperConfig | None = None) -> None:
         self.config = config or WhisperConfig()
         path = self._resolve(self.config.model)
+        # oneDNN reads this when it creates its first primitive, i.e. at the first encode.
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
 
@@ -246,14 +266,23 @@ class WhisperTranscriber:
 
     def _features(self, audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         n_frames = min(len(audio) * FRAMES_PER_S // SAMPLE_RATE_HZ, MAX_FRAMES)
-        length = min(
-            max(n_frames + FRAMES_PER_S, int(self.config.min_window_s * FRAMES_PER_S)), MAX_FRAMES
+        length = _window_frames(
+            n_frames,
+            round(self.config.min_window_s * FRAMES_PER_S),
+            round(self.config.window_step_s * FRAMES_PER_S),
         )
         mel = self._model.feature_extractor(audio)
         features = np.zeros((mel.shape[0], length), dtype=np.float32)
         used = min(length, mel.shape[1], n_frames)
         features[:, :used] = mel[:, :used]
         return features
+
+
+def _window_frames(n_frames: int, min_frames: int, step_frames: int) -> int:
+    """The encoder's input length for `n_frames` of audio: one second of padding, at
+    least `min_frames`, rounded up to a multiple of `step_frames`, at most 30 s."""
+    length = max(n_frames + FRAMES_PER_S, min_frames)
+    return min(-(-length // step_frames) * step_frames, MAX_FRAMES)
 
 
 def _max_length(start_step: int, steps: int) -> int:

@@ -16,8 +16,9 @@ from subtitled.asr.whisper import (
     _early_end_s,
     _max_length,
     _tail_tokens,
+    _window_frames,
 )
-from subtitled.errors import ModelError
+from subtitled.errors import ConfigError, ModelError
 from subtitled.events import Word
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -67,6 +68,40 @@ def test_early_end(generated: list[int], ended_s: float | None) -> None:
     assert _early_end_s(generated, TS) == (pytest.approx(ended_s) if ended_s else None)
 
 
+@pytest.mark.parametrize(
+    ("n_frames", "step", "length"),
+    [
+        (0, 100, 800),  # at least min_window_s (8 s)
+        (650, 100, 800),
+        (701, 100, 900),  # one second of padding, rounded up to the step
+        (799, 100, 900),
+        (800, 100, 900),
+        (801, 100, 1000),
+        (1234, 200, 1400),
+        (2950, 100, 3000),  # never past Whisper's 30 s
+        (3000, 100, 3000),
+        (1234, 1, 1334),  # a 10 ms step: every buffer length is its own shape
+        (1234, 50, 1350),
+    ],
+)
+def test_window_frames(n_frames: int, step: int, length: int) -> None:
+    assert _window_frames(n_frames, 800, step) == length
+
+
+def test_encoder_lengths_form_a_small_set() -> None:
+    """oneDNN keeps a primitive per input shape: with the default step a buffer of any
+    length between 0 and 30 s gives one of 45 encoder lengths, not one per 10 ms."""
+    step = round(WhisperConfig().window_step_s * 100)
+    lengths = {_window_frames(n, 800, step) for n in range(3001)}
+    assert len(lengths) == 45
+    assert all(length % step == 0 for length in lengths)
+
+
+def test_window_step_is_validated() -> None:
+    with pytest.raises(ConfigError, match=r"asr\.window_step_s"):
+        WhisperConfig(window_step_s=0)
+
+
 # The real model.
 
 
@@ -114,3 +149,18 @@ def test_words_are_placed_in_stream_time(
     assert hypothesis.words[0].text.strip(" ,").lower() == "printing"
     assert all(100.0 <= w.start_s <= w.end_s <= 104.0 for w in hypothesis.words)
     assert 0.0 <= hypothesis.no_speech_prob < 0.5
+
+
+def test_padding_up_to_the_step_keeps_the_words(
+    transcriber: WhisperTranscriber, lj001: npt.NDArray[np.float32]
+) -> None:
+    """Rounding the encoder's input up (more zero frames after the audio) changes nothing
+    that matters: the same words, at about the same times, as with no rounding."""
+    bucketed = transcriber  # the default step, 0.5 s
+    exact = WhisperTranscriber(WhisperConfig(window_step_s=0.01))
+    audio = lj001[: int(8.05 * SAMPLE_RATE_HZ)]  # 9.05 s with its padding: 9.5 s vs 9.05 s
+    assert bucketed._features(audio).shape[1] == 950
+    assert exact._features(audio).shape[1] == 905
+    a, b = bucketed.transcribe(audio, 0.0), exact.transcribe(audio, 0.0)
+    assert [w.text for w in a.words] == [w.text for w in b.words]
+    assert all(abs(x.end_s - y.end_s) < 0.1 for x, y in zip(a.words, b.words, strict=True))
