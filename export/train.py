@@ -244,6 +244,8 @@ def run(args: argparse.Namespace) -> int:
         batches.__post_init__()
         batches.index = state["index"]
         print(f"resumed at step {step}/{total}", flush=True)
+    if args.steps:
+        total = args.steps
     balance = Balance(model)
     model.train()
     budget_s = args.minutes * 60.0
@@ -269,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
         now = time.monotonic()
         spent = now - started
         smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
-        if total == 0 and step == 40:
+        if total == 0 and step == 40 and not args.steps:
             # fix the schedule from measured speed, so the run ends near the budget
             total = max(200, int(budget_s / (spent / step)))
             print(f"schedule: {total} steps ({spent / step:.2f} s/step)", flush=True)

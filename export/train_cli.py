@@ -1,4 +1,5 @@
-"""`python -m export train`: arguments; the work is in `export.train` (torch)."""
+"""`python -m export train|evaluate`: arguments; the work is in `export.train` (torch) and
+`export.evaluate`."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def add_parser(commands: Any) -> None:
         "--out", type=Path, required=True, help="run folder (checkpoints, final model)"
     )
     train.add_argument("--minutes", type=float, default=110.0, help="training time budget")
+    train.add_argument(
+        "--steps", type=int, default=0, help="optimiser steps (0: fit the time budget)"
+    )
     train.add_argument("--seed", type=int, default=1234)
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
@@ -33,3 +37,6 @@ def add_parser(commands: Any) -> None:
         "--eval-pairs", type=int, default=2000, help="held-out pairs scored at the end"
     )
     train.set_defaults(run=_run)
+    from export import evaluate
+
+    evaluate.add_parser(commands, DATA_DIR)
