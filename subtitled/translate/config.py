@@ -25,7 +25,7 @@ class TranslationConfig:
     """ONNX Runtime intra-op threads (0: its default)."""
     provider: Provider = "auto"
     """'auto' (CUDA when onnxruntime-gpu sees a GPU, else CPU), 'cpu' or 'cuda'."""
-    context_tokens: int = 1024
+    context_tokens: int = 512
     """Prompt budget: finished sentences stay as context until it is reached, then the
     oldest are dropped (down to half of it) at once."""
     agreement: int = 2
