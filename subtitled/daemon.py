@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -55,6 +56,10 @@ class RunOptions:
     """Load the translation model before the audio starts, and fail if it cannot be
     loaded (files: every segment gets translated); otherwise it loads in the
     background and a failure leaves the daemon captions-only."""
+
+
+def _stat(stats: object, attr: str) -> float:
+    return float(getattr(stats, attr))
 
 
 class Daemon:
@@ -124,8 +129,23 @@ class Daemon:
                 self._next_segment_id = restored.next_segment_id
                 log.info("transcript journal %s: %d segments restored",
                          journal.path, len(restored.finals))
+            self._translation_metrics(self.server)
         if not self.options.wait_for_translation:
             self._loading = asyncio.create_task(self._load_translation(), name="load-translation")
+
+    def _translation_metrics(self, server: SubtitleServer) -> None:
+        from prometheus_client import Gauge
+
+        assert self.translation is not None
+        stats = self.translation.stats
+        for attr, doc in [
+            ("updates", "Translator calls"),
+            ("superseded", "Queued ASR revisions superseded before translation"),
+            ("failures", "Translation worker failures (each followed by a restart)"),
+            ("compute_s", "Seconds spent translating"),
+        ]:
+            gauge = Gauge(f"subtitled_translation_{attr}", doc, registry=server.registry)
+            gauge.set_function(functools.partial(_stat, stats, attr))
 
     async def _load_translation(self, fail: bool = False) -> None:
         """Load the configured translator in a thread; make it live, or stay captions-only."""
@@ -133,7 +153,13 @@ class Daemon:
 
         config = self.config.translation
         if not config.targets:
-            log.info("no target language (translation.targets, --target): captions only")
+            from subtitled.translate.models import installed_models
+
+            found = [p.name for p in installed_models()]
+            hint = (f"; installed translation models: {', '.join(found)}" if found
+                    else "; no translation model is installed")
+            log.info("no target language (translation.targets, --target): captions only%s",
+                     hint)
             return
         try:
             translator = await asyncio.to_thread(load_translator, config)

@@ -90,7 +90,8 @@ def simulate(
         shown[sid] = translations
         costs.append(UpdateCost(
             sid, arrival_s, clock, compute_s, sum(r.prefilled for r in results.values()),
-            sum(r.decode_steps for r in results.values()), final, len(words), {lang: r.stable_tokens for lang, r in results.items()},
+            sum(r.decode_steps for r in results.values()), final, len(words),
+            {lang: r.stable_tokens for lang, r in results.items()},
         ))
         if final:
             emit(clock, update, translations)

@@ -52,8 +52,14 @@ async def run_with_client(config: Config, languages: str) -> tuple[list[dict[str
             if message.get("status") == "final":
                 break
         await serving
-    url = daemon.server.url.replace("ws://", "http://").rstrip("/") + "/healthz"
-    health = await asyncio.to_thread(lambda: json.loads(urllib.request.urlopen(url).read()))
+    base = daemon.server.url.replace("ws://", "http://").rstrip("/")
+    health = await asyncio.to_thread(
+        lambda: json.loads(urllib.request.urlopen(base + "/healthz").read())
+    )
+    metrics = await asyncio.to_thread(
+        lambda: urllib.request.urlopen(base + "/metrics").read().decode()
+    )
+    health["metrics_text"] = metrics
     await daemon.close()
     return messages, health
 
@@ -70,6 +76,9 @@ def test_translations_reach_a_subscribed_client(tiny_model_dir: Path) -> None:
     assert set(final["translations"]) == {"de"}  # only what the client subscribed to
     assert {"stable", "unstable", "latency_ms", "compute_ms"} <= set(final["translations"]["de"])
     assert final["translations"]["de"]["unstable"] == ""
+    updates = [line for line in health["metrics_text"].splitlines()
+               if line.startswith("subtitled_translation_updates ")]
+    assert updates and float(updates[0].split()[1]) >= 1
 
 
 def test_corrupt_model_is_logged_and_captions_go_on(
