@@ -362,8 +362,12 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 def memory_report(
     samples: Sequence[tuple[float, float, float, float]], duration_s: float, warmup_s: float
 ) -> dict[str, Any]:
-    """RSS growth from the end of warm-up to the end of the audio (samples: t, rss, cpu, load)."""
-    live = [s for s in samples if s[0] <= duration_s + 1] or list(samples)
+    """RSS growth from the end of warm-up to the end (samples: t, rss, cpu, load).
+
+    Samples cover the daemon's whole life: one that falls behind real time is still
+    transcribing after `duration_s`, and its memory then counts as much as before.
+    """
+    live = list(samples)
     after = [s[1] for s in live if warmup_s <= s[0] <= warmup_s + 60] or [live[0][1]]
     end = [s[1] for s in live if s[0] >= live[-1][0] - 60]
     rss_after, rss_end = float(np.median(after)), float(np.median(end))
@@ -381,6 +385,8 @@ def memory_report(
         "slope_mb_per_hour_after_warmup": round(slope, 1),
         "daemon_cpu_s_per_s": round((live[-1][2] - live[0][2]) / span, 3) if span else None,
         "load_average_mean": round(float(np.mean([s[3] for s in live])), 2),
+        "daemon_wall_s": round(span, 1),
+        "samples": [[round(s[0], 1), round(s[1], 1), round(s[2], 1), s[3]] for s in live],
         "timeline_mb": [
             [round(s[0] / 60, 1), round(s[1], 1)] for s in live[:: max(1, len(live) // 30)]
         ],
@@ -492,6 +498,9 @@ def summarise(
         )
     )
     drift = latency["drift_p50_s"]
+    # A daemon that cannot keep up with real time (too little CPU) piles up a backlog:
+    # its latency grows with the run, whatever its memory and delivery.
+    latency["kept_up_with_real_time"] = bool(memory) and memory["daemon_wall_s"] <= duration_s + 30
     checks = {
         "memory": bool(memory) and memory["growth_percent"] <= MAX_GROWTH_PERCENT,
         "latency": drift is not None and drift <= MAX_DRIFT_S,
@@ -527,6 +536,10 @@ def summary_text(report: dict[str, Any]) -> str:
             f"{first['p50']}/{first['p90']} s in the first {lat['window_s'] / 60:g} min, "
             f"{last['p50']}/{last['p90']} s in the last "
             f"(drift {lat['drift_p50_s']} s, limit {MAX_DRIFT_S:g} s)",
+            f"     daemon: {m.get('daemon_cpu_s_per_s')} CPU s per s, done "
+            f"{m.get('daemon_wall_s')} s after the start of {report['minutes'] * 60:g} s of "
+            f"audio (kept up: {lat.get('kept_up_with_real_time')}); "
+            f"load average {m.get('load_average_mean')}",
             f"{mark('delivery')} delivery: {d['finals_journaled']} finals journaled; clients with "
             f"missing finals {d['clients_missing_finals']}, "
             f"duplicates {d['clients_with_duplicates']}, "
