@@ -529,11 +529,11 @@ def summary_text(report: dict[str, Any]) -> str:
             f"soak: {report['minutes']:g} min of audio, {d['clients']} clients "
             f"({d['reconnecting_clients']} resuming with since, {d['reconnects']} reconnects)",
             f"{mark('memory')} memory: RSS {m.get('rss_after_warmup_mb')} MB after "
-            f"{m.get('warmup_s', 0) / 60:g} min -> {m.get('rss_end_mb')} MB at the end "
+            f"{m.get('warmup_s', 0) / 60:.1f} min -> {m.get('rss_end_mb')} MB at the end "
             f"({m.get('growth_percent')}%, limit {MAX_GROWTH_PERCENT:g}%), "
             f"peak {m.get('rss_peak_mb')} MB",
             f"{mark('latency')} latency: committed words p50/p90 "
-            f"{first['p50']}/{first['p90']} s in the first {lat['window_s'] / 60:g} min, "
+            f"{first['p50']}/{first['p90']} s in the first {lat['window_s'] / 60:.1f} min, "
             f"{last['p50']}/{last['p90']} s in the last "
             f"(drift {lat['drift_p50_s']} s, limit {MAX_DRIFT_S:g} s)",
             f"     daemon: {m.get('daemon_cpu_s_per_s')} CPU s per s, done "
