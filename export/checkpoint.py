@@ -26,24 +26,28 @@ def checkpoint_shapes(spec: ModelSpec) -> Shapes:
     shapes: Shapes = {"model.embed_tokens.weight": (spec.vocab_size, hidden)}
     for layer in spec.layers:
         prefix = f"model.layers.{layer.index}"
-        a = layer.attention
-        projections = {"q_proj": a.q_size, "k_proj": a.kv_size}
-        if not a.k_eq_v:
-            projections["v_proj"] = a.kv_size
-        for name, rows in projections.items():
-            shapes[f"{prefix}.self_attn.{name}.weight"] = (rows, hidden)
-        shapes[f"{prefix}.self_attn.o_proj.weight"] = (hidden, a.q_size)
-        if layer.mlp is not None:
-            size = layer.mlp.intermediate_size
-            shapes[f"{prefix}.mlp.gate_proj.weight"] = (size, hidden)
-            shapes[f"{prefix}.mlp.up_proj.weight"] = (size, hidden)
-            shapes[f"{prefix}.mlp.down_proj.weight"] = (hidden, size)
+        for name, shape in layer.attention.projections(hidden).items():
+            shapes[f"{prefix}.self_attn.{name}.weight"] = shape
+        mlps = [layer.mlp] if layer.mlp is not None else []
         if layer.moe is not None:
             moe = layer.moe
             size = moe.expert_intermediate_size
-            shapes[f"{prefix}.{moe.router_key}"] = (moe.num_experts, hidden)
-            shapes[f"{prefix}.{moe.experts_key}.gate_up_proj"] = (moe.num_experts, 2 * size, hidden)
-            shapes[f"{prefix}.{moe.experts_key}.down_proj"] = (moe.num_experts, hidden, size)
+            e = moe.num_experts
+            shapes[f"{prefix}.{moe.router_key}"] = (e, hidden)
+            gate_up, down = ((e, hidden, 2 * size), (e, size, hidden))
+            if not moe.experts_in_out:
+                gate_up, down = ((e, 2 * size, hidden), (e, hidden, size))
+            shapes[f"{prefix}.{moe.experts_key}.gate_up_proj"] = gate_up
+            shapes[f"{prefix}.{moe.experts_key}.down_proj"] = down
+            if moe.correction_bias_key is not None:
+                shapes[f"{prefix}.{moe.correction_bias_key}"] = (e,)
+            if moe.shared is not None:
+                mlps.append(moe.shared)
+        for mlp in mlps:
+            size = mlp.intermediate_size
+            shapes[f"{prefix}.{mlp.key}.gate_proj.weight"] = (size, hidden)
+            shapes[f"{prefix}.{mlp.key}.up_proj.weight"] = (size, hidden)
+            shapes[f"{prefix}.{mlp.key}.down_proj.weight"] = (hidden, size)
         for vector in layer.vectors:
             shapes[f"{prefix}.{vector.key}"] = (vector.width,)
     for vector in spec.vectors:
@@ -140,7 +144,7 @@ class SafetensorsCheckpoint:
             first = self._find(f"{base}.0.{parts[0]}.weight")
             if first is None:
                 continue
-            experts = []
+            experts: list[np.ndarray] = []
             while self._find(f"{base}.{len(experts)}.{parts[0]}.weight") is not None:
                 rows = []
                 for part in parts:

@@ -18,10 +18,12 @@ from export.spec import (
     AttentionSpec,
     ConfigReader,
     LayerSpec,
+    MlaSpec,
     MlpSpec,
     ModelSpec,
     MoeSpec,
     RopeSpec,
+    TemperatureSpec,
     VectorSpec,
 )
 
@@ -63,13 +65,13 @@ def _per_layer(
         return {}
     section = config.section("per_layer_config")
     layers: dict[int, ConfigReader] = {}
-    for key in section.keys():  # noqa: SIM118 - a ConfigReader, not a dict
+    for key in section.names():
         if not str(key).isdigit() or int(key) >= n_layers:
             raise ConfigKeyError(
                 f"config key 'per_layer_config.{key}' must be a layer index below {n_layers}"
             )
         layer = section.section(key)
-        unknown = sorted(set(layer.keys()) - set(allowed))
+        unknown = sorted(set(layer.names()) - set(allowed))
         if unknown:
             raise UnsupportedArchitecture(
                 f"config key 'per_layer_config.{key}' overrides {', '.join(unknown)}; "
@@ -391,11 +393,222 @@ def _mixtral(config: ConfigReader) -> ModelSpec:
     )
 
 
+def _llama4_rope(config: ConfigReader) -> RopeSpec:
+    """Llama 4 RoPE: complex (interleaved pairs), `default` or `llama3` frequency scaling."""
+    rope = config.section("rope_parameters") if config.has("rope_parameters") else config
+    rope_type = rope.get_one_of("rope_type", ("default", "llama3"), "default")
+    llama3 = None
+    if rope_type == "llama3":
+        llama3 = (
+            rope.get_float("factor"),
+            rope.get_float("low_freq_factor"),
+            rope.get_float("high_freq_factor"),
+            rope.get_float("original_max_position_embeddings"),
+        )
+    theta = rope.get_float("rope_theta", 500_000.0)
+    return RopeSpec(theta, rope_type, interleaved=True, llama3=llama3)
+
+
+def _llama4_text(config: ConfigReader) -> ModelSpec:
+    """Llama 4 text (transformers `models/llama4/modeling_llama4.py`,
+    `Llama4TextDecoderLayer`): MoE layers (`moe_layers`, else every
+    `interleave_moe_layer_step`-th) with a sigmoid top-k router that scales the experts'
+    input and a shared expert, dense MLP layers between; NoPE layers where
+    `no_rope_layers[i]` is 0 (default every 4th) with attention temperature tuning, RoPE
+    layers with chunked attention and an L2 qk-norm after RoPE."""
+    _reject(config, "attention_bias", bool, "biases on the attention projections")
+    hidden = config.get_positive_int("hidden_size")
+    n_layers = config.get_positive_int("num_hidden_layers")
+    n_heads = config.get_positive_int("num_attention_heads")
+    head_dim = config.get_positive_int("head_dim", hidden // n_heads)
+    activation = config.get_str("hidden_act", "silu")
+    interval = config.get_positive_int("no_rope_layer_interval", 4)
+    uses_rope = [int((i + 1) % interval != 0) for i in range(n_layers)]
+    if config.has("no_rope_layers"):
+        uses_rope = config.get_int_list("no_rope_layers")
+        if len(uses_rope) < n_layers:
+            raise ConfigKeyError(
+                f"config key 'no_rope_layers' has {len(uses_rope)} entries for {n_layers} layers"
+            )
+    # Llama4TextConfig: 8192 when the key is absent; null turns chunking off.
+    chunk = 8192 if "attention_chunk_size" not in config.names() else None
+    if config.has("attention_chunk_size"):
+        chunk = config.get_positive_int("attention_chunk_size")
+    kinds = [
+        "chunked_attention" if rope and chunk is not None else "full_attention"
+        for rope in uses_rope[:n_layers]
+    ]
+    if config.has("layer_types"):
+        kinds = config.get_str_list("layer_types")
+        allowed = ("chunked_attention", "full_attention")
+        if len(kinds) != n_layers or not set(kinds) <= set(allowed):
+            raise UnsupportedArchitecture(
+                f"config key 'layer_types' must list {n_layers} of: {', '.join(allowed)}"
+            )
+    step = config.get_positive_int("interleave_moe_layer_step", 1)
+    moe_layers = set(config.get_int_list("moe_layers", list(range(step - 1, n_layers, step))))
+    temperature = None
+    if config.get_bool("attn_temperature_tuning", True):
+        temperature = TemperatureSpec(
+            config.get_float("floor_scale", 8192.0), config.get_float("attn_scale", 0.1)
+        )
+    qk_l2 = config.get_bool("use_qk_norm", True)
+    rope = _llama4_rope(config)
+    size = config.get_positive_int("intermediate_size")
+    moe = MoeSpec(
+        num_experts=config.get_positive_int("num_local_experts", 16),
+        top_k=config.get_positive_int("num_experts_per_tok", 1),
+        expert_intermediate_size=size,
+        activation=activation,
+        normalize_top_k=False,
+        router_key="feed_forward.router.weight",
+        experts_key="feed_forward.experts",
+        scoring="sigmoid",
+        weights_on_input=True,
+        experts_in_out=True,
+        shared=MlpSpec(size, activation, "feed_forward.shared_expert"),
+    )
+    dense = MlpSpec(
+        config.get_positive_int("intermediate_size_mlp", 16384), activation, "feed_forward"
+    )
+    layers = []
+    for index in range(n_layers):
+        nope = not uses_rope[index]
+        attention = AttentionSpec(
+            kind="full",
+            n_heads=n_heads,
+            n_kv_heads=config.get_positive_int("num_key_value_heads", n_heads),
+            head_dim=head_dim,
+            rope=rope,
+            window=None,
+            k_eq_v=False,
+            qk_norm="l2" if qk_l2 and not nope else None,
+            v_norm=False,
+            scale=head_dim**-0.5,
+            nope=nope,
+            chunk=chunk if kinds[index] == "chunked_attention" else None,
+            temperature=temperature if nope else None,
+        )
+        vectors = (
+            VectorSpec("input_layernorm.weight", hidden),
+            VectorSpec("post_attention_layernorm.weight", hidden),
+        )
+        sparse = index in moe_layers
+        layers.append(
+            LayerSpec(index, attention, None if sparse else dense, moe if sparse else None, vectors)
+        )
+    return ModelSpec(
+        model_type="llama4_text",
+        vocab_size=config.get_positive_int("vocab_size"),
+        hidden_size=hidden,
+        layers=tuple(layers),
+        tie_word_embeddings=config.get_bool("tie_word_embeddings", False),
+        final_logit_softcapping=None,
+        rms_norm_eps=config.get_float("rms_norm_eps", 1e-5),
+        max_position_embeddings=config.get_positive_int("max_position_embeddings", 131072),
+        embed_scale=1.0,
+        vectors=_final_norm(hidden),
+    )
+
+
+def _deepseek_v3(config: ConfigReader) -> ModelSpec:
+    """DeepSeek-V3 (transformers `models/deepseek_v3/modeling_deepseek_v3.py`,
+    `DeepseekV3DecoderLayer`): MLA attention (`MlaSpec`), dense MLPs in the first
+    `first_k_dense_replace` layers, then MoE layers: sigmoid scores, experts chosen by
+    score + `e_score_correction_bias` within the best `topk_group` of `n_group` groups,
+    weights renormalised (`norm_topk_prob`) and scaled (`routed_scaling_factor`), plus
+    `n_shared_experts` always-on experts as one MLP."""
+    _reject(config, "attention_bias", bool, "biases on the attention projections")
+    hidden = config.get_positive_int("hidden_size")
+    n_layers = config.get_positive_int("num_hidden_layers")
+    n_heads = config.get_positive_int("num_attention_heads")
+    activation = config.get_str("hidden_act", "silu")
+    q_lora = config.get_optional_int("q_lora_rank")
+    mla = MlaSpec(
+        q_lora_rank=q_lora,
+        kv_lora_rank=config.get_positive_int("kv_lora_rank"),
+        nope_dim=config.get_positive_int("qk_nope_head_dim"),
+        rope_dim=config.get_positive_int("qk_rope_head_dim"),
+        v_head_dim=config.get_positive_int("v_head_dim"),
+    )
+    rope = _legacy_rope(config)  # YaRN (the released checkpoints' rope_type) is rejected there
+    attention = AttentionSpec(
+        kind="full",
+        n_heads=n_heads,
+        n_kv_heads=1,
+        head_dim=mla.kv_lora_rank + mla.rope_dim,
+        rope=dataclasses.replace(rope, interleaved=config.get_bool("rope_interleave", True)),
+        window=None,
+        k_eq_v=False,
+        qk_norm=None,
+        v_norm=False,
+        scale=mla.qk_head_dim**-0.5,
+        mla=mla,
+    )
+    size = config.get_positive_int("moe_intermediate_size")
+    experts_key = "n_routed_experts" if config.has("n_routed_experts") else "num_local_experts"
+    moe = MoeSpec(
+        num_experts=config.get_positive_int(experts_key),
+        top_k=config.get_positive_int("num_experts_per_tok"),
+        expert_intermediate_size=size,
+        activation=activation,
+        normalize_top_k=config.get_bool("norm_topk_prob", True),
+        router_key="mlp.gate.weight",
+        experts_key="mlp.experts",
+        scoring="sigmoid",
+        shared=MlpSpec(
+            size * config.get_positive_int("n_shared_experts", 1), activation, "mlp.shared_experts"
+        ),
+        correction_bias_key="mlp.gate.e_score_correction_bias",
+        groups=config.get_positive_int("n_group", 1),
+        top_groups=config.get_positive_int("topk_group", 1),
+        scaling=config.get_float("routed_scaling_factor", 1.0),
+    )
+    if moe.num_experts % moe.groups or moe.top_groups > moe.groups:
+        raise ConfigKeyError(
+            f"config keys 'n_group' ({moe.groups}) and 'topk_group' ({moe.top_groups}) do not "
+            f"divide {moe.num_experts} experts"
+        )
+    first_moe = config.get_int("first_k_dense_replace", 0)
+    dense = MlpSpec(config.get_positive_int("intermediate_size"), activation)
+    vectors = [
+        VectorSpec("input_layernorm.weight", hidden),
+        VectorSpec("post_attention_layernorm.weight", hidden),
+        VectorSpec("self_attn.kv_a_layernorm.weight", mla.kv_lora_rank),
+    ]
+    if q_lora is not None:
+        vectors.append(VectorSpec("self_attn.q_a_layernorm.weight", q_lora))
+    layers = tuple(
+        LayerSpec(
+            index,
+            attention,
+            dense if index < first_moe else None,
+            moe if index >= first_moe else None,
+            tuple(vectors),
+        )
+        for index in range(n_layers)
+    )
+    return ModelSpec(
+        model_type="deepseek_v3",
+        vocab_size=config.get_positive_int("vocab_size"),
+        hidden_size=hidden,
+        layers=layers,
+        tie_word_embeddings=config.get_bool("tie_word_embeddings", False),
+        final_logit_softcapping=None,
+        rms_norm_eps=config.get_float("rms_norm_eps", 1e-6),
+        max_position_embeddings=config.get_positive_int("max_position_embeddings", 4096),
+        embed_scale=1.0,
+        vectors=_final_norm(hidden),
+    )
+
+
 READERS: Mapping[str, Callable[[ConfigReader], ModelSpec]] = {
     "gemma4_text": _gemma4_text,
     "qwen3": _qwen3,
     "qwen3_moe": _qwen3_moe,
     "mixtral": _mixtral,
+    "llama4_text": _llama4_text,
+    "deepseek_v3": _deepseek_v3,
 }
 
 

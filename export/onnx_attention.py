@@ -43,9 +43,20 @@ def inv_freq(rope: RopeSpec, head_dim: int) -> np.ndarray:
     """RoPE inverse frequencies (rotating dims / 2,), as transformers' rope init functions;
     the proportional type spaces the rotating frequencies over the whole head_dim and gives
     the rest frequency 0 (`_compute_proportional_rope_parameters`)."""
-    if rope.rope_type == "default":
+    if rope.rope_type in ("default", "llama3"):
         exponents = np.arange(0, head_dim, 2, dtype=np.float32) / head_dim
-        return (1.0 / rope.theta**exponents).astype(np.float32)
+        freq = (1.0 / rope.theta**exponents).astype(np.float32)
+        if rope.llama3 is None:
+            return freq
+        # transformers `_compute_llama3_parameters`: long wavelengths slowed by `factor`,
+        # a smooth blend between the low and high frequency bounds.
+        factor, low, high, original = rope.llama3
+        wavelen = 2 * np.pi / freq
+        scaled = np.where(wavelen > original / low, freq / factor, freq)
+        smooth = (original / wavelen - low) / (high - low)
+        blended = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= original / high) & (wavelen <= original / low)
+        return np.where(medium, blended, scaled).astype(np.float32)
     if rope.rope_type == "proportional":
         angles = int(rope.partial_rotary_factor * head_dim // 2)
         exponents = np.arange(0, 2 * angles, 2, dtype=np.float32) / head_dim

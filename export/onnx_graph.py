@@ -20,6 +20,7 @@ from onnx import TensorProto, helper
 from export.checkpoint import checkpoint_shapes
 from export.errors import ExportError, UnsupportedArchitecture
 from export.onnx_attention import Positions, attention, rope_tables
+from export.onnx_mla import mla_attention
 from export.onnx_ops import (
     MS,
     OPSET,
@@ -40,15 +41,54 @@ from export.plan import PRECISIONS, Precision
 from export.spec import LayerSpec, ModelSpec, MoeSpec, RopeSpec
 
 
-def top_k_routing(g: Graph, moe: MoeSpec, logits: str, scope: str) -> tuple[str, str]:
-    """Expert indices and weights (N, k) from router logits (N, E): softmax, top-k, and
-    renormalised to sum to 1 when `normalize_top_k`."""
-    probs = g.op("Softmax", [logits], f"{scope}/Softmax", axis=-1)
-    weights, index = g.ops("TopK", [probs, g.ints(moe.top_k)], f"{scope}/TopK", 2, axis=-1)
+def top_k_routing(
+    g: Graph, moe: MoeSpec, logits: str, scope: str, layer_key: str
+) -> tuple[str, str]:
+    """Expert indices and weights (N, k) from router logits (N, E), as `moe` says: scores by
+    softmax or sigmoid; the choice optionally biased (`correction_bias_key`) and limited to
+    the best expert groups (DeepSeek-V3 `noaux_tc`, `_group_limit`); the chosen experts'
+    unbiased scores, renormalised to sum to 1 when `normalize_top_k`, times `scaling`."""
+    if moe.scoring == "softmax":
+        scores = g.op("Softmax", [logits], f"{scope}/Softmax", axis=-1)
+    else:
+        scores = g.op("Sigmoid", [logits], f"{scope}/Sigmoid")
+    choice = scores
+    if moe.correction_bias_key is not None:
+        bias = g.weight(f"{layer_key}.{moe.correction_bias_key}")
+        choice = g.op("Add", [scores, bias], f"{scope}/CorrectionBias")
+    if moe.groups > 1:
+        choice = _group_limit(g, moe, choice, scope)
+    weights, index = g.ops("TopK", [choice, g.ints(moe.top_k)], f"{scope}/TopK", 2, axis=-1)
+    if choice != scores:
+        weights = g.op("GatherElements", [scores, index], f"{scope}/Weights", axis=-1)
     if moe.normalize_top_k:
         total = g.op("ReduceSum", [weights, g.ints(-1)], f"{scope}/TopKSum", keepdims=1)
+        total = g.op("Add", [total, g.scalar(1e-20)], f"{scope}/TopKSumEps")
         weights = g.op("Div", [weights, total], f"{scope}/Renormalize")
+    if moe.scaling != 1.0:
+        weights = g.op("Mul", [weights, g.scalar(moe.scaling)], f"{scope}/Scaling")
     return index, weights
+
+
+def _group_limit(g: Graph, moe: MoeSpec, choice: str, scope: str) -> str:
+    """DeepSeek-V3: keep the experts of the `top_groups` groups whose two best scores sum
+    highest; the others get -inf (transformers `DeepseekV3TopkRouter.forward`)."""
+    size = moe.num_experts // moe.groups
+    grouped = g.op("Reshape", [choice, g.ints(-1, moe.groups, size)], f"{scope}/Groups")
+    best_two = g.ops("TopK", [grouped, g.ints(2)], f"{scope}/GroupTop2", 2, axis=-1)[0]
+    group_scores = g.op("ReduceSum", [best_two, g.ints(-1)], f"{scope}/GroupScores", keepdims=0)
+    top = g.ops("TopK", [group_scores, g.ints(moe.top_groups)], f"{scope}/TopGroups", 2, axis=-1)
+    zeros = g.op("Mul", [group_scores, g.scalar(0.0)], f"{scope}/GroupZeros")  # (N, G)
+    ones = g.op(
+        "Add",
+        [g.op("Mul", [top[0], g.scalar(0.0)], f"{scope}/GroupZeros2"), g.scalar(1.0)],
+        f"{scope}/GroupOnes",
+    )  # (N, top_groups)
+    mask = g.op("ScatterElements", [zeros, top[1], ones], f"{scope}/GroupMask", axis=1)
+    mask = g.op("Unsqueeze", [mask, g.ints(-1)], f"{scope}/GroupMaskColumn")  # (N, G, 1)
+    keep = g.op("Greater", [mask, g.scalar(0.5)], f"{scope}/Keep")
+    masked = g.op("Where", [keep, grouped, g.scalar(float("-inf"))], f"{scope}/Masked")
+    return g.op("Reshape", [masked, g.ints(-1, moe.num_experts)], f"{scope}/Ungroup")
 
 
 def gemma4_router(g: Graph, spec: ModelSpec, moe: MoeSpec, x: str, scope: str) -> tuple[str, str]:
@@ -58,7 +98,7 @@ def gemma4_router(g: Graph, spec: ModelSpec, moe: MoeSpec, x: str, scope: str) -
     scaled = g.op("Mul", [normed, g.weight(f"{key_of(scope)}.scale")], f"{scope}/Scale")
     scaled = g.op("Mul", [scaled, g.scalar(spec.hidden_size**-0.5)], f"{scope}/RootSize")
     logits = linear(g, scaled, f"{key_of(scope)}.proj.weight", f"{scope}/proj", quantize=False)
-    index, weights = top_k_routing(g, moe, logits, scope)
+    index, weights = top_k_routing(g, moe, logits, scope, key_of(scope).rsplit(".", 1)[0])
     expert_scale = g.op(
         "Gather",
         [g.weight(f"{key_of(scope)}.per_expert_scale"), index],
@@ -67,19 +107,39 @@ def gemma4_router(g: Graph, spec: ModelSpec, moe: MoeSpec, x: str, scope: str) -
     return index, g.op("Mul", [weights, expert_scale], f"{scope}/per_expert_scale/Mul")
 
 
-def sparse_moe_block(g: Graph, spec: ModelSpec, moe: MoeSpec, x: str, scope: str) -> str:
-    """Qwen3-MoE / Mixtral `SparseMoeBlock`: a linear router (`mlp.gate`) over x, then the
-    sparse experts (`mlp.experts`); x (B, S, H) -> (B, S, H)."""
-    flat = g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], f"{scope}/flatten")  # (N, H)
-    layer_key = key_of(scope).rsplit(".", 1)[0]
+def sparse_moe_block(g: Graph, spec: ModelSpec, layer: LayerSpec, moe: MoeSpec, x: str) -> str:
+    """Qwen3-MoE / Mixtral `SparseMoeBlock`, Llama 4 `Llama4TextMoe`, DeepSeek-V3
+    `DeepseekV3MoE`: a linear router over x, the sparse experts, the shared expert(s) if
+    any; x (B, S, H) -> (B, S, H)."""
+    layer_scope = f"/model/layers.{layer.index}"
+    flat = g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], f"{layer_scope}/moe/flatten")
+    router_scope = f"{layer_scope}/{moe.router_key.removesuffix('.weight').replace('.', '/')}"
     logits = linear(
-        g, flat, f"{layer_key}.{moe.router_key}", f"{scope}/gate", quantize=False
+        g, flat, f"{key_of(layer_scope)}.{moe.router_key}", router_scope, quantize=False
     )  # (N, E)
-    index, weights = top_k_routing(g, moe, logits, f"{scope}/gate")
-    out = sparse_experts(
-        g, moe.expert_intermediate_size, moe.activation, flat, index, weights, f"{scope}/experts"
+    index, weights = top_k_routing(g, moe, logits, router_scope, key_of(layer_scope))
+    experts_scope = f"{layer_scope}/{moe.experts_key.replace('.', '/')}"
+    if moe.weights_on_input:  # Llama 4: expert_k(x * score_k), summed unweighted
+        inputs = g.op(
+            "Mul",
+            [
+                g.op("Unsqueeze", [flat, g.ints(1)], f"{experts_scope}/Tokens"),  # (N, 1, H)
+                g.op("Unsqueeze", [weights, g.ints(-1)], f"{experts_scope}/Scores"),  # (N, k, 1)
+            ],
+            f"{experts_scope}/ScaleInput",
+        )  # (N, k, H)
+        out = sparse_experts(g, moe, inputs, index, None, experts_scope, per_expert_input=True)
+    else:
+        out = sparse_experts(g, moe, flat, index, weights, experts_scope)
+    if moe.shared is not None:
+        shared_scope = f"{layer_scope}/{moe.shared.key.replace('.', '/')}"
+        shared = mlp(g, flat, moe.shared.activation, shared_scope)
+        out = g.op("Add", [out, shared], f"{layer_scope}/moe/shared_add")
+    return g.op(
+        "Reshape",
+        [out, g.op("Shape", [x], f"{layer_scope}/moe/shape")],
+        f"{layer_scope}/moe/unflatten",
     )
-    return g.op("Reshape", [out, g.op("Shape", [x], f"{scope}/shape")], f"{scope}/unflatten")
 
 
 def llama_decoder_layer(
@@ -90,23 +150,25 @@ def llama_decoder_layer(
     pos: Positions,
     q_rope: tuple[str, str] | None,
 ) -> tuple[str, dict[str, str]]:
-    """Pre-norm layer of Qwen3, Qwen3-MoE and Mixtral: x + attn(norm(x)), then
-    x + ffn(norm(x)) where the FFN is the layer's MoE or its dense MLP."""
+    """Pre-norm layer of Qwen3, Qwen3-MoE, Mixtral, Llama 4 and DeepSeek-V3:
+    x + attn(norm(x)) (MLA for DeepSeek), then x + ffn(norm(x)) where the FFN is the
+    layer's MoE or its dense MLP."""
     scope = f"/model/layers.{layer.index}"
     eps = spec.rms_norm_eps
 
     def norm(t: str, name: str) -> str:
         return rms_norm(g, t, f"{key_of(scope)}.{name}.weight", eps, f"{scope}/{name}")
 
-    attn_out, present = attention(
+    attend = mla_attention if layer.attention.mla is not None else attention
+    attn_out, present = attend(
         g, spec, layer, norm(x, "input_layernorm"), pos, q_rope, f"{scope}/self_attn"
     )
     x = g.op("Add", [x, attn_out], f"{scope}/attn_residual")
     h = norm(x, "post_attention_layernorm")
     if layer.moe is not None:
-        ffn = sparse_moe_block(g, spec, layer.moe, h, f"{scope}/mlp")
+        ffn = sparse_moe_block(g, spec, layer, layer.moe, h)
     elif layer.mlp is not None:
-        ffn = mlp(g, h, layer.mlp.activation, f"{scope}/mlp")
+        ffn = mlp(g, h, layer.mlp.activation, f"{scope}/{layer.mlp.key.replace('.', '/')}")
     else:
         raise UnsupportedArchitecture(f"layer {layer.index} has neither a MoE nor a dense MLP")
     return g.op("Add", [x, ffn], f"{scope}/ffn_residual"), present
@@ -141,8 +203,7 @@ def gemma4_decoder_layer(
         index, weights = gemma4_router(g, spec, layer.moe, flat, f"{scope}/router")
         experts = sparse_experts(
             g,
-            layer.moe.expert_intermediate_size,
-            layer.moe.activation,
+            layer.moe,
             norm(flat, "pre_feedforward_layernorm_2"),
             index,
             weights,
@@ -169,6 +230,8 @@ LAYER_BUILDERS: Mapping[str, LayerBuilder] = {
     "qwen3": llama_decoder_layer,
     "qwen3_moe": llama_decoder_layer,
     "mixtral": llama_decoder_layer,
+    "llama4_text": llama_decoder_layer,
+    "deepseek_v3": llama_decoder_layer,
 }
 
 
@@ -215,11 +278,11 @@ def build_model(
     ropes: dict[tuple[RopeSpec, int], tuple[str, str]] = {}
     for layer in spec.layers:
         a = layer.attention
-        if (a.rope, a.head_dim) not in ropes and not a.nope:
-            ropes[(a.rope, a.head_dim)] = rope_tables(
-                g, "position_ids", a.rope, a.head_dim, f"/model/rotary_emb.{len(ropes)}"
+        if (a.rope, a.rotary_dim) not in ropes and not a.nope:
+            ropes[(a.rope, a.rotary_dim)] = rope_tables(
+                g, "position_ids", a.rope, a.rotary_dim, f"/model/rotary_emb.{len(ropes)}"
             )  # (B, S, d)
-        rope = None if a.nope else ropes[(a.rope, a.head_dim)]
+        rope = None if a.nope else ropes[(a.rope, a.rotary_dim)]
         x, present = LAYER_BUILDERS[spec.model_type](g, spec, layer, x, pos, rope)
         for tensor, value in present.items():
             shape: list[str | int] = ["batch", a.n_kv_heads, f"past_{layer.index}", a.head_dim]

@@ -28,7 +28,8 @@ from onnx import TensorProto, helper, numpy_helper
 from export.checkpoint import Shapes
 from export.errors import ExportError, UnsupportedArchitecture
 from export.plan import PRECISIONS, Precision
-from export.quantize import Quantized, block_size_for, quantize
+from export.quantize import Quantized, block_size_for, quantize, quantize_unpacked
+from export.spec import MoeSpec
 
 OPSET = 20
 MS = "com.microsoft"  # ONNX Runtime contrib ops (MatMulNBits, GatherBlockQuantized, GQA)
@@ -38,7 +39,7 @@ Weights = Callable[[str], np.ndarray]
 Progress = Callable[[str, int, int], None]
 # `MatMulNBits` accuracy_level 4: activations quantised to int8 per block inside the kernel
 # (the fast CPU path); measured by `verify` with the weights' own error.
-ACCURACY_LEVEL = 0
+ACCURACY_LEVEL = 4
 _INLINE_BYTES = 1024  # smaller initializers stay inside model.onnx
 
 
@@ -103,6 +104,7 @@ class Graph:
     initializers: dict[str, onnx.TensorProto] = field(default_factory=dict)
     _loaded: int = 0
     _matrices: dict[str, str | QuantizedMatrix] = field(default_factory=dict)
+    _experts: dict[str, str | ExpertTable] = field(default_factory=dict)
 
     def op(self, op_type: str, inputs: list[str], name: str, outputs: int = 1, **attrs: Any) -> str:
         names = [f"{name}/output_{i}" for i in range(outputs)]
@@ -290,34 +292,100 @@ def tied_head(g: Graph, table: Embedding, x: str, scope: str) -> str:
     return g.op("Gemm", [x, t], f"{scope}/Gemm", transB=1)
 
 
-def gathered_experts(g: Graph, key: str, index: str, scope: str) -> str:
-    """The weights (N, k, out, in) float32 of each token's top-k experts from the (E, out,
-    in) table `key`: only those experts' rows are read (and dequantised)."""
-    if key not in g._matrices:
-        value = g.load(key)
-        block = g.block_for(value.shape[-1])
-        if block is not None:
-            g._matrices[key] = g.quantized(key, value, block)
-        elif g.precision.name == "fp32":
-            g._matrices[key] = g.initializer(key, value)
-        else:
-            g._matrices[key] = g.fp16(key, value, f"/{key}", cast=False)
-    t = g._matrices[key]
-    if isinstance(t, QuantizedMatrix):
-        return g.op(
-            "GatherBlockQuantized",
-            [t.codes, index, t.scales],
-            f"{scope}/GatherBlockQuantized",
-            domain=MS,
-            gather_axis=0,
-            quantize_axis=2,
-            block_size=t.block,
-            bits=t.bits,
+@dataclass(frozen=True)
+class ExpertTable:
+    """A quantised (E, out, in) expert table laid out for `MatMulInteger`: codes (E, blocks,
+    block, out) uint8 (4-bit: (E, blocks, block / 2, out), byte j holding rows j and
+    j + block / 2), zero point 2^(bits-1), scales (E, blocks, 1, out)."""
+
+    codes: str
+    scales: str
+    zero_point: str
+    bits: int
+    block: int
+
+
+def _expert_table(g: Graph, key: str, in_out: bool) -> str | ExpertTable:
+    if key in g._experts:
+        return g._experts[key]
+    value = g.load(key)  # (E, out, in), or (E, in, out) when `in_out`
+    if in_out:
+        value = np.ascontiguousarray(value.transpose(0, 2, 1))
+    block = g.block_for(value.shape[-1])
+    bits = g.precision.weight_bits
+    table: str | ExpertTable
+    if block is not None and bits is not None:
+        experts, out, columns = value.shape
+        q = quantize_unpacked(value, bits, block)
+        codes = q.codes.reshape(experts, out, columns // block, block).transpose(0, 2, 3, 1)
+        if bits == 4:
+            half = block // 2
+            codes = codes[:, :, :half] | (codes[:, :, half:] << 4)
+        scales = q.scales.transpose(0, 2, 1)[:, :, None, :]  # (E, blocks, 1, out)
+        table = ExpertTable(
+            g.initializer(key, np.ascontiguousarray(codes)),
+            g.initializer(f"{key}_scales", np.ascontiguousarray(scales)),
+            g.const(f"/const/u8_{1 << (bits - 1)}", np.array(1 << (bits - 1), np.uint8)),
+            bits,
+            block,
         )
-    chosen = g.op("Gather", [t, index], f"{scope}/Gather")
-    if g.initializers[t].data_type == TensorProto.FLOAT16:
-        chosen = g.op("Cast", [chosen], f"{scope}/Cast", to=TensorProto.FLOAT)
-    return chosen
+    elif g.precision.name == "fp32":
+        table = g.initializer(key, value)
+    else:
+        table = g.initializer(key, value.astype(np.float16))
+    g._experts[key] = table
+    return table
+
+
+def expert_product(
+    g: Graph, key: str, index: str, x: str, shared: bool, scope: str, in_out: bool = False
+) -> str:
+    """W_e @ x for each token's top-k experts e = `index` (N, k) of the (E, out, in) table
+    `key`; x is (N, in) when `shared` by the k experts, else (N, k, in). Returns (N, k, out).
+
+    Only the selected experts' weights are read. Floats: their rows are gathered,
+    (N, k, out, in), and applied as matrix-vector products. Quantised: their int8/int4 code
+    blocks are gathered and multiplied without being dequantised, `MatMulInteger` against
+    x quantised to uint8 (`DynamicQuantizeLinear`), one product per block of `in` so each
+    block's scale applies to its partial sum (2.5x faster than dequantising the gathered
+    blocks with `GatherBlockQuantized` and a float MatMul, on 2 CPU threads)."""
+    t = _expert_table(g, key, in_out)
+    if not isinstance(t, ExpertTable):
+        rows = g.op("Gather", [t, index], f"{scope}/Gather")  # (N, k, out, in)
+        if g.initializers[t].data_type == TensorProto.FLOAT16:
+            rows = g.op("Cast", [rows], f"{scope}/Cast", to=TensorProto.FLOAT)
+        axes = g.ints(1, -1) if shared else g.ints(-1)
+        column = g.op("Unsqueeze", [x, axes], f"{scope}/Column")  # (N, 1 or k, in, 1)
+        out = g.op("MatMul", [rows, column], f"{scope}/MatMul")  # (N, k, out, 1)
+        return g.op("Squeeze", [out, g.ints(-1)], f"{scope}/Squeeze")
+    xq, x_scale, x_zero = g.ops("DynamicQuantizeLinear", [x], f"{scope}/QuantizeInput", 3)
+    if shared:  # (N, in) -> (N, 1, blocks, 1, block)
+        blocks = g.op("Reshape", [xq, g.ints(0, -1, 1, t.block)], f"{scope}/InputBlocks")
+        blocks = g.op("Unsqueeze", [blocks, g.ints(1)], f"{scope}/InputExperts")
+    else:  # (N, k, in) -> (N, k, blocks, 1, block)
+        blocks = g.op("Reshape", [xq, g.ints(0, 0, -1, 1, t.block)], f"{scope}/InputBlocks")
+    codes = g.op("Gather", [t.codes, index], f"{scope}/Gather")  # (N, k, blocks, *, out)
+    if t.bits == 4:
+        low = g.op(
+            "BitwiseAnd", [codes, g.const("/const/u8_15", np.array(15, np.uint8))], f"{scope}/Low"
+        )
+        high = g.op(
+            "BitShift",
+            [codes, g.const("/const/u8_4", np.array(4, np.uint8))],
+            f"{scope}/High",
+            direction="RIGHT",
+        )
+        codes = g.op(
+            "Concat", [low, high], f"{scope}/Unpack", axis=-2
+        )  # (N, k, blocks, block, out)
+    sums = g.op(
+        "MatMulInteger", [blocks, codes, x_zero, t.zero_point], f"{scope}/MatMulInteger"
+    )  # (N, k, blocks, 1, out) int32
+    sums = g.op("Cast", [sums], f"{scope}/Cast", to=TensorProto.FLOAT)
+    scales = g.op("Gather", [t.scales, index], f"{scope}/ScalesGather")  # (N, k, blocks, 1, out)
+    scaled = g.op("Mul", [sums, scales], f"{scope}/BlockScale")
+    out = g.op("ReduceSum", [scaled, g.ints(2, 3)], f"{scope}/ReduceSum", keepdims=0)
+    return g.op("Mul", [out, x_scale], f"{scope}/InputScale")  # (N, k, out)
 
 
 def rms_norm(g: Graph, x: str, key: str | None, eps: float, scope: str) -> str:
@@ -365,27 +433,31 @@ def mlp(g: Graph, x: str, act: str, scope: str) -> str:
 
 def sparse_experts(
     g: Graph,
-    size: int,
-    act: str,
+    moe: MoeSpec,
     x: str,
     index: str,
     weights: str | None,
     scope: str,
+    per_expert_input: bool = False,
 ) -> str:
-    """sum_k weight_k * expert_k(x) for tokens x (N, H) and each token's experts `index`
-    (N, k), computing only the selected experts: their (quantised) weights are gathered
-    per token, (N, k, 2I, H) and (N, k, H, I), and applied as matrix-vector products.
-    `weights` None leaves the sum unweighted (Llama 4 scales the experts' input instead)."""
-    column = g.op("Unsqueeze", [x, g.ints(1, -1)], f"{scope}/Column")  # (N, 1, H, 1)
-    gate_up = gathered_experts(g, f"{key_of(scope)}.gate_up_proj", index, f"{scope}/gate_up_proj")
-    both = g.op("MatMul", [gate_up, column], f"{scope}/gate_up_proj/MatMul")  # (N, k, 2I, 1)
-    gate = g.op("Slice", [both, g.ints(0), g.ints(size), g.ints(-2)], f"{scope}/gate")
-    up = g.op("Slice", [both, g.ints(size), g.ints(2 * size), g.ints(-2)], f"{scope}/up")
-    hidden = g.op("Mul", [activation(g, gate, act, f"{scope}/act_fn"), up], f"{scope}/Mul")
-    down = gathered_experts(g, f"{key_of(scope)}.down_proj", index, f"{scope}/down_proj")
-    out = g.op("MatMul", [down, hidden], f"{scope}/down_proj/MatMul")  # (N, k, H, 1)
-    out = g.op("Squeeze", [out, g.ints(-1)], f"{scope}/Squeeze")  # (N, k, H)
-    if weights is not None:
+    """sum_k weight_k * expert_k(x) for tokens x (N, H) (or (N, k, H) with
+    `per_expert_input`) and each token's experts `index` (N, k), computing only the
+    selected experts (`expert_product`). `weights` None leaves the sum unweighted (Llama 4
+    scales the experts' input instead)."""
+    key, size = key_of(scope), moe.expert_intermediate_size
+    shared, in_out = not per_expert_input, moe.experts_in_out
+    both = expert_product(
+        g, f"{key}.gate_up_proj", index, x, shared, f"{scope}/gate_up_proj", in_out
+    )  # (N, k, 2I)
+    gate = g.op("Slice", [both, g.ints(0), g.ints(size), g.ints(-1)], f"{scope}/gate")
+    up = g.op("Slice", [both, g.ints(size), g.ints(2 * size), g.ints(-1)], f"{scope}/up")
+    hidden = g.op(
+        "Mul", [activation(g, gate, moe.activation, f"{scope}/act_fn"), up], f"{scope}/Mul"
+    )
+    out = expert_product(
+        g, f"{key}.down_proj", index, hidden, False, f"{scope}/down_proj", in_out
+    )  # (N, k, H)
+    if weights is not None:  # (N, k, H) * (N, k, 1)
         weight_column = g.op("Unsqueeze", [weights, g.ints(-1)], f"{scope}/WeightColumn")
-        out = g.op("Mul", [out, weight_column], f"{scope}/Weighted")  # (N, k, H)
+        out = g.op("Mul", [out, weight_column], f"{scope}/Weighted")
     return g.op("ReduceSum", [out, g.ints(1)], f"{scope}/ReduceSum", keepdims=0)

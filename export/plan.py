@@ -115,12 +115,8 @@ class Plan:
 
 
 def _attention_params(attention: AttentionSpec, hidden: int) -> list[tuple[int, int]]:
-    """(rows, cols) of q_proj, k_proj, [v_proj], o_proj."""
-    shapes = [(attention.q_size, hidden), (attention.kv_size, hidden)]
-    if not attention.k_eq_v:
-        shapes.append((attention.kv_size, hidden))
-    shapes.append((hidden, attention.q_size))
-    return shapes
+    """(rows, cols) of every attention projection (q, k, [v], o; or MLA's)."""
+    return list(attention.projections(hidden).values())
 
 
 def _mlp_shapes(intermediate: int, hidden: int) -> list[tuple[int, int]]:
@@ -162,6 +158,11 @@ def weight_parts(spec: ModelSpec, precision: Precision) -> tuple[Part, ...]:
             experts = layer.moe.num_experts
             add("experts", experts * params, experts * size)
             add("router", experts * hidden, experts * hidden * precision.float_bytes)
+            if layer.moe.shared is not None:  # always active, like a dense MLP
+                shapes = _mlp_shapes(layer.moe.shared.intermediate_size, hidden)
+                add("dense mlp", *_sum_matrices(shapes, precision))
+            if layer.moe.correction_bias_key is not None:
+                vectors += experts
         vectors += sum(v.width for v in layer.vectors)
     if spec.tie_word_embeddings:
         head = Part("lm head", 0, 0, "tied: shares the embedding table")

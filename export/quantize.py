@@ -44,13 +44,22 @@ def block_size_for(columns: int, preferred: int) -> int | None:
 
 def quantize(weight: np.ndarray, bits: int, block: int) -> Quantized:
     """Quantise `weight` (..., N, K) along its last axis; K must be a multiple of `block`."""
+    q = quantize_unpacked(weight, bits, block)
+    codes = q.codes
+    if bits == 4:
+        codes = codes[..., 0::2] | (codes[..., 1::2] << 4)
+    return Quantized(codes, q.scales, bits, block)
+
+
+def quantize_unpacked(weight: np.ndarray, bits: int, block: int) -> Quantized:
+    """As `quantize`, one code per byte (..., N, K) even at 4 bits."""
     *lead, k = weight.shape
     if k % block:
         raise ValueError(f"{k} columns are not a multiple of the block size {block}")
     if bits not in (4, 8):
         raise ValueError(f"bits must be 4 or 8, got {bits}")
     rows = weight.reshape(-1, k)
-    codes = np.empty((rows.shape[0], k * bits // 8), np.uint8)
+    codes = np.empty((rows.shape[0], k), np.uint8)
     scales = np.empty((rows.shape[0], k // block), np.float32)
     offset = 1 << (bits - 1)
     for start in range(0, rows.shape[0], _ROWS_PER_CHUNK):
@@ -70,13 +79,9 @@ def quantize(weight: np.ndarray, bits: int, block: int) -> Quantized:
                 q = np.where(better[..., None], q_try, q)
                 error = np.minimum(error, e_try)
         q = q.astype(np.uint8).reshape(chunk.shape[0], k)
-        if bits == 4:
-            q = q[:, 0::2] | (q[:, 1::2] << 4)
         codes[start : start + chunk.shape[0]] = q
         scales[start : start + chunk.shape[0]] = scale
-    return Quantized(
-        codes.reshape(*lead, k * bits // 8), scales.reshape(*lead, k // block), bits, block
-    )
+    return Quantized(codes.reshape(*lead, k), scales.reshape(*lead, k // block), bits, block)
 
 
 def _codes(blocks: np.ndarray, scale: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray]:

@@ -35,6 +35,9 @@ class RopeSpec:
     partial_rotary_factor: float = 1.0
     # Rotate adjacent pairs (x0, x1) (Llama 4's complex multiplication) instead of halves.
     interleaved: bool = False
+    # rope_type "llama3": factor, low_freq_factor, high_freq_factor,
+    # original_max_position_embeddings (transformers `_compute_llama3_parameters`).
+    llama3: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,27 @@ class TemperatureSpec:
 
     floor_scale: float
     scale: float
+
+
+@dataclass(frozen=True)
+class MlaSpec:
+    """DeepSeek multi-head latent attention (`DeepseekV3Attention`): q through an optional
+    low-rank pair (`q_a_proj`, `q_a_layernorm`, `q_b_proj`), K/V expanded by `kv_b_proj`
+    from a shared latent of `kv_lora_rank` (`kv_a_proj_with_mqa`, `kv_a_layernorm`) plus one
+    shared RoPE key of `rope_dim`. The cache keeps the latent and the roped key, one tensor
+    (B, 1, T, kv_lora_rank + rope_dim), and expands K/V from it each step."""
+
+    q_lora_rank: int | None
+    kv_lora_rank: int
+    nope_dim: int
+    rope_dim: int
+    v_head_dim: int
+    # `q_a_layernorm` and `kv_a_layernorm` are built without an eps: DeepseekV3RMSNorm's 1e-6.
+    norm_eps: float = 1e-6
+
+    @property
+    def qk_head_dim(self) -> int:
+        return self.nope_dim + self.rope_dim
 
 
 @dataclass(frozen=True)
@@ -71,10 +95,17 @@ class AttentionSpec:
     # Llama 4 chunked attention: keys only from the query's chunk of this many positions.
     chunk: int | None = None
     temperature: TemperatureSpec | None = None
+    # DeepSeek MLA; `n_kv_heads` and `head_dim` then describe its one cache tensor.
+    mla: MlaSpec | None = None
 
     @property
     def q_size(self) -> int:
         return self.n_heads * self.head_dim
+
+    @property
+    def rotary_dim(self) -> int:
+        """Dims RoPE tables are built for: MLA's shared rope key, else the head."""
+        return self.mla.rope_dim if self.mla is not None else self.head_dim
 
     @property
     def kv_size(self) -> int:
@@ -82,8 +113,29 @@ class AttentionSpec:
 
     @property
     def cache_tensors(self) -> tuple[str, ...]:
-        """Names of the cached tensors: only "value" when K is recomputed from V (K=V)."""
-        return ("value",) if self.k_eq_v else ("key", "value")
+        """Names of the cached tensors: only "value" when K is recomputed from V (K=V) or
+        both come from MLA's latent."""
+        return ("value",) if self.k_eq_v or self.mla is not None else ("key", "value")
+
+    def projections(self, hidden: int) -> dict[str, tuple[int, int]]:
+        """Checkpoint name (under `self_attn`) -> (out, in) of every projection matrix."""
+        if self.mla is not None:
+            m, heads = self.mla, self.n_heads
+            shapes: dict[str, tuple[int, int]] = {}
+            if m.q_lora_rank is None:
+                shapes["q_proj"] = (heads * m.qk_head_dim, hidden)
+            else:
+                shapes["q_a_proj"] = (m.q_lora_rank, hidden)
+                shapes["q_b_proj"] = (heads * m.qk_head_dim, m.q_lora_rank)
+            shapes["kv_a_proj_with_mqa"] = (m.kv_lora_rank + m.rope_dim, hidden)
+            shapes["kv_b_proj"] = (heads * (m.nope_dim + m.v_head_dim), m.kv_lora_rank)
+            shapes["o_proj"] = (hidden, heads * m.v_head_dim)
+            return shapes
+        shapes = {"q_proj": (self.q_size, hidden), "k_proj": (self.kv_size, hidden)}
+        if not self.k_eq_v:
+            shapes["v_proj"] = (self.kv_size, hidden)
+        shapes["o_proj"] = (hidden, self.q_size)
+        return shapes
 
     @property
     def kv_tensors(self) -> int:
@@ -93,10 +145,12 @@ class AttentionSpec:
 
 @dataclass(frozen=True)
 class MlpSpec:
-    """A gated (GLU) MLP: down(act(gate(x)) * up(x)), checkpoint prefix `mlp`."""
+    """A gated (GLU) MLP: down(act(gate(x)) * up(x)), at checkpoint prefix `key` (relative
+    to the layer)."""
 
     intermediate_size: int
     activation: str
+    key: str = "mlp"
 
 
 @dataclass(frozen=True)
@@ -114,6 +168,21 @@ class MoeSpec:
     router_key: str
     # Checkpoint prefix of `gate_up_proj` and `down_proj`, relative to the layer.
     experts_key: str
+    # Router scores: softmax over experts, or an independent sigmoid per expert (Llama 4,
+    # DeepSeek-V3).
+    scoring: Literal["softmax", "sigmoid"] = "softmax"
+    # Llama 4 multiplies each expert's input by its score instead of its output.
+    weights_on_input: bool = False
+    # Llama 4 stores the tables as (E, in, out): (E, H, 2I) and (E, I, H).
+    experts_in_out: bool = False
+    # Always-on shared expert(s) added to the routed ones (Llama 4, DeepSeek-V3).
+    shared: MlpSpec | None = None
+    # DeepSeek-V3 `noaux_tc` routing: experts chosen by score + this bias (E,), within the
+    # best `top_groups` of `groups` expert groups; weights scaled by `scaling`.
+    correction_bias_key: str | None = None
+    groups: int = 1
+    top_groups: int = 1
+    scaling: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -169,7 +238,8 @@ class ConfigReader:
     def has(self, key: str) -> bool:
         return self._config.get(key) is not None
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
+        """The keys present."""
         return [str(key) for key in self._config]
 
     def raw(self, key: str) -> object:

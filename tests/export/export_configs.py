@@ -112,9 +112,78 @@ def tiny_qwen3() -> Config:
     }
 
 
+def tiny_llama4() -> Config:
+    """Llama 4 Scout's shape family, shrunk: MoE every other layer (sigmoid top-1 router,
+    shared expert), a NoPE layer every 4th with temperature tuning, chunked attention with
+    L2 qk-norm on the RoPE layers (a chunk of 8 tokens, so verify crosses chunks), llama3
+    RoPE scaling."""
+    return {
+        "model_type": "llama4_text",
+        "vocab_size": 320,
+        "hidden_size": 64,
+        "intermediate_size": 32,
+        "intermediate_size_mlp": 96,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "num_local_experts": 4,
+        "num_experts_per_tok": 1,
+        "interleave_moe_layer_step": 2,
+        "attention_chunk_size": 8,
+        "floor_scale": 4,
+        "attn_scale": 0.1,
+        "rope_parameters": {
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+        "max_position_embeddings": 1024,
+        "tie_word_embeddings": False,
+    }
+
+
+def tiny_deepseek_v3() -> Config:
+    """DeepSeek-V3's shape family, shrunk: MLA with q and kv low-rank pairs and interleaved
+    RoPE on a shared key, one dense layer then MoE layers with 8 routed experts in 4 groups
+    (top-2 groups, top-2 experts), a correction bias, a shared expert, scaled weights."""
+    return {
+        "model_type": "deepseek_v3",
+        "vocab_size": 320,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "moe_intermediate_size": 32,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "n_shared_experts": 1,
+        "n_routed_experts": 8,
+        "num_experts_per_tok": 2,
+        "n_group": 4,
+        "topk_group": 2,
+        "routed_scaling_factor": 2.5,
+        "norm_topk_prob": True,
+        "first_k_dense_replace": 1,
+        "q_lora_rank": 48,
+        "kv_lora_rank": 32,
+        "qk_nope_head_dim": 16,
+        "qk_rope_head_dim": 8,
+        "v_head_dim": 16,
+        "rope_interleave": True,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 1024,
+        "tie_word_embeddings": False,
+    }
+
+
 ALL = {
     "gemma4_text": tiny_gemma4,
     "qwen3_moe": tiny_qwen3_moe,
     "mixtral": tiny_mixtral,
     "qwen3": tiny_qwen3,
+    "llama4_text": tiny_llama4,
+    "deepseek_v3": tiny_deepseek_v3,
 }

@@ -31,7 +31,7 @@ SPECIALS = ["<unk>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"]
 
 def _tokenizer(vocab_size: int) -> Any:
     """A word-level tokenizer whose vocabulary covers the verify sample and template."""
-    words = SPECIALS + "user model Translate into German : .".split()
+    words = [*SPECIALS, "user", "model", "Translate", "into", "German", ":", "."]
     words += SAMPLE.replace(",", " ").replace(".", " ").split()
     vocab: dict[str, int] = {}
     for word in words:

@@ -23,8 +23,8 @@ pytest.importorskip("torch", reason=REASON)
 pytest.importorskip("transformers", reason=REASON)
 onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime is a runtime dependency")
 
-from export.onnx_graph import LAYER_BUILDERS, build_model  # noqa: E402 - needs onnx
 from export.model_dir import MODEL_FILE  # noqa: E402 - needs onnx
+from export.onnx_graph import LAYER_BUILDERS, build_model  # noqa: E402 - needs onnx
 from export.reference import random_model  # noqa: E402 - needs torch
 
 
@@ -134,6 +134,6 @@ def test_shape_mismatch_is_named() -> None:
 
 
 def test_architecture_without_onnx_builder_is_named() -> None:
-    spec = dataclasses.replace(spec_from_config(tiny_gemma4()), model_type="llama4_text")
-    with pytest.raises(UnsupportedArchitecture, match="'llama4_text' is not built yet"):
+    spec = dataclasses.replace(spec_from_config(tiny_gemma4()), model_type="gpt_oss")
+    with pytest.raises(UnsupportedArchitecture, match="'gpt_oss' is not built yet"):
         build_model(spec, lambda key: np.zeros(1))

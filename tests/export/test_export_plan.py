@@ -127,9 +127,9 @@ def test_cli_prints_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_reports_bad_config_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"model_type": "llama4_text"}))
+    config.write_text(json.dumps({"model_type": "gpt_oss"}))
     assert main(["plan", "--config", str(config)]) == 2
-    assert "'llama4_text' is not supported" in capsys.readouterr().err
+    assert "'gpt_oss' is not supported" in capsys.readouterr().err
     config.write_text("{not json")
     assert main(["plan", "--config", str(config)]) == 2
     assert "not valid JSON" in capsys.readouterr().err

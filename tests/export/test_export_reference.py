@@ -56,12 +56,18 @@ def test_layer_shapes_match_transformers(make_config: Callable[[], dict[str, Any
     model = _model(config)
     for layer, hf_layer in zip(spec.layers, model.model.layers, strict=True):
         attention, hf_attention = layer.attention, hf_layer.self_attn
-        assert hf_attention.q_proj.out_features == attention.q_size
-        assert hf_attention.k_proj.out_features == attention.kv_size
-        assert hf_attention.head_dim == attention.head_dim
-        assert getattr(hf_attention, "v_proj", None) is None if attention.k_eq_v else True
+        if attention.mla is None:
+            assert hf_attention.q_proj.out_features == attention.q_size
+            assert hf_attention.k_proj.out_features == attention.kv_size
+            assert hf_attention.head_dim == attention.head_dim
+            assert getattr(hf_attention, "v_proj", None) is None if attention.k_eq_v else True
+        else:
+            assert hf_attention.kv_lora_rank == attention.mla.kv_lora_rank
+            assert hf_attention.qk_rope_head_dim == attention.mla.rope_dim
         # Mixtral reads its window from the config at call time; the others keep an attribute.
-        window = getattr(hf_attention, "sliding_window", hf_attention.config.sliding_window)
+        window = getattr(
+            hf_attention, "sliding_window", getattr(hf_attention.config, "sliding_window", None)
+        )
         assert window == attention.window
         assert hf_attention.scaling == attention.scale
         state = {

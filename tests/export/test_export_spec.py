@@ -98,7 +98,7 @@ def test_unsupported_model_type_names_it_and_the_supported_ones() -> None:
     with pytest.raises(UnsupportedArchitecture) as err:
         spec_from_config({"model_type": "gpt2"})
     assert "'gpt2'" in str(err.value)
-    for supported in ("gemma4_text", "mixtral", "qwen3", "qwen3_moe"):
+    for supported in ("gemma4_text", "mixtral", "qwen3", "qwen3_moe", "llama4_text", "deepseek_v3"):
         assert supported in str(err.value)
 
 
