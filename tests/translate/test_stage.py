@@ -142,3 +142,18 @@ def test_without_a_translator_captions_pass_through() -> None:
     assert [(u.revision, u.status, u.translations) for u in out] == [
         (0, "partial", {}), (1, "final", {})
     ]
+
+
+def test_include_partial_translates_the_unstable_tail_too() -> None:
+    translator = UpperTranslator()
+    update = SegmentUpdate(0, 0, "partial", (Word(" one", 0, 1),), (Word(" tw", 1, 2),), 1.0)
+
+    async def scenario(include: bool) -> None:
+        stage = TranslationStage([lambda u: None], translator, include_partial=include)
+        stage.start()
+        stage.submit(update)
+        await stage.close()
+
+    asyncio.run(scenario(False))
+    asyncio.run(scenario(True))
+    assert [c.text for c in translator.calls] == ["one", "one tw"]
