@@ -126,9 +126,10 @@ def test_int4_graph_is_sparse_and_small(
     assert ops["/model/layers.0/self_attn/q_proj/MatMulNBits"] == "MatMulNBits"
     assert ops["/model/layers.0/self_attn/GroupQueryAttention"] == "GroupQueryAttention"
     assert ops["/model/embed_tokens/GatherBlockQuantized"] == "GatherBlockQuantized"
-    assert ops["/model/layers.1/experts/gate_up_proj/GatherBlockQuantized"] == (
-        "GatherBlockQuantized"
-    )
+    # the top-k experts' int4 blocks are gathered and multiplied as integers
+    assert ops["/model/layers.1/experts/gate_up_proj/Gather"] == "Gather"
+    assert ops["/model/layers.1/experts/gate_up_proj/MatMulInteger"] == "MatMulInteger"
+    assert ops["/model/layers.1/experts/down_proj/MatMulInteger"] == "MatMulInteger"
     capsys.readouterr()
     main(["verify", str(tmp_path / "int4")])
     assert "greedy top-1 agreement" in capsys.readouterr().out

@@ -137,3 +137,25 @@ def test_architecture_without_onnx_builder_is_named() -> None:
     spec = dataclasses.replace(spec_from_config(tiny_gemma4()), model_type="gpt_oss")
     with pytest.raises(UnsupportedArchitecture, match="'gpt_oss' is not built yet"):
         build_model(spec, lambda key: np.zeros(1))
+
+
+def test_bench_prints_the_three_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "bench",
+        "--layers",
+        "1",
+        "--hidden",
+        "64",
+        "--experts",
+        "4",
+        "--expert-intermediate",
+        "32",
+        "--decode-tokens",
+        "2",
+        "--prefill-tokens",
+        "8",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "dense, same total" in out and "torch eager fp32" in out
+    assert "ONNX vs PyTorch eager" in out and "same active" in out
