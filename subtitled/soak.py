@@ -416,6 +416,41 @@ def latency_report(
     }
 
 
+def cost_report(
+    journal: Sequence[dict[str, Any]],
+    samples: Sequence[tuple[float, float, float, float]],
+    started: float,
+    window_s: float,
+) -> dict[str, Any]:
+    """Daemon CPU seconds per audio second, over the first and the last `window_s` of audio.
+
+    Unlike latency, this does not depend on how much CPU the machine leaves the daemon:
+    a daemon starved of CPU falls behind real time (stdin is paused, not dropped), and
+    its latency then grows with the run, but its cost per audio second does not, unless
+    something in it grows.
+    """
+    points = sorted(
+        (float(m["end"]), float(m["emitted"]) - started) for m in journal if m.get("end")
+    )
+    if len(points) < 4 or len(samples) < 2:
+        return {"window_s": window_s, "first": None, "last": None}
+    times = [s[0] for s in samples]
+    cpu = [s[2] for s in samples]
+
+    def cost(a: tuple[float, float], b: tuple[float, float]) -> float | None:
+        audio_s = b[0] - a[0]
+        used = float(np.interp(b[1], times, cpu) - np.interp(a[1], times, cpu))
+        return round(used / audio_s, 3) if audio_s > 0 else None
+
+    head = [p for p in points if p[0] <= window_s] or points[:2]
+    tail = [p for p in points if p[0] >= points[-1][0] - window_s] or points[-2:]
+    return {
+        "window_s": window_s,
+        "first": cost((0.0, 0.0), head[-1]),
+        "last": cost(tail[0], tail[-1]) if len(tail) >= 2 else None,
+    }
+
+
 def delivery_report(journal: Sequence[dict[str, Any]], logs: Sequence[ClientLog]) -> dict[str, Any]:
     """Per client: finals missing against the journal, duplicates, disorder, seq gaps."""
     expected = [int(m["seq"]) for m in journal]
@@ -486,6 +521,7 @@ def summarise(
     window_s = min(WINDOW_S, duration_s / 6)
     memory = memory_report(samples, duration_s, warmup_s) if samples else {}
     latency = latency_report(words, started, duration_s, window_s)
+    latency["daemon_cpu_s_per_audio_s"] = cost_report(journal, samples, started, window_s)
     delivery = delivery_report(journal, logs)
     delivered = not any(
         delivery[key]
@@ -524,6 +560,7 @@ def summary_text(report: dict[str, Any]) -> str:
         return "ok  " if ok[key] else "FAIL"
 
     first, last = lat["committed_word_s_first"], lat["committed_word_s_last"]
+    cost = lat["daemon_cpu_s_per_audio_s"]
     return "\n".join(
         [
             f"soak: {report['minutes']:g} min of audio, {d['clients']} clients "
@@ -536,7 +573,8 @@ def summary_text(report: dict[str, Any]) -> str:
             f"{first['p50']}/{first['p90']} s in the first {lat['window_s'] / 60:.1f} min, "
             f"{last['p50']}/{last['p90']} s in the last "
             f"(drift {lat['drift_p50_s']} s, limit {MAX_DRIFT_S:g} s)",
-            f"     daemon: {m.get('daemon_cpu_s_per_s')} CPU s per s, done "
+            f"     daemon: {m.get('daemon_cpu_s_per_s')} CPU s per s, "
+            f"{cost['first']} then {cost['last']} CPU s per audio s (first, last window), done "
             f"{m.get('daemon_wall_s')} s after the start of {report['minutes'] * 60:g} s of "
             f"audio (kept up: {lat.get('kept_up_with_real_time')}); "
             f"load average {m.get('load_average_mean')}",

@@ -10,6 +10,7 @@ import pytest
 from subtitled.soak import (
     ClientLog,
     CommitTracker,
+    cost_report,
     delivery_report,
     latency_report,
     memory_report,
@@ -163,3 +164,15 @@ def test_a_short_real_soak() -> None:
     assert report["pass"]["delivery"], delivery
     assert report["latency"]["words_first"] > 20
     assert report["daemon_exit_code"] == 0
+
+
+def test_cost_per_audio_second_ignores_how_far_behind_the_daemon_is() -> None:
+    """A daemon at 0.3x real time, spending 0.5 CPU s per audio s throughout: its
+    latency grows, its cost does not."""
+    started = 1000.0
+    journal = [
+        {"seq": i, "end": 10.0 * i, "emitted": started + 10.0 * i / 0.3} for i in range(1, 181)
+    ]
+    samples = [(float(t), 400.0, 0.5 * 0.3 * t, 8.0) for t in range(0, 6001, 10)]
+    cost = cost_report(journal, samples, started, 300.0)
+    assert cost == {"window_s": 300.0, "first": pytest.approx(0.5), "last": pytest.approx(0.5)}
