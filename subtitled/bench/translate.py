@@ -53,6 +53,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench.add_argument("--ignore-stop", action="store_true",
                        help="decode to the length limit (a random-weight model says its stop "
                             "token at random; this makes its translations sentence-length)")
+    bench.add_argument("--every-update", action="store_true",
+                       help="translate every word commit, however far behind (same updates "
+                            "for both variants); default: the daemon's policy, where a busy "
+                            "translator skips superseded revisions")
     bench.add_argument("--no-baseline", action="store_true", help="skip the re-prefill baseline")
     bench.add_argument("--out", type=Path, help="write the JSON report here")
     bench.add_argument("-c", "--config", type=Path)
@@ -77,26 +81,35 @@ def _percentiles(values_s: list[float]) -> dict[str, float] | None:
     return None if found is None else {"p50": round(found.p50_ms, 1), "p90": round(found.p90_ms, 1)}
 
 
+def _ratio(a: dict[str, float] | None, b: dict[str, float] | None) -> float | None:
+    return round(a["p50"] / b["p50"], 3) if a and b and b["p50"] else None
+
+
 def summarise(sim: Simulation, language: str, duration_s: float) -> dict[str, Any]:
     """The figures of one variant."""
     costs: tuple[UpdateCost, ...] = sim.costs
-    first = [c.compute_s for c in costs if c.arrival_s < WINDOW_S]
-    last = [c.compute_s for c in costs if c.arrival_s >= duration_s - WINDOW_S]
-    first_p = _percentiles(first)
-    last_p = _percentiles(last)
+    in_first = [c for c in costs if c.arrival_s < WINDOW_S]
+    in_last = [c for c in costs if c.arrival_s >= duration_s - WINDOW_S]
+    first_p = _percentiles([c.compute_s for c in in_first])
+    last_p = _percentiles([c.compute_s for c in in_last])
+    first_cpu = _percentiles([c.cpu_s for c in in_first])
+    last_cpu = _percentiles([c.cpu_s for c in in_last])
     shown = word_shown_latencies(sim.emissions, costs, language)
     return {
         "updates": len(costs),
         "prefilled_tokens": sum(c.prefilled for c in costs),
         "decode_steps": sum(c.decode_steps for c in costs),
         "compute_s": round(sum(c.compute_s for c in costs), 3),
+        "cpu_s": round(sum(c.cpu_s for c in costs), 3),
+        "compute_per_update_ms": round(1000 * sum(c.compute_s for c in costs)
+                                       / max(len(costs), 1), 1),
         "update_latency_ms": _percentiles([c.compute_s for c in costs]),
         "update_latency_first_minute_ms": first_p,
         "update_latency_last_minute_ms": last_p,
-        "last_over_first_p50": (
-            round(last_p["p50"] / first_p["p50"], 3) if first_p and last_p and first_p["p50"]
-            else None
-        ),
+        "last_over_first_p50": _ratio(last_p, first_p),
+        "update_cpu_first_minute_ms": first_cpu,
+        "update_cpu_last_minute_ms": last_cpu,
+        "last_over_first_p50_cpu": _ratio(last_cpu, first_cpu),
         "word_shown_latency_ms": _percentiles(shown),
         "queue_delay_ms": _percentiles([c.done_s - c.arrival_s for c in costs]),
     }
@@ -128,7 +141,7 @@ def run_bench_translate(args: argparse.Namespace) -> int:
 
     report: dict[str, Any] = {"manifest": str(args.manifest), "clips": len(clips),
                               "stream_s": round(duration_s, 1), "words": len(emissions),
-                              "target": language}
+                              "target": language, "every_update": args.every_update}
     variants = [("incremental", True)] + ([] if args.no_baseline else [("baseline", False)])
     for name, reuse in variants:
         translator = load_translator(config.translation, reuse=reuse)
@@ -136,7 +149,8 @@ def run_bench_translate(args: argparse.Namespace) -> int:
             translator.model.stop_ids = frozenset()
             report["ignore_stop"] = True
         print(f"bench-translate: {name} ({translator.name})", file=err, flush=True)
-        sim = simulate(emissions, translator, config.translation.include_partial)
+        sim = simulate(emissions, translator, config.translation.include_partial,
+                       coalesce=not args.every_update)
         report[name] = summarise(sim, language, duration_s)
         if isinstance(translator, OnnxTranslator):
             stream = translator.streams[language]
@@ -152,6 +166,9 @@ def run_bench_translate(args: argparse.Namespace) -> int:
             "prefilled_tokens": round(base["prefilled_tokens"] / max(inc["prefilled_tokens"], 1),
                                       2),
             "compute": round(base["compute_s"] / max(inc["compute_s"], 1e-9), 2),
+            "compute_per_update": round(
+                base["compute_per_update_ms"] / max(inc["compute_per_update_ms"], 1e-9), 2
+            ),
         }
     report["goals"] = _goals(report)
     text = json.dumps(report, indent=2, ensure_ascii=False)

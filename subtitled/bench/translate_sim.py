@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +29,9 @@ class UpdateCost:
     arrival_s: float
     done_s: float
     compute_s: float
+    cpu_s: float
+    """Process CPU time of the call (all threads): less sensitive than `compute_s` to
+    other processes competing for the cores."""
     prefilled: int
     decode_steps: int
     final: bool
@@ -43,14 +46,21 @@ class Simulation:
 
 
 def simulate(
-    emissions: Sequence[Emission], translator: Translator, include_partial: bool = False
+    emissions: Sequence[Emission],
+    translator: Translator,
+    include_partial: bool = False,
+    coalesce: bool = True,
 ) -> Simulation:
-    """Run `translator` over the ASR `emissions` on the benchmark clock."""
+    """Run `translator` over the ASR `emissions` on the benchmark clock.
+
+    Without `coalesce` every revision is translated, however far behind that puts the
+    translator (for comparing two translators on the same updates)."""
     out: list[Emission] = []
     costs: list[UpdateCost] = []
     shown: dict[int, dict[str, Translation]] = {}
     latest: dict[int, SegmentUpdate] = {}
     pending: OrderedDict[int, tuple[float, SegmentUpdate]] = OrderedDict()
+    backlog: deque[tuple[float, SegmentUpdate]] = deque()  # without coalescing
     ordered = sorted(emissions, key=lambda e: e.time_s)
 
     def emit(time_s: float, update: SegmentUpdate, translations: dict[str, Translation]) -> None:
@@ -62,34 +72,42 @@ def simulate(
         latest[sid] = update
         stand_in = dataclasses.replace(update, status="partial")
         emit(emission.time_s, stand_in, shown.get(sid, {}))
+        if not coalesce:
+            backlog.append((emission.time_s, update))
+            return
         if sid in pending and pending[sid][1].status == "final":
             return
         pending[sid] = (emission.time_s, update)
 
     clock = 0.0
     i = 0
-    while i < len(ordered) or pending:
-        if not pending:
+    while i < len(ordered) or pending or backlog:
+        if not pending and not backlog:
             clock = max(clock, ordered[i].time_s)
         while i < len(ordered) and ordered[i].time_s <= clock:
             arrive(ordered[i])
             i += 1
-        if not pending:
+        if backlog:
+            arrival_s, update = backlog.popleft()
+            sid = update.segment_id
+        elif pending:
+            sid, (arrival_s, update) = pending.popitem(last=False)
+        else:
             continue
-        sid, (arrival_s, update) = pending.popitem(last=False)
         words = update.committed + (update.partial if include_partial else ())
         final = update.status == "final"
         source = SourceUpdate(sid, "".join(w.text for w in words).strip(), final, len(words))
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         results: dict[str, LanguageResult] = translator.translate(source)
         compute_s = time.perf_counter() - started
+        cpu_s = time.process_time() - cpu_started
         clock += compute_s
         translations = {
             lang: as_translation(r, (clock - arrival_s) * 1000.0) for lang, r in results.items()
         }
         shown[sid] = translations
         costs.append(UpdateCost(
-            sid, arrival_s, clock, compute_s, sum(r.prefilled for r in results.values()),
+            sid, arrival_s, clock, compute_s, cpu_s, sum(r.prefilled for r in results.values()),
             sum(r.decode_steps for r in results.values()), final, len(words),
             {lang: r.stable_tokens for lang, r in results.items()},
         ))

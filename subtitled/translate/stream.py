@@ -154,7 +154,9 @@ class LanguageStream:
         full = tokenizer.decode(verdict.stable + verdict.unstable)
         result = LanguageResult(
             stable=stable,
-            unstable=_split_text(stable, full, tokenizer.decode(verdict.unstable)),
+            # A final has no tail: an incomplete character at its end is dropped.
+            unstable="" if final else _split_text(stable, full,
+                                                  tokenizer.decode(verdict.unstable)),
             stable_tokens=len(verdict.stable),
             total_tokens=len(verdict.stable) + len(verdict.unstable),
             prefilled=decoded.prefilled,

@@ -103,3 +103,10 @@ def test_bench_fills_translation_figures(tiny_model_dir: Path, tmp_path: Path) -
     # (translation_latency_ms needs a non-empty translation, which this random model may
     # not give; tests of `simulate` above cover the timing.)
     assert "translation_latency_ms" in report
+
+
+def test_every_update_mode_translates_every_commit() -> None:
+    emissions = timed_word_emissions([("a b c d e f g h", 0.08)])
+    sim = simulate(emissions, SlowEcho(0.02), coalesce=False)
+    assert [c.words for c in sim.costs] == list(range(1, 9))
+    assert all(c.cpu_s >= 0 for c in sim.costs)

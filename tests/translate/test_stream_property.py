@@ -14,6 +14,8 @@ from subtitled.translate.policy import PolicyConfig
 from subtitled.translate.runtime import OnnxModel, RuntimeConfig
 from subtitled.translate.stream import LanguageStream
 
+pytestmark = pytest.mark.slow
+
 WORDS = ["the", "printed", "book", "Chinese", "wood", "blocks", "über", "año", "1455", ","]
 
 steps = st.lists(
