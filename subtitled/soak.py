@@ -516,11 +516,18 @@ def summarise(
     started: float,
     duration_s: float,
 ) -> dict[str, Any]:
-    """The soak report from what was recorded."""
+    """The soak report from what was recorded.
+
+    Latency windows are taken over the audio transcribed (to the end of the last
+    final), which is all of it unless the daemon was stopped early.
+    """
     warmup_s = min(WARMUP_S, duration_s / 6)
-    window_s = min(WINDOW_S, duration_s / 6)
+    ends = [float(m["end"]) for m in journal if m.get("end")]
+    audio_s = min(duration_s, max(ends, default=duration_s))
+    window_s = min(WINDOW_S, audio_s / 6)
     memory = memory_report(samples, duration_s, warmup_s) if samples else {}
-    latency = latency_report(words, started, duration_s, window_s)
+    latency = latency_report(words, started, audio_s, window_s)
+    latency["audio_transcribed_s"] = round(audio_s, 1)
     latency["daemon_cpu_s_per_audio_s"] = cost_report(journal, samples, started, window_s)
     delivery = delivery_report(journal, logs)
     delivered = not any(
@@ -536,7 +543,7 @@ def summarise(
     drift = latency["drift_p50_s"]
     # A daemon that cannot keep up with real time (too little CPU) piles up a backlog:
     # its latency grows with the run, whatever its memory and delivery.
-    latency["kept_up_with_real_time"] = bool(memory) and memory["daemon_wall_s"] <= duration_s + 30
+    latency["kept_up_with_real_time"] = bool(memory) and memory["daemon_wall_s"] <= audio_s + 30
     checks = {
         "memory": bool(memory) and memory["growth_percent"] <= MAX_GROWTH_PERCENT,
         "latency": drift is not None and drift <= MAX_DRIFT_S,
