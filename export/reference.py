@@ -34,6 +34,11 @@ def random_model(config: dict[str, Any], seed: int = 0) -> Any:
             noise = torch.randn(tensor.shape, generator=generator)
             if name.endswith(("per_expert_scale", "layer_scalar")):
                 tensor.copy_(1.0 + 0.25 * noise.abs())
+            elif name.endswith(("q_norm.weight", "k_norm.weight")):
+                # q.k of unit-RMS heads reaches head_dim; d^-1/4 on each side keeps the
+                # scores O(1) as training does, so attention is not a brittle argmax
+                # (Gemma 4 applies no 1/sqrt(d) scale) and quantised verify is meaningful.
+                tensor.copy_(tensor.shape[0] ** -0.25 * (1.0 + 0.1 * noise))
             elif tensor.dim() == 1:  # norm and router scales around 1
                 tensor.copy_(1.0 + 0.1 * noise)
             else:  # (..., out, in): unit-variance outputs; embeddings too, once scaled

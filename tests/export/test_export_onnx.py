@@ -158,4 +158,4 @@ def test_bench_prints_the_three_ratios(capsys: pytest.CaptureFixture[str]) -> No
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "dense, same total" in out and "torch eager fp32" in out
-    assert "ONNX vs PyTorch eager" in out and "same active" in out
+    assert "ONNX vs PyTorch eager" in out and "dense with same active" in out
