@@ -1,11 +1,11 @@
-"""The ONNX graph of a decoder-only LM with an explicit KV cache: the decoder layer of each
-family (a registry by model_type), then `build_model`.
+"""The ONNX graph of a decoder-only LM with an explicit KV cache: routers, the decoder
+layer of each family (a registry by model_type), then `build_model` / `write_model`.
 
 One graph serves prefill and decode: `input_ids` and `position_ids` are (batch, sequence)
 with dynamic sequence, each layer takes its past cache and returns the present one. The
 rows of a batch share their positions (the mask is built from row 0; no padding).
-Initializers keep the checkpoint key, 2-D projections stored transposed (in, out) for
-MatMul. Standard ONNX ops only (opset 20, for Gelu with tanh approximation).
+Initializers keep the checkpoint key. Opset 20 (Gelu with tanh approximation) plus ONNX
+Runtime's `com.microsoft` ops where they fit (see README "ONNX Runtime fused ops").
 """
 
 from __future__ import annotations
