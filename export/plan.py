@@ -184,7 +184,8 @@ def kv_groups(spec: ModelSpec) -> tuple[KvGroup, ...]:
     counts: dict[tuple[str, int, int, int, int | None], int] = {}
     for layer in spec.layers:
         a = layer.attention
-        key = (a.kind, a.kv_tensors, a.n_kv_heads, a.head_dim, a.window)
+        kind = "mla" if a.mla is not None else a.kind
+        key = (kind, a.kv_tensors, a.n_kv_heads, a.head_dim, a.window)
         counts[key] = counts.get(key, 0) + 1
     return tuple(
         KvGroup(kind, n, tensors, heads, head_dim, window)
@@ -256,6 +257,8 @@ def format_plan(plan: Plan) -> str:
     for group in plan.kv_groups:
         per_token = group.bytes_at(1, plan.precision.float_bytes)
         tensors = "V only, K=V" if group.tensors == 1 else "K and V"
+        if group.kind == "mla":
+            tensors = "latent + rope key, K and V expanded from it"
         window = f", keeps at most {group.window:,} tokens" if group.window else ""
         lines.append(
             f"  {group.layers} x {group.kind}: {group.n_kv_heads} heads x {group.head_dim}, "
