@@ -101,6 +101,10 @@ def _time_onnx(
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Idle pool threads sleep instead of spinning: on a shared CPU (the daemon's ASR, other
+    # processes) spinning threads steal the cores the work needs; measured 2-3x slower
+    # decode under load with spinning on.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(
         str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"]
     )
