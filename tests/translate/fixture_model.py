@@ -65,7 +65,36 @@ def make_model(config: dict[str, Any], out: Path, seed: int = 0,
     """Export a random model of `config` to `out` and make it a translation model."""
     from export.reference import export_random
 
-    manifest = export_random(config, out, "fp32", seed)
+    try:  # export takes a Precision object since quantisation landed
+        from export.plan import PRECISIONS
+
+        precision: Any = PRECISIONS["fp32"]
+    except ImportError:
+        precision = "fp32"
+    import export.reference as reference
+
+    smooth = reference.random_model
+
+    def sharp(config: dict[str, Any], seed: int = 0) -> Any:
+        """Norm weights of 1 +- 0.5 (the export's first random init): with the export's
+        smoother init (O(1) attention scores) a random model repeats one token whatever
+        the input, and tests of streaming decoding need outputs that follow the source."""
+        import torch
+
+        model = smooth(config, seed)
+        generator = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for name, tensor in model.state_dict().items():
+                if tensor.dim() == 1 and not name.endswith(("per_expert_scale", "layer_scalar")):
+                    noise = torch.randn(tensor.shape, generator=generator)
+                    tensor.copy_(1.0 + 0.5 * noise)  # norms and q/k norms: sharp, varied
+        return model
+
+    reference.random_model = sharp
+    try:
+        manifest = export_random(config, out, precision, seed)
+    finally:
+        reference.random_model = smooth
     write_tokenizer(out / "tokenizer.json", config["vocab_size"])
     files = [f.path for f in manifest.files] + ["tokenizer.json"]
     manifest = dataclasses.replace(

@@ -95,4 +95,4 @@ def test_cache_reuse_matches_recompute_from_scratch(tiny_model_dir: Path, reserv
         assert incremental.prefilled_tokens * 3 < baseline.prefilled_tokens
     else:  # rollbacks past the sliding window re-prefill, and stay exact
         assert incremental.prefilled_tokens < baseline.prefilled_tokens
-    assert any(total > 5 for _, _, total in got), "hypotheses must be long enough to matter"
+    assert any(total >= 4 for _, _, total in got), "hypotheses must be long enough to matter"
