@@ -57,7 +57,10 @@ def test_simulated_clock_on_short_clips(tmp_path: Path, capsys: pytest.CaptureFi
     assert 0 < report["rtf"] < 1
     assert report["cpu_seconds"] > 0 and report["peak_rss_mb"] > 50
     assert 0 <= report["max_lag_s"] < 5
-    assert report["bleu"] == {"de": None} and report["translation_latency_ms"] is None
+    # the bundled model translates; without --refs there is nothing to score BLEU against
+    assert report["bleu"] == {"de": None}
+    translation = report["translation_latency_ms"]
+    assert 0 <= translation["p50"] <= translation["p90"] < 10000
     for item in report["items"]:
         assert item["wer"] < 0.5 and item["latency_ms"]["p50"] > 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
