@@ -7,8 +7,9 @@ Three seeded random models of one shape (Qwen3 attention, SwiGLU feed-forward):
 - dense, same *total* parameters: intermediate E * I.
 Each is exported to ONNX at the chosen precision and timed under ONNX Runtime, and timed in
 PyTorch eager (fp32, transformers) with the same thread count: prefill tokens/s of one
-prompt from an empty cache (best of 3), and decode ms/token (the median of single-token
-steps after it; medians and minima because the CPUs may be shared).
+prompt from an empty cache (best of 3), and decode ms/token (median and best of the
+single-token steps after it). The six runners take turns step by step, so a burst of load
+on a shared CPU slows them all alike instead of one of them.
 """
 
 from __future__ import annotations
@@ -93,87 +94,105 @@ def configs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     }
 
 
-def _time_onnx(
-    directory: Path, manifest: Manifest, prompt: np.ndarray, steps: int, threads: int
-) -> tuple[float, float, float]:
-    import onnxruntime
+class _OnnxRunner:
+    """One exported model under ONNX Runtime: prefill a prompt, then greedy steps."""
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    # Idle pool threads sleep instead of spinning: on a shared CPU (the daemon's ASR, other
-    # processes) spinning threads steal the cores the work needs; measured 2-3x slower
-    # decode under load with spinning on.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = onnxruntime.InferenceSession(
-        str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"]
-    )
-    present = [o.name for o in manifest.outputs[1:]]
+    def __init__(self, directory: Path, manifest: Manifest, threads: int) -> None:
+        import onnxruntime
 
-    def empty() -> dict[str, np.ndarray]:
-        return {
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Idle pool threads sleep instead of spinning: on a shared CPU (the daemon's ASR,
+        # other processes) spinning threads steal the cores the work needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = onnxruntime.InferenceSession(
+            str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+        )
+        self._manifest = manifest
+        self._present = [o.name for o in manifest.outputs[1:]]
+        self._feeds: dict[str, np.ndarray] = {}
+        self._position = 0
+
+    def prefill(self, prompt: np.ndarray) -> int:
+        self._feeds = {
             f"past_key_values.{kv.layer}.{t}": np.zeros(
                 (1, kv.n_kv_heads, 0, kv.head_dim), np.float32
             )
-            for kv in manifest.kv_layout
+            for kv in self._manifest.kv_layout
             for t in kv.tensors
         }
+        self._position = 0
+        return self._run(prompt)
 
-    def run(feeds: dict[str, np.ndarray], ids: np.ndarray, start: int) -> int:
+    def step(self, token: int) -> int:
+        return self._run(np.array([[token]], np.int64))
+
+    def _run(self, ids: np.ndarray) -> int:
+        start = self._position
         positions = np.arange(start, start + ids.shape[1], dtype=np.int64)[None, :]
-        results = session.run(None, {**feeds, "input_ids": ids, "position_ids": positions})
-        for name, value in zip(present, results[1:], strict=True):
-            feeds[name.replace("present.", "past_key_values.")] = value
+        results = self._session.run(
+            None, {**self._feeds, "input_ids": ids, "position_ids": positions}
+        )
+        for name, value in zip(self._present, results[1:], strict=True):
+            self._feeds[name.replace("present.", "past_key_values.")] = value
+        self._position += ids.shape[1]
         return int(results[0][0, -1].argmax())
 
-    run(empty(), prompt[:, :8], 0)  # warm-up
-    prefill = []
+
+class _TorchRunner:
+    """The same model in PyTorch eager (transformers, fp32)."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self._cache: Any = None
+
+    def prefill(self, prompt: np.ndarray) -> int:
+        import torch
+
+        with torch.no_grad():
+            out = self._model(input_ids=torch.from_numpy(prompt), use_cache=True)
+        self._cache = out.cache
+        return int(out.logits[0, -1].argmax())
+
+    def step(self, token: int) -> int:
+        import torch
+
+        with torch.no_grad():
+            out = self._model(input_ids=torch.tensor([[token]]), cache=self._cache, use_cache=True)
+        self._cache = out.cache
+        return int(out.logits[0, -1].argmax())
+
+
+def _measure(
+    runners: list[_OnnxRunner | _TorchRunner], prompt: np.ndarray, steps: int
+) -> list[tuple[float, float, float]]:
+    """Prefill tokens/s (best of 3), decode ms/token (median, best), every runner's turn
+    interleaved with the others' so bursts of load on a shared CPU hit them all alike."""
+    for runner in runners:  # warm-up
+        runner.step(runner.prefill(prompt[:, :8]))
+    prefill: list[list[float]] = [[] for _ in runners]
+    tokens = [0] * len(runners)
     for _ in range(3):
-        feeds = empty()
-        began = time.perf_counter()
-        token = run(feeds, prompt, 0)
-        prefill.append(time.perf_counter() - began)
-    for step in range(3):  # warm-up decode
-        token = run(feeds, np.array([[token]], np.int64), prompt.shape[1] + step)
-    feeds = empty()
-    token = run(feeds, prompt, 0)
-    decode = []
-    for step in range(steps):
-        began = time.perf_counter()
-        token = run(feeds, np.array([[token]], np.int64), prompt.shape[1] + step)
-        decode.append(time.perf_counter() - began)
-    return prompt.shape[1] / min(prefill), 1000 * float(np.median(decode)), 1000 * min(decode)
-
-
-def _time_torch(model: Any, prompt: np.ndarray, steps: int) -> tuple[float, float, float]:
-    import torch
-
-    ids = torch.from_numpy(prompt)
-    with torch.no_grad():
-        model(input_ids=ids[:, :8], use_cache=True)  # warm-up
-        prefill = []
-        for _ in range(3):
+        for i, runner in enumerate(runners):
             began = time.perf_counter()
-            out = model(input_ids=ids, use_cache=True)
-            prefill.append(time.perf_counter() - began)
-        cache = out.cache
-        token = out.logits[0, -1].argmax()
-        for _ in range(3):  # warm-up decode
-            out = model(input_ids=token.view(1, 1), cache=cache, use_cache=True)
-            cache, token = out.cache, out.logits[0, -1].argmax()
-        out = model(input_ids=ids, use_cache=True)
-        cache, token = out.cache, out.logits[0, -1].argmax()
-        decode = []
-        for _ in range(steps):
+            tokens[i] = runner.prefill(prompt)
+            prefill[i].append(time.perf_counter() - began)
+    decode: list[list[float]] = [[] for _ in runners]
+    for _ in range(steps):
+        for i, runner in enumerate(runners):
             began = time.perf_counter()
-            out = model(input_ids=token.view(1, 1), cache=cache, use_cache=True)
-            cache, token = out.cache, out.logits[0, -1].argmax()
-            decode.append(time.perf_counter() - began)
-    return prompt.shape[1] / min(prefill), 1000 * float(np.median(decode)), 1000 * min(decode)
+            tokens[i] = runner.step(tokens[i])
+            decode[i].append(time.perf_counter() - began)
+    return [
+        (prompt.shape[1] / min(p), 1000 * float(np.median(d)), 1000 * min(d))
+        for p, d in zip(prefill, decode, strict=True)
+    ]
 
 
 def run_bench(args: argparse.Namespace) -> BenchReport:
-    """Export the three models and time each under ONNX Runtime and PyTorch eager."""
+    """Export the three models, then time them all, interleaved, under ONNX Runtime and
+    PyTorch eager."""
     import torch
 
     from export.families import spec_from_config
@@ -184,22 +203,23 @@ def run_bench(args: argparse.Namespace) -> BenchReport:
     precision = PRECISIONS[args.precision]
     prompt = np.random.default_rng(0).integers(0, 8000, size=(1, args.prefill_tokens))
     prompt = prompt.astype(np.int64)
-    rows = []
+    labels: list[tuple[str, str, int, int]] = []
+    runners: list[_OnnxRunner | _TorchRunner] = []
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
         for name, config in configs(args).items():
             plan = make_plan(spec_from_config(config), PRECISIONS["fp32"])
             out = work / name.replace(", ", "_").replace(" ", "_")
             manifest = export_random(config, out, precision)
-            timed = _time_onnx(out, manifest, prompt, args.decode_tokens, args.threads)
             sizes = (plan.total_params, plan.active_params)
-            rows.append(BenchRow(name, f"onnx {precision.name}", *sizes, *timed))
-            model = random_model(config)
-            timed = _time_torch(model, prompt, args.decode_tokens)
-            del model
-            rows.append(BenchRow(name, "torch eager fp32", *sizes, *timed))
+            labels.append((name, f"onnx {precision.name}", *sizes))
+            runners.append(_OnnxRunner(out, manifest, args.threads))
+            labels.append((name, "torch eager fp32", *sizes))
+            runners.append(_TorchRunner(random_model(config)))
+        timed = _measure(runners, prompt, args.decode_tokens)
+    rows = tuple(BenchRow(*label, *t) for label, t in zip(labels, timed, strict=True))
     return BenchReport(
-        tuple(rows),
+        rows,
         precision.name,
         args.threads,
         args.prefill_tokens,
