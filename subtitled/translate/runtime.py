@@ -96,6 +96,9 @@ class OnnxModel:
         )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.config.threads
+        # no busy-waiting between ops: the ASR shares these cores, and spinning threads
+        # were 2-3x slower under load (export bench on a shared 2-core machine)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         model_path = directory / MODEL_FILE
