@@ -16,12 +16,12 @@ position 0 (the only point every layer can restart from without older state).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common prefix of two id sequences."""
+def common_prefix(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
+    """Length of the longest common prefix of two sequences (token ids, words)."""
     n = min(len(a), len(b))
     for i in range(n):
         if a[i] != b[i]:

@@ -17,6 +17,8 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from subtitled.translate.cache import common_prefix
+
 T = TypeVar("T", bound=Hashable)
 
 
@@ -61,14 +63,6 @@ def repetition_cut(ids: Sequence[Hashable], max_ngram: int, times: int) -> int |
                for k in range(2, times + 1)):
             return len(ids) - span + n
     return None
-
-
-def common_prefix(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 @dataclass(frozen=True)
