@@ -38,6 +38,7 @@ BATCH = 12
 PEAK_LR = 2e-3
 CHECKPOINT_EVERY_S = 600.0
 BALANCE_WEIGHT = 0.01
+REWARM_STEPS = 100
 
 
 def model_config(vocab_size: int, special: dict[str, int]) -> dict[str, Any]:
@@ -244,7 +245,12 @@ def run(args: argparse.Namespace) -> int:
         batches.__post_init__()
         batches.index = state["index"]
         print(f"resumed at step {step}/{total}", flush=True)
+    rewarm_from = -1
     if args.steps:
+        if step and args.steps != total:
+            # a resumed run with a new length: its cosine schedule jumps, so ramp up to it
+            rewarm_from = step
+            print(f"new schedule: {args.steps} steps, re-warming the learning rate", flush=True)
         total = args.steps
     balance = Balance(model)
     model.train()
@@ -258,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
         lr = learning_rate(
             step, total or 10**9, PEAK_LR, warmup=min(300, max(total // 12, 40)) if total else 80
         )
+        if rewarm_from >= 0:
+            lr *= min(1.0, (step - rewarm_from + 1) / REWARM_STEPS)
         for group in optimiser.param_groups:
             group["lr"] = lr
         loss = translation_loss(model, ids, mask)

@@ -181,8 +181,10 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         return value
     if origin is tuple:
         item = get_args(hint)[0]
-        if isinstance(value, str):  # "de,es" from the command line
+        if isinstance(value, str):  # "de,es" (or "none") from the command line
             value = [v.strip() for v in value.split(",") if v.strip()]
+            if [v.lower() for v in value] == ["none"]:
+                value = []
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list, got {_describe(value)}")
         return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))

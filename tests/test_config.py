@@ -73,13 +73,17 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> Non
         load_config(write(tmp_path, text))
 
 
-def test_replace_path_validates() -> None:
+def test_replace_path_validates(tmp_path: Path) -> None:
     config = replace_path(Config(), "server.port", 0)
     assert config.server.port == 0
     with pytest.raises(ConfigError, match=r"server\.port: expected an integer"):
         replace_path(Config(), "server.port", "x")
     targets = replace_path(Config(), "translation.targets", "de, es")
     assert targets.translation.targets == ("de", "es")
+    assert Config().translation.targets == ("de",)  # German by default
+    for off in ("none", "None", ""):
+        assert replace_path(Config(), "translation.targets", off).translation.targets == ()
+    assert load_config(write(tmp_path, "[translation]\ntargets = []\n")).translation.targets == ()
 
 
 def test_replace_path_unknown_key() -> None:

@@ -77,11 +77,15 @@ def test_monitor_capture_to_websocket(pulse_sink) -> None:  # type: ignore[no-un
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     hello = messages[0]
-    assert hello["type"] == "hello" and hello["mode"] == "captions-only"
-    assert hello["models"]["translation"] is None
+    # no configuration: German under the English, from the bundled model
+    assert hello["type"] == "hello" and hello["mode"] == "translating"
+    assert hello["models"]["translation"] == "subtitled-moe-small"
     finals = [m for m in messages if m.get("type") == "segment" and m["status"] == "final"]
     heard = " ".join(m["text"] for m in finals)
     assert wer([clip.transcript], [heard]) < 0.2, heard
+    german = " ".join(m["translations"]["de"]["stable"] for m in finals)
+    assert all(m["translations"]["de"]["unstable"] == "" for m in finals)
+    assert len(german.split()) >= len(heard.split()) // 3, (heard, german)
     seqs = [m["seq"] for m in messages[1:] if "seq" in m]
     assert seqs == sorted(set(seqs))
     # Word times are audio time on the daemon's clock: inside the capture, in order.

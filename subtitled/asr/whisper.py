@@ -47,6 +47,7 @@ import numpy.typing as npt
 from subtitled import SAMPLE_RATE_HZ
 from subtitled.errors import ConfigError, ModelError
 from subtitled.events import Word
+from subtitled.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,20 @@ class WhisperTranscriber:
         offset_s: float,
         prefix: Sequence[Word] = (),
         context: str = "",
+    ) -> Hypothesis:
+        try:
+            return self._transcribe(audio, offset_s, prefix, context)
+        finally:
+            # the encoder's buffers scale with the window; without this the process
+            # keeps the largest window's worth of freed heap (see subtitled.memory)
+            release_free_memory()
+
+    def _transcribe(
+        self,
+        audio: npt.NDArray[np.float32],
+        offset_s: float,
+        prefix: Sequence[Word],
+        context: str,
     ) -> Hypothesis:
         from faster_whisper.transcribe import get_ctranslate2_storage
 

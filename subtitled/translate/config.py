@@ -13,8 +13,10 @@ Provider = Literal["auto", "cpu", "cuda"]
 class TranslationConfig:
     """Streaming translation. No target language means captions-only mode."""
 
-    targets: tuple[str, ...] = ()
-    """Target language codes (e.g. ["de", "es"]); one ASR pass feeds them all."""
+    targets: tuple[str, ...] = ("de",)
+    """Target language codes (e.g. ["de", "es"]); one ASR pass feeds them all. [] (or
+    `--target none`): captions only. German by default, with the bundled model; when
+    the model is missing or broken the daemon logs why and serves captions only."""
     model: str = "bundled"
     """'bundled' (the small model shipped in models/), a model name in models/, or
     the path of a model directory made by `python -m export`."""
