@@ -37,6 +37,7 @@ from export.onnx_ops import (
     sparse_experts,
     tied_head,
 )
+from export.onnx_qmoe import fused_experts, qmoe_fits
 from export.plan import PRECISIONS, Precision
 from export.spec import LayerSpec, ModelSpec, MoeSpec, RopeSpec
 
@@ -109,28 +110,32 @@ def gemma4_router(g: Graph, spec: ModelSpec, moe: MoeSpec, x: str, scope: str) -
 
 def sparse_moe_block(g: Graph, spec: ModelSpec, layer: LayerSpec, moe: MoeSpec, x: str) -> str:
     """Qwen3-MoE / Mixtral `SparseMoeBlock`, Llama 4 `Llama4TextMoe`, DeepSeek-V3
-    `DeepseekV3MoE`: a linear router over x, the sparse experts, the shared expert(s) if
-    any; x (B, S, H) -> (B, S, H)."""
+    `DeepseekV3MoE`: a linear router over x, the sparse experts (ONNX Runtime's fused
+    `QMoE` where it computes exactly this block, see `export.onnx_qmoe`), the shared
+    expert(s) if any; x (B, S, H) -> (B, S, H)."""
     layer_scope = f"/model/layers.{layer.index}"
     flat = g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], f"{layer_scope}/moe/flatten")
     router_scope = f"{layer_scope}/{moe.router_key.removesuffix('.weight').replace('.', '/')}"
     logits = linear(
         g, flat, f"{key_of(layer_scope)}.{moe.router_key}", router_scope, quantize=False
     )  # (N, E)
-    index, weights = top_k_routing(g, moe, logits, router_scope, key_of(layer_scope))
     experts_scope = f"{layer_scope}/{moe.experts_key.replace('.', '/')}"
-    if moe.weights_on_input:  # Llama 4: expert_k(x * score_k), summed unweighted
-        inputs = g.op(
-            "Mul",
-            [
-                g.op("Unsqueeze", [flat, g.ints(1)], f"{experts_scope}/Tokens"),  # (N, 1, H)
-                g.op("Unsqueeze", [weights, g.ints(-1)], f"{experts_scope}/Scores"),  # (N, k, 1)
-            ],
-            f"{experts_scope}/ScaleInput",
-        )  # (N, k, H)
-        out = sparse_experts(g, moe, inputs, index, None, experts_scope, per_expert_input=True)
+    if qmoe_fits(g, moe, spec.hidden_size):
+        out = fused_experts(g, moe, flat, logits, experts_scope)
     else:
-        out = sparse_experts(g, moe, flat, index, weights, experts_scope)
+        index, weights = top_k_routing(g, moe, logits, router_scope, key_of(layer_scope))
+        if moe.weights_on_input:  # Llama 4: expert_k(x * score_k), summed unweighted
+            inputs = g.op(
+                "Mul",
+                [
+                    g.op("Unsqueeze", [flat, g.ints(1)], f"{experts_scope}/Tokens"),  # (N, 1, H)
+                    g.op("Unsqueeze", [weights, g.ints(-1)], f"{experts_scope}/Scores"),  # (N,k,1)
+                ],
+                f"{experts_scope}/ScaleInput",
+            )  # (N, k, H)
+            out = sparse_experts(g, moe, inputs, index, None, experts_scope, per_expert_input=True)
+        else:
+            out = sparse_experts(g, moe, flat, index, weights, experts_scope)
     if moe.shared is not None:
         shared_scope = f"{layer_scope}/{moe.shared.key.replace('.', '/')}"
         shared = mlp(g, flat, moe.shared.activation, shared_scope)

@@ -296,6 +296,10 @@ async def soak(
         )
         for i in range(clients)
     ]
+    # nobody leaves in the last 30 s: a client away when the audio ends would find the
+    # daemon gone (set before the clients start: they read it on their first connect)
+    for log_ in logs:
+        log_.reconnect_until = time.monotonic() + 1.0 + duration_s - 30.0
     tracker = CommitTracker()
     stop = asyncio.Event()
     tasks = [
@@ -314,8 +318,6 @@ async def soak(
             log.error("the daemon stopped reading its input")
 
     started = time.time()
-    for log_ in logs:
-        log_.reconnect_until = time.monotonic() + duration_s - 30.0
     writer = asyncio.create_task(asyncio.to_thread(feed))
     samples: list[tuple[float, float, float, float]] = []
     while proc.poll() is None:
