@@ -1,0 +1,91 @@
+"""What the family readers share: rejecting unbuilt features by key, per-layer attention
+kinds and overrides, the one-rope-for-all-layers RoPE, the final norm."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from export.errors import ConfigKeyError, UnsupportedArchitecture
+from export.spec import (
+    AttentionKind,
+    ConfigReader,
+    RopeSpec,
+    VectorSpec,
+)
+
+LAYER_KINDS: dict[str, AttentionKind] = {
+    "sliding_attention": "sliding",
+    "full_attention": "full",
+}
+
+
+def reject(config: ConfigReader, key: str, unsupported: Callable[[Any], bool], why: str) -> None:
+    """Fail, naming the key, when a config uses a feature export does not build yet."""
+    value = config.raw(key)
+    if value is not None and unsupported(value):
+        raise UnsupportedArchitecture(f"config key {key!r} = {value!r} is not supported yet: {why}")
+
+
+def layer_kinds(config: ConfigReader, n_layers: int) -> list[AttentionKind]:
+    names = config.get_str_list("layer_types")
+    if len(names) != n_layers:
+        raise UnsupportedArchitecture(
+            f"config key 'layer_types' has {len(names)} entries, 'num_hidden_layers' is {n_layers}"
+        )
+    kinds: list[AttentionKind] = []
+    for index, name in enumerate(names):
+        if name not in LAYER_KINDS:
+            raise UnsupportedArchitecture(
+                f"config key 'layer_types[{index}]' is {name!r}; allowed: {', '.join(LAYER_KINDS)}"
+            )
+        kinds.append(LAYER_KINDS[name])
+    return kinds
+
+
+def per_layer(
+    config: ConfigReader, n_layers: int, allowed: tuple[str, ...]
+) -> dict[int, ConfigReader]:
+    """`per_layer_config` (transformers >= 5.2 `HeterogeneousConfigMixin`): layer index ->
+    the config keys that layer overrides; only `allowed` keys are built."""
+    if not config.has("per_layer_config"):
+        return {}
+    section = config.section("per_layer_config")
+    layers: dict[int, ConfigReader] = {}
+    for key in section.names():
+        if not str(key).isdigit() or int(key) >= n_layers:
+            raise ConfigKeyError(
+                f"config key 'per_layer_config.{key}' must be a layer index below {n_layers}"
+            )
+        layer = section.section(key)
+        unknown = sorted(set(layer.names()) - set(allowed))
+        if unknown:
+            raise UnsupportedArchitecture(
+                f"config key 'per_layer_config.{key}' overrides {', '.join(unknown)}; "
+                f"supported per layer: {', '.join(allowed)}"
+            )
+        layers[int(key)] = layer
+    return layers
+
+
+def legacy_rope(config: ConfigReader) -> RopeSpec:
+    """RoPE of families with one rope for all layers: `rope_parameters` (transformers >= 5)
+    or the older top-level `rope_theta`."""
+    if config.has("rope_parameters"):
+        rope = config.section("rope_parameters")
+        theta = rope.get_float("rope_theta")
+        rope_type = rope.get_str("rope_type", "default")
+        factor = rope.get_float("partial_rotary_factor", 1.0)
+    else:
+        theta = config.get_float("rope_theta")
+        rope_type, factor = "default", 1.0
+    if rope_type != "default":
+        raise UnsupportedArchitecture(
+            f"config key 'rope_parameters.rope_type' = {rope_type!r} is not supported yet "
+            "for this family; supported: default"
+        )
+    return RopeSpec(theta=theta, rope_type=rope_type, partial_rotary_factor=factor)
+
+
+def final_norm(hidden_size: int) -> tuple[VectorSpec, ...]:
+    return (VectorSpec("model.norm.weight", hidden_size),)
