@@ -5,7 +5,7 @@
     subtitled transcribe FILE --format srt      a file through the streaming pipeline
     subtitled devices                           capture devices, monitors included
     subtitled models                            known and installed models
-    subtitled translate --target de [FILE]      text in, translations out (one per line)
+    subtitled translate [--target de] [FILE]    text in, translations out (one per line)
 """
 
 from __future__ import annotations
@@ -245,6 +245,11 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     config = _load(args)
     if not args.file.is_file():
         raise ConfigError(f"{args.file}: no such file")
+    if args.target is None and args.language is None and args.format != "jsonl":
+        # srt/vtt/txt of the source show no translation: do not spend the CPU on one
+        config = replace_path(config, "translation.targets", ())
+    elif args.target is None and args.language is not None:
+        config = replace_path(config, "translation.targets", (args.language,))
     finals: list[SegmentUpdate] = []
     progress = _Progress(args.file) if sys.stderr.isatty() else None
 

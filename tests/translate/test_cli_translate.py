@@ -31,7 +31,7 @@ def test_translate_a_file_line_by_line(tiny_model_dir: Path, tmp_path: Path,
 
 
 def test_translate_needs_a_target(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["translate"]) == ConfigError.exit_code
+    assert main(["translate", "--target", "none"]) == ConfigError.exit_code
     assert "--target" in capsys.readouterr().err
 
 
@@ -51,6 +51,20 @@ def test_transcribe_with_a_target(tiny_model_dir: Path, tmp_path: Path) -> None:
     finals = [json.loads(line) for line in out.read_text().splitlines()]
     assert finals and all("de" in f["translations"] for f in finals)
     assert "modern" in " ".join(f["text"] for f in finals).lower()
+
+
+def test_transcribe_to_subtitles_of_the_source_does_not_translate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """German is the default target, but srt/vtt/txt of the source show no translation:
+    transcribe does not load a model for one (a broken one here) unless asked."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json", encoding="utf-8")
+    assert main(["transcribe", str(CLIP), "--translation-model", str(broken)]) == 0
+    assert "modern" in capsys.readouterr().out.lower()
+    code = main(["transcribe", str(CLIP), "--translation-model", str(broken), "--language", "de"])
+    assert code == ModelError.exit_code
 
 
 @pytest.mark.slow
