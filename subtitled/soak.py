@@ -373,6 +373,8 @@ def memory_report(
     after = [s[1] for s in live if warmup_s <= s[0] <= warmup_s + 60] or [live[0][1]]
     end = [s[1] for s in live if s[0] >= live[-1][0] - 60]
     rss_after, rss_end = float(np.median(after)), float(np.median(end))
+    # the floor between model calls: a leak raises it, one long ASR window does not
+    floor_after, floor_end = float(np.min(after)), float(np.min(end))
     tail = [s for s in live if s[0] >= warmup_s]
     slope = 0.0
     if len(tail) >= 2 and tail[-1][0] > tail[0][0]:
@@ -384,6 +386,8 @@ def memory_report(
         "rss_end_mb": round(rss_end, 1),
         "rss_peak_mb": round(max(s[1] for s in live), 1),
         "growth_percent": round(100 * (rss_end - rss_after) / rss_after, 2),
+        "rss_floor_after_warmup_mb": round(floor_after, 1),
+        "rss_floor_end_mb": round(floor_end, 1),
         "slope_mb_per_hour_after_warmup": round(slope, 1),
         "daemon_cpu_s_per_s": round((live[-1][2] - live[0][2]) / span, 3) if span else None,
         "load_average_mean": round(float(np.mean([s[3] for s in live])), 2),
@@ -576,7 +580,8 @@ def summary_text(report: dict[str, Any]) -> str:
             f"({d['reconnecting_clients']} resuming with since, {d['reconnects']} reconnects)",
             f"{mark('memory')} memory: RSS {m.get('rss_after_warmup_mb')} MB after "
             f"{m.get('warmup_s', 0) / 60:.1f} min -> {m.get('rss_end_mb')} MB at the end "
-            f"({m.get('growth_percent')}%, limit {MAX_GROWTH_PERCENT:g}%), "
+            f"({m.get('growth_percent')}%, limit {MAX_GROWTH_PERCENT:g}%; lowest "
+            f"{m.get('rss_floor_after_warmup_mb')} -> {m.get('rss_floor_end_mb')} MB), "
             f"peak {m.get('rss_peak_mb')} MB",
             f"{mark('latency')} latency: committed words p50/p90 "
             f"{first['p50']}/{first['p90']} s in the first {lat['window_s'] / 60:.1f} min, "

@@ -133,6 +133,8 @@ def test_memory_growth_from_the_end_of_warmup() -> None:
     assert report["growth_percent"] == pytest.approx(6.0, abs=0.05)
     assert report["slope_mb_per_hour_after_warmup"] == pytest.approx(60.0, abs=0.5)
     assert report["daemon_cpu_s_per_s"] == pytest.approx(0.5)
+    assert report["rss_floor_after_warmup_mb"] == pytest.approx(400.0, abs=0.1)
+    assert report["rss_floor_end_mb"] == pytest.approx(424.0, abs=0.1)
 
 
 def test_latency_drift_compares_the_first_and_last_windows() -> None:
