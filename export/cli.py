@@ -14,6 +14,7 @@ stderr and the error's exit code.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +53,8 @@ class _ProgressLine:
 
 def _onnx(args: argparse.Namespace) -> int:
     precision = PRECISIONS[args.precision]
+    if args.moe_kernel == "sparse":
+        precision = dataclasses.replace(precision, fused_moe=False)
     if args.model is not None:
         if args.config is not None or args.random_weights:
             raise ExportError("--model takes the config from the checkpoint directory")
@@ -116,6 +119,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     onnx.add_argument("--out", type=Path, required=True, help="model directory to write")
     onnx.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
+    onnx.add_argument(
+        "--moe-kernel",
+        choices=("auto", "sparse"),
+        default="auto",
+        help="auto: ONNX Runtime's QMoE for int8/int4 SwiGLU experts with softmax routing, "
+        "the sparse gather path otherwise; sparse: always the gather path (faster single-token "
+        "decode on small experts, slower prefill; see export/README.md)",
+    )
     onnx.add_argument("--licence", help="licence text for the manifest (else subtitled.json)")
     onnx.add_argument("--name", help="model name for the manifest")
     onnx.add_argument("--seed", type=int, default=0)

@@ -31,7 +31,8 @@ def qmoe_fits(g: Graph, moe: MoeSpec, hidden_size: int) -> bool:
     """Whether the fused kernel computes exactly this block at this precision."""
     bits = g.precision.weight_bits
     return (
-        bits in (4, 8)
+        g.precision.fused_moe
+        and bits in (4, 8)
         and moe.activation == "silu"
         and moe.scoring == "softmax"
         and moe.normalize_top_k

@@ -31,6 +31,9 @@ class Precision:
     weight_bits: int | None = None
     block_size: int = 32
     scale_bytes: int = 2
+    fused_moe: bool = True
+    """Quantised SwiGLU experts with softmax routing go to ONNX Runtime's `QMoE` (see
+    `export.onnx_qmoe`); False keeps them on the sparse gather path (`--moe-kernel sparse`)."""
 
     def matrix_bytes(self, rows: int, cols: int) -> int:
         """Bytes of a (rows, cols) weight applied as x @ W.T, quantised along cols."""

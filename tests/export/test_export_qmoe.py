@@ -139,3 +139,19 @@ def test_mixtral_int8_exports_through_qmoe_and_verifies(
     capsys.readouterr()
     assert main(["verify", str(out)]) == 0
     assert "verify: passed" in capsys.readouterr().out
+
+
+def test_moe_kernel_sparse_keeps_the_gather_path(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="the export extra is not installed")
+    from export_configs import ALL
+
+    from export.cli import main
+    from export.model_dir import MODEL_FILE
+
+    (tmp_path / "config.json").write_text(json.dumps(ALL["mixtral"]()))
+    out = tmp_path / "sparse"
+    assert main(["onnx", "--config", str(tmp_path / "config.json"), "--random-weights",
+                 "--out", str(out), "--precision", "int8", "--moe-kernel", "sparse"]) == 0
+    nodes = onnx.load(str(out / MODEL_FILE), load_external_data=False).graph.node
+    assert not any(n.op_type == "QMoE" for n in nodes)
+    assert any(n.op_type == "MatMulInteger" for n in nodes)
