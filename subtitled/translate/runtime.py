@@ -101,11 +101,6 @@ class OnnxModel:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        # No ORT arena: it keeps its high-water mark for good and grows in doubling chunks
-        # (a 30-min soak: +30 MB in one step at minute 9). Plain malloc lets the daemon's
-        # trims (subtitled.memory) give freed activations back: 109 vs 155 MB steady for
-        # the bundled model, for ~9% more translation CPU.
-        options.enable_cpu_mem_arena = False
         model_path = directory / MODEL_FILE
         try:
             self.session = onnxruntime.InferenceSession(
