@@ -2,6 +2,7 @@
 
   plan    --config CONFIG.json --precision P                  sizes, KV cache, memory
   onnx    --model DIR --out DIR --precision P [--licence L]   export a checkpoint directory
+          [--moe-kernel auto|sparse]                          QMoE or the sparse gather path
   onnx    --config CONFIG.json --random-weights --out DIR     a seeded random-weight model
   verify  DIR [--reference CHECKPOINT]                        ONNX Runtime vs transformers
   bench   [--precision P]                                     MoE vs dense, ONNX vs PyTorch
