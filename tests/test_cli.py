@@ -108,6 +108,11 @@ def test_demo_prints_the_spoken_words() -> None:
     reference = (Path(subtitled.__file__).parent / "data" / "demo.txt").read_text()
     assert wer([reference], [" ".join(captions)]) < 0.15
     assert normalise(captions[0]).startswith("printing")
+    # German under the English, with no configuration (the bundled model)
+    german = [line.split("de: ", 1)[1] for line in run.stdout.splitlines()
+              if line.lstrip().startswith("de: ")]
+    assert len(german) == len(captions), run.stdout
+    assert sum(bool(g.strip()) for g in german) >= len(captions) / 2, german
 
 
 def test_corrupt_asr_model_is_a_clear_error(tmp_path: Path) -> None:
