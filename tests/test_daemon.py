@@ -69,7 +69,8 @@ def test_monitor_capture_to_websocket(pulse_sink) -> None:  # type: ignore[no-un
         async def scenario() -> list[dict]:
             await asyncio.sleep(2.5)  # the null sink delivers its first audio after up to 2 s
             play = pulse_sink.play(clip.path, wait=False)
-            return await collect(url, play, quiet_s=4.0)
+            # a segment's final waits for its German (the default): give a busy machine time
+            return await collect(url, play, quiet_s=15.0)
 
         messages = asyncio.run(scenario())
     finally:
