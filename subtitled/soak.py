@@ -296,8 +296,7 @@ async def soak(
         )
         for i in range(clients)
     ]
-    # nobody leaves in the last 30 s: a client away when the audio ends would find the
-    # daemon gone (set before the clients start: they read it on their first connect)
+    # no client leaves in the last 30 s (set before they start: read on first connect)
     for log_ in logs:
         log_.reconnect_until = time.monotonic() + 1.0 + duration_s - 30.0
     tracker = CommitTracker()
@@ -373,8 +372,6 @@ def memory_report(
     after = [s[1] for s in live if warmup_s <= s[0] <= warmup_s + 60] or [live[0][1]]
     end = [s[1] for s in live if s[0] >= live[-1][0] - 60]
     rss_after, rss_end = float(np.median(after)), float(np.median(end))
-    # the floor between model calls: a leak raises it, one long ASR window does not
-    floor_after, floor_end = float(np.min(after)), float(np.min(end))
     tail = [s for s in live if s[0] >= warmup_s]
     slope = 0.0
     if len(tail) >= 2 and tail[-1][0] > tail[0][0]:
@@ -386,8 +383,9 @@ def memory_report(
         "rss_end_mb": round(rss_end, 1),
         "rss_peak_mb": round(max(s[1] for s in live), 1),
         "growth_percent": round(100 * (rss_end - rss_after) / rss_after, 2),
-        "rss_floor_after_warmup_mb": round(floor_after, 1),
-        "rss_floor_end_mb": round(floor_end, 1),
+        # the floor between model calls: a leak raises it, one long ASR window does not
+        "rss_floor_after_warmup_mb": round(float(np.min(after)), 1),
+        "rss_floor_end_mb": round(float(np.min(end)), 1),
         "slope_mb_per_hour_after_warmup": round(slope, 1),
         "daemon_cpu_s_per_s": round((live[-1][2] - live[0][2]) / span, 3) if span else None,
         "load_average_mean": round(float(np.mean([s[3] for s in live])), 2),
