@@ -24,6 +24,7 @@ from subtitled import __version__
 from subtitled.bench.cli import add_parser as add_bench_parser
 from subtitled.config import Config, load_config, replace_path, with_overrides
 from subtitled.errors import ConfigError, SubtitledError
+from subtitled.memory import limit_malloc_arenas
 
 log = logging.getLogger("subtitled")
 
@@ -34,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from subtitled import netguard
 
     netguard.install()  # before any model library is imported
+    limit_malloc_arenas()  # before any thread allocates (see subtitled.memory)
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

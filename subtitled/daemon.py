@@ -37,6 +37,7 @@ from subtitled.publish.journal import Journal, default_journal_path
 from subtitled.service import Notifier
 from subtitled.translate.stage import TranslationStage
 from subtitled.translate.stream import Translator
+from subtitled.workers import model_thread
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,8 @@ class Daemon:
 
     async def start(self) -> None:
         """Load the ASR model (in a thread: it takes a second) and bind the server."""
-        transcriber = await asyncio.to_thread(WhisperTranscriber, self.config.asr)
-        self._asr = await asyncio.to_thread(StreamingAsr, transcriber, self.config.streaming)
+        transcriber = await model_thread("asr").call(WhisperTranscriber, self.config.asr)
+        self._asr = await model_thread("asr").call(StreamingAsr, transcriber, self.config.streaming)
         self._asr_name = transcriber.name
         sinks: list[SegmentSink] = [self._publish, *self._extra_sinks]
         self.translation = TranslationStage(
@@ -162,7 +163,7 @@ class Daemon:
                      hint)
             return
         try:
-            translator = await asyncio.to_thread(load_translator, config)
+            translator = await model_thread("translation").call(load_translator, config)
         except Exception as exc:
             if fail:
                 raise
@@ -261,8 +262,8 @@ class Daemon:
         if new.server != self.config.server:
             log.warning("server settings changed: they take effect at the next restart")
         if new.asr != self.config.asr or new.streaming != self.config.streaming:
-            transcriber = await asyncio.to_thread(WhisperTranscriber, new.asr)
-            self._asr = await asyncio.to_thread(StreamingAsr, transcriber, new.streaming)
+            transcriber = await model_thread("asr").call(WhisperTranscriber, new.asr)
+            self._asr = await model_thread("asr").call(StreamingAsr, transcriber, new.streaming)
             self._asr_name = transcriber.name
             if self.server is not None:
                 self.server.update_info(self.service_info(transcriber.name))

