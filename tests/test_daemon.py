@@ -10,8 +10,10 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 from speech import clips, wer
@@ -20,11 +22,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.pulse]
 
 
 def start_daemon(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], str]:
-    """`subtitled run` on a free port; returns the process and its feed URL."""
+    """`subtitled run` on a free port; returns the process and its feed URL.
+
+    Its log goes to a file, not a pipe: a pipe nobody reads until the end could fill and
+    block the daemon mid-test."""
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by stop_daemon)
     proc = subprocess.Popen(
         [sys.executable, "-m", "subtitled", "run", "--port", "0", *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, stdout=subprocess.PIPE, stderr=log, text=True,
     )
+    _LOGS[proc.pid] = log
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -35,7 +42,30 @@ def start_daemon(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str]
         if match:
             return proc, match.group(1)
     proc.kill()
-    raise AssertionError(f"daemon did not start: {proc.stderr.read() if proc.stderr else ''}")
+    raise AssertionError(f"daemon did not start: {stop_daemon(proc)}")
+
+
+_LOGS: dict[int, IO[str]] = {}
+
+
+def stop_daemon(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM, wait for the graceful exit (killed if it never comes), return the log."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # never leave a stuck daemon behind
+        proc.wait()
+        raise
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()
+    log = _LOGS.pop(proc.pid)
+    log.seek(0)
+    text = log.read()
+    log.close()
+    return text
 
 
 async def collect(url: str, play: subprocess.Popen[bytes] | None, quiet_s: float) -> list[dict]:
@@ -74,8 +104,7 @@ def test_monitor_capture_to_websocket(pulse_sink) -> None:  # type: ignore[no-un
 
         messages = asyncio.run(scenario())
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        err = stop_daemon(proc)
     assert proc.returncode == 0, err
     hello = messages[0]
     # no configuration: German under the English, from the bundled model
@@ -158,7 +187,6 @@ def test_lost_device_is_reported_and_recovered(pulse_sink) -> None:  # type: ign
             pulse_sink.play(clip.path, wait=False)
             drain(16.0)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        err = stop_daemon(proc)
     assert proc.returncode == 0, err
     assert wer([clip.transcript], [" ".join(heard)]) < 0.3, heard

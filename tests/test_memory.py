@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from subtitled.memory import release_free_memory
+from subtitled.memory import limit_malloc_arenas, release_free_memory
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -76,11 +76,17 @@ def test_the_arena_limit_keeps_every_thread_on_one_heap() -> None:
     import subprocess
 
     def heaps(mode: str) -> int:
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
         done = subprocess.run(
             [sys.executable, "-c", _COUNT_HEAPS, mode],
-            capture_output=True, text=True, check=True, timeout=60,
+            capture_output=True, text=True, check=True, timeout=60, env=env,
         )
         return int(done.stdout.strip())
 
     assert heaps("default") > 1  # glibc's default: concurrent threads get arenas of their own
     assert heaps("limit") == 1
+
+
+def test_the_users_malloc_arena_max_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert not limit_malloc_arenas()
