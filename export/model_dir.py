@@ -134,7 +134,8 @@ def prompt_template(
         if key not in allowed:
             raise ConfigKeyError(f"{source}: prompt key {key!r} unknown; allowed: {allowed}")
         values[key] = value
-    missing = [key for key in allowed if key not in values]
+    optional = {"sentence_words"}
+    missing = [key for key in allowed if key not in values and key not in optional]
     if missing:
         raise ConfigKeyError(f"{source}: prompt keys missing: {', '.join(missing)}")
     stop = values["stop"]
@@ -150,12 +151,16 @@ def prompt_template(
         isinstance(k, str) and isinstance(v, str) for k, v in languages.items()
     ):
         raise ConfigKeyError(f"{source}: prompt key 'languages' must map codes to names")
+    sentence_words = values.get("sentence_words", 0)
+    if type(sentence_words) is not int or sentence_words < 0:
+        raise ConfigKeyError(f"{source}: prompt key 'sentence_words' must be an integer >= 0")
     return PromptTemplate(
         preamble=values["preamble"],
         source_turn=values["source_turn"],
         target_end=values["target_end"],
         stop=tuple(stop),
         languages=dict(languages),
+        sentence_words=sentence_words,
     )
 
 

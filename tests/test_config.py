@@ -66,6 +66,7 @@ allowed_origins = ["http://localhost:3000"]
         ("[streaming.vad]\npause_s = [1]\n", r"streaming.vad.pause_s: expected a number"),
         ("asr = 3\n", r"asr: expected a table, got int"),
         ("[server\n", r"not valid TOML"),
+        ("[translation]\nsentence_words = -1\n", r"translation.*sentence_words must be >= 0"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -84,6 +85,9 @@ def test_replace_path_validates(tmp_path: Path) -> None:
     for off in ("none", "None", ""):
         assert replace_path(Config(), "translation.targets", off).translation.targets == ()
     assert load_config(write(tmp_path, "[translation]\ntargets = []\n")).translation.targets == ()
+    split = load_config(write(tmp_path, "[translation]\nsentence_words = 20\n")).translation
+    assert split.sentence_words == 20
+    assert Config().translation.sentence_words is None  # the model's own setting
 
 
 def test_replace_path_unknown_key() -> None:

@@ -35,6 +35,10 @@ class TranslationConfig:
     include_partial: bool = False
     """Translate the ASR's unstable tail too (earlier but more rollbacks), not only
     committed words."""
+    sentence_words: int | None = None
+    """Translate sentences longer than this many words clause by clause (0: never).
+    Unset: the model's own setting (its manifest's `prompt.sentence_words`; the bundled
+    model, trained on short sentences, says 12; exported models, none)."""
     max_new_tokens: int = 256
     """Hard cap on one sentence's translation (besides 2x the source + 8 tokens)."""
     server_url: str = "http://127.0.0.1:11434/v1"
@@ -51,5 +55,7 @@ class TranslationConfig:
             raise ValueError("target languages repeat")
         if self.threads < 0 or self.context_tokens < 64 or self.agreement < 1:
             raise ValueError("threads must be >= 0, context_tokens >= 64, agreement >= 1")
+        if self.sentence_words is not None and self.sentence_words < 0:
+            raise ValueError("sentence_words must be >= 0")
         if self.max_new_tokens < 1 or self.server_timeout_s <= 0:
             raise ValueError("max_new_tokens and server_timeout_s must be positive")

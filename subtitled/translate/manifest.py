@@ -60,7 +60,9 @@ class PromptTemplate:
     translation being decoded. `source_turn` holds `{source}` and may hold `{language}` (the
     target language's name, e.g. "German") and `{code}` (e.g. "de"). Decoding stops at any
     of `stop` (token strings). `languages` maps the target codes the model knows to their
-    names; empty means any language the model can be asked for by name.
+    names; empty means any language the model can be asked for by name. `sentence_words`,
+    when above 0, is the longest source (in words) the model translates well in one piece:
+    longer sentences are translated clause by clause (see `policy.clause_cut`).
     """
 
     preamble: str
@@ -68,6 +70,7 @@ class PromptTemplate:
     target_end: str
     stop: tuple[str, ...]
     languages: dict[str, str]
+    sentence_words: int = 0
 
     def turn(self, source: str, code: str) -> str:
         """The text of one source turn asking for language `code`."""
@@ -185,12 +188,16 @@ def _prompt(data: Any, where: str) -> PromptTemplate | None:
     source_turn = _field(data, "source_turn", str, where)
     if "{source}" not in source_turn:
         raise ModelError(f"manifest {where}: key 'source_turn' must contain {{source}}")
+    sentence_words = _optional(data, "sentence_words", int, where) or 0
+    if sentence_words < 0:
+        raise ModelError(f"manifest {where}: key 'sentence_words' must be >= 0")
     return PromptTemplate(
         preamble=_field(data, "preamble", str, where),
         source_turn=source_turn,
         target_end=_field(data, "target_end", str, where),
         stop=tuple(stop),
         languages=dict(languages),
+        sentence_words=sentence_words,
     )
 
 

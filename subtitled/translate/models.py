@@ -98,5 +98,5 @@ def load_translator(config: TranslationConfig, reuse: bool = True) -> Translator
                                                    provider=config.provider)
     )
     policy = PolicyConfig(agreement=config.agreement, max_new_tokens=config.max_new_tokens)
-    return OnnxTranslator(model, config.targets, policy,
-                          context_tokens=config.context_tokens, reuse=reuse)
+    return OnnxTranslator(model, config.targets, policy, context_tokens=config.context_tokens,
+                          reuse=reuse, sentence_words=config.sentence_words)

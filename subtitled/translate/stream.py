@@ -16,7 +16,7 @@ from typing import Protocol
 from subtitled.errors import ModelError
 from subtitled.events import Translation
 from subtitled.translate.decoder import Decoder
-from subtitled.translate.policy import PolicyConfig, StabilityPolicy, StableText
+from subtitled.translate.policy import PolicyConfig, StabilityPolicy, StableText, clause_cut
 from subtitled.translate.prompt import Conversation
 from subtitled.translate.runtime import OnnxModel
 
@@ -69,8 +69,38 @@ def _split_text(stable: str, full: str, fallback: str) -> str:
     return full[len(stable) :] if full.startswith(stable) else fallback
 
 
+@dataclass
+class _Spent:
+    """What one update cost, over the clauses it decoded."""
+
+    prefilled: int = 0
+    decode_steps: int = 0
+    compute_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Clause:
+    stable: str
+    full: str
+    unstable: str
+    stable_tokens: int
+    total_tokens: int
+
+
+def _join(before: str, after: str) -> str:
+    if not before or not after:
+        return before + after
+    return f"{before.rstrip()} {after.lstrip()}"
+
+
 class LanguageStream:
-    """One target language: context pairs, the open sentence's policy, one KV cache."""
+    """One target language: context pairs, the open sentence's policy, one KV cache.
+
+    A long segment is translated clause by clause when the model asks for it
+    (`sentence_words`, from its manifest or the configuration): each clause that the
+    growing source closes becomes a finished pair of the conversation, and its
+    translation stays in front of the open clause's.
+    """
 
     def __init__(
         self,
@@ -80,6 +110,7 @@ class LanguageStream:
         *,
         context_tokens: int | None = None,
         reuse: bool = True,
+        sentence_words: int | None = None,
     ) -> None:
         self.model = model
         self.language = language
@@ -91,6 +122,9 @@ class LanguageStream:
                 f"model {model.name} does not translate into {language!r}; it knows "
                 f"{', '.join(sorted(prompt.languages))}"
             )
+        self.sentence_words = (
+            prompt.sentence_words if sentence_words is None else sentence_words
+        )
         tokenizer = model.tokenizer
         budget = context_tokens or model.max_positions or 2048
         if model.max_positions:
@@ -101,8 +135,11 @@ class LanguageStream:
         self.conversation = Conversation(self._preamble, self._end, budget)
         self.open_segment: int | None = None
         self._policy: StabilityPolicy[int] = StabilityPolicy(self.config.agreement)
-        self._shown = StableText()
         self._turn: tuple[int, ...] = ()
+        self._shown = StableText()
+        self._closed = ""
+        self._closed_words = 0
+        self._closed_tokens = 0
         self._source = ""
         self._last: LanguageResult | None = None
         self.prefilled_tokens = 0
@@ -114,11 +151,17 @@ class LanguageStream:
         self.conversation = Conversation(self._preamble, self._end, self._budget)
         self._close()
 
-    def _close(self) -> None:
-        self.open_segment = None
+    def _close_clause(self) -> None:
         self._policy = StabilityPolicy(self.config.agreement)
-        self._shown = StableText()
         self._turn = ()
+
+    def _close(self) -> None:
+        self._close_clause()
+        self.open_segment = None
+        self._shown = StableText()
+        self._closed = ""
+        self._closed_words = 0
+        self._closed_tokens = 0
         self._source = ""
         self._last = None
 
@@ -129,7 +172,7 @@ class LanguageStream:
         self._close()
 
     def update(self, segment_id: int, source: str, final: bool) -> LanguageResult:
-        """Translate the open sentence `source` (the whole segment so far)."""
+        """Translate the open segment `source` (the whole segment so far)."""
         if self.open_segment is not None and segment_id != self.open_segment:
             self._finish_open()
         self.open_segment = segment_id
@@ -138,11 +181,41 @@ class LanguageStream:
             return LanguageResult(self._last.stable, self._last.unstable,
                                   self._last.stable_tokens, self._last.total_tokens, 0, 0.0,
                                   False)
-        if not source:
-            result = LanguageResult("", "", 0, 0, 0, 0.0, final)
-            if final:
-                self._close()
-            return result
+        spent = _Spent()
+        # Words of clauses already closed are not read again (with partial ASR words a
+        # revision may touch them; their translation is shown and stays).
+        words = source.split()[self._closed_words :]
+        while (cut := clause_cut(words, self.sentence_words)) is not None:
+            closed = self._clause(" ".join(words[:cut]), True, spent)
+            self._closed = _join(self._closed, closed.stable)
+            self._closed_tokens += closed.stable_tokens
+            self._closed_words += cut
+            words = words[cut:]
+        rest = " ".join(words)
+        clause = self._clause(rest, final, spent) if rest else _Clause("", "", "", 0, 0)
+        stable = self._shown.offer(_join(self._closed, clause.stable))
+        result = LanguageResult(
+            stable=stable,
+            # A final has no tail: an incomplete character at its end is dropped.
+            unstable="" if final else _split_text(stable, _join(self._closed, clause.full),
+                                                  clause.unstable),
+            stable_tokens=self._closed_tokens + clause.stable_tokens,
+            total_tokens=self._closed_tokens + clause.total_tokens,
+            prefilled=spent.prefilled,
+            compute_s=spent.compute_s,
+            final=final,
+            decode_steps=spent.decode_steps,
+        )
+        self.prefilled_tokens += spent.prefilled
+        self.decode_steps += spent.decode_steps
+        self.compute_s += spent.compute_s
+        self._source, self._last = source, result
+        if final:
+            self._close()
+        return result
+
+    def _clause(self, source: str, final: bool, spent: _Spent) -> _Clause:
+        """Decode the open clause `source`; when `final`, it becomes a finished pair."""
         tokenizer = self.model.tokenizer
         turn = tokenizer.encode(self.model.prompt.turn(source, self.language))
         source_tokens = len(tokenizer.encode(source))
@@ -150,28 +223,21 @@ class LanguageStream:
         prompt = self.conversation.prompt(turn, limit)
         decoded = self.decoder.decode(prompt, self._policy.forced, limit, self._policy.draft)
         verdict = self._policy.update(decoded.tokens, final)
-        stable = self._shown.offer(tokenizer.decode(verdict.stable))
-        full = tokenizer.decode(verdict.stable + verdict.unstable)
-        result = LanguageResult(
-            stable=stable,
-            # A final has no tail: an incomplete character at its end is dropped.
-            unstable="" if final else _split_text(stable, full,
-                                                  tokenizer.decode(verdict.unstable)),
+        spent.prefilled += decoded.prefilled
+        spent.decode_steps += decoded.decode_steps
+        spent.compute_s += decoded.compute_s
+        self._turn = turn
+        clause = _Clause(
+            stable=tokenizer.decode(verdict.stable),
+            full=tokenizer.decode(verdict.stable + verdict.unstable),
+            unstable=tokenizer.decode(verdict.unstable),
             stable_tokens=len(verdict.stable),
             total_tokens=len(verdict.stable) + len(verdict.unstable),
-            prefilled=decoded.prefilled,
-            compute_s=decoded.compute_s,
-            final=final,
-            decode_steps=decoded.decode_steps,
         )
-        self.prefilled_tokens += decoded.prefilled
-        self.decode_steps += decoded.decode_steps
-        self.compute_s += decoded.compute_s
-        self._turn, self._source, self._last = turn, source, result
         if final:
             self.conversation.finish(turn, verdict.stable)
-            self._close()
-        return result
+            self._close_clause()
+        return clause
 
 
 class OnnxTranslator:
@@ -185,6 +251,7 @@ class OnnxTranslator:
         *,
         context_tokens: int | None = None,
         reuse: bool = True,
+        sentence_words: int | None = None,
     ) -> None:
         if not languages:
             raise ValueError("no target language")
@@ -194,11 +261,13 @@ class OnnxTranslator:
         self._policy = policy
         self._context_tokens = context_tokens
         self._reuse = reuse
+        self._sentence_words = sentence_words
         self.streams = {lang: self._make(lang) for lang in self.languages}
 
     def _make(self, language: str) -> LanguageStream:
         return LanguageStream(self.model, language, self._policy,
-                              context_tokens=self._context_tokens, reuse=self._reuse)
+                              context_tokens=self._context_tokens, reuse=self._reuse,
+                              sentence_words=self._sentence_words)
 
     def translate(self, update: SourceUpdate) -> dict[str, LanguageResult]:
         return {

@@ -61,7 +61,7 @@ def _checkpoint(root: Path, config: dict[str, Any], sidecar: dict[str, Any] | No
 SIDECAR = {
     "name": "tiny-translate",
     "licence": "CC-BY-4.0 (test)",
-    "prompt": {"languages": {"de": "German"}},
+    "prompt": {"languages": {"de": "German"}, "sentence_words": 16},
     "max_positions": 512,
 }
 
@@ -83,6 +83,7 @@ def test_checkpoint_export_manifest_and_verify(
     assert manifest.prompt is not None and manifest.prompt.languages == {"de": "German"}
     assert manifest.prompt.turn("Hi", "de").startswith("<start_of_turn>user\nTranslate into German")
     assert manifest.prompt.stop == ("<end_of_turn>", "<eos>")
+    assert manifest.prompt.sentence_words == 16
     listed = {f.path for f in manifest.files}
     assert {MODEL_FILE, "model.onnx.data", "tokenizer.json", "LICENSE", "README.md"} <= listed
     assert (out / REFERENCE_LINK).is_file() and REFERENCE_LINK not in listed

@@ -51,3 +51,18 @@ def test_model_without_prompt_cannot_translate(copy: Path) -> None:
 def test_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="does not exist"):
         OnnxModel(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    ("value", "loads"), [(12, 12), (0, 0), (None, 0), (-3, None), ("12", None)]
+)
+def test_the_manifests_sentence_words(copy: Path, value: object, loads: int | None) -> None:
+    """Optional: older manifests have none (never split); a bad value names the key."""
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["prompt"]["sentence_words"] = value
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    if loads is None:
+        with pytest.raises(ModelError, match="sentence_words"):
+            OnnxModel(copy)
+    else:
+        assert OnnxModel(copy).prompt.sentence_words == loads

@@ -31,14 +31,16 @@ def model(tiny_model_dir: Path) -> OnnxModel:
 
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(script=steps, ignore_stop=st.booleans())
+@given(script=steps, ignore_stop=st.booleans(), sentence_words=st.sampled_from([0, 4]))
 def test_stable_text_is_never_retracted(model: OnnxModel, script: list[tuple[str, str]],
-                                        ignore_stop: bool) -> None:
+                                        ignore_stop: bool, sentence_words: int) -> None:
     saved = model.stop_ids
     if ignore_stop:
         model.stop_ids = frozenset()
     try:
-        stream = LanguageStream(model, "es", PolicyConfig(max_new_tokens=12), context_tokens=96)
+        # sentence_words 4: sentences over 4 words are cut at a comma, clause by clause
+        stream = LanguageStream(model, "es", PolicyConfig(max_new_tokens=12), context_tokens=96,
+                                sentence_words=sentence_words)
         words: list[str] = []
         segment, shown = 0, ""
         for action, word in script:

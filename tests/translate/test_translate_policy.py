@@ -10,6 +10,7 @@ from subtitled.translate.policy import (
     PolicyConfig,
     StabilityPolicy,
     StableText,
+    clause_cut,
     repetition_cut,
 )
 from subtitled.translate.prompt import Conversation
@@ -115,3 +116,43 @@ def test_conversation_evicts_oldest_pairs_at_once() -> None:
     # One eviction brought the prompt plus its room down to half the budget.
     assert lengths == [4, 10, 16, 22, 28, 34, 16, 22]
     assert conv.context()[0] == 0 and conv.pairs[-1].turn == (7, 7, 7)
+
+
+LONG = (
+    "in the year fourteen fifty five, the printers of Mainz, who had learned the craft, "
+    "set up presses"
+)
+
+
+@pytest.mark.parametrize(
+    ("words", "max_words", "cut"),
+    [
+        (LONG, 0, None),  # no limit
+        (LONG, len(LONG.split()), None),  # not longer than the limit
+        (LONG, 12, 6),  # after "five," (6 words before, plenty after)
+        ("one two three, four five six seven eight nine ten", 5, None),  # 3 before
+        ("one two three four, five six seven", 5, None),  # 3 after
+        ("one two three four, five six seven eight", 5, 4),
+        ("one two three four; five six seven eight", 5, 4),
+        ("one two three four. Five six seven eight", 5, 4),
+        ("one two three four five six seven eight", 5, None),  # nowhere to cut
+    ],
+)
+def test_clause_cut(words: str, max_words: int, cut: int | None) -> None:
+    assert clause_cut(words.split(), max_words) == cut
+
+
+@given(st.lists(st.sampled_from(["a", "b,", "c", "d.", "e", "f;"]), max_size=40),
+       st.integers(min_value=1, max_value=12))
+def test_a_growing_sentence_is_cut_where_the_whole_one_is(words: list[str], limit: int) -> None:
+    """Streaming (word by word) and one-shot translation split a sentence alike."""
+
+    def cuts(sentence: list[str], streaming: bool) -> list[int]:
+        found, start = [], 0
+        for end in range(len(sentence) + 1) if streaming else [len(sentence)]:
+            while (cut := clause_cut(sentence[start:end], limit)) is not None:
+                start += cut
+                found.append(start)
+        return found
+
+    assert cuts(words, streaming=True) == cuts(words, streaming=False)
