@@ -23,14 +23,16 @@ FLORES_CODES = {"de": "deu", "es": "spa"}
 
 
 def onnx_translate(
-    directory: Path, language: str, context: bool, threads: int
+    directory: Path, language: str, context: bool, threads: int,
+    sentence_words: int | None = None,
 ) -> Callable[[Sequence[str]], list[str]]:
-    """A function translating sentences with the exported model, through the runtime."""
+    """A function translating sentences with the exported model, through the runtime
+    (long sentences clause by clause if the model asks for it, or `sentence_words`)."""
     from subtitled.translate.runtime import OnnxModel, RuntimeConfig
     from subtitled.translate.stream import OnnxTranslator, SourceUpdate
 
     model = OnnxModel(directory, RuntimeConfig(threads=threads))
-    translator = OnnxTranslator(model, [language])
+    translator = OnnxTranslator(model, [language], sentence_words=sentence_words)
 
     def run(sources: Sequence[str]) -> list[str]:
         outputs = []
@@ -88,10 +90,14 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     import sacrebleu
 
     results: dict[str, Any] = {}
+    # Beside the PyTorch reference (which decodes whole sentences), whole sentences too.
+    split = args.sentence_words
+    if split is None and args.reference is not None:
+        split = 0
     for language in args.target.split(","):
         systems = {
             f"onnx-{args.directory.name}": onnx_translate(
-                args.directory, language, args.context, args.threads
+                args.directory, language, args.context, args.threads, split
             )
         }
         if args.reference is not None:
@@ -145,6 +151,11 @@ def add_parser(commands: Any, data_dir: Path) -> None:
     parser.add_argument("--context", action="store_true", help="keep finished sentences as context")
     parser.add_argument("--reference", type=Path, help="PyTorch checkpoint to score side by side")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--sentence-words", type=int,
+        help="translate sentences longer than this clause by clause (0: never); default: "
+        "the model's manifest, or 0 with --reference",
+    )
     parser.add_argument("--samples", type=int, default=0, help="print the first N translations")
     parser.add_argument("--out", type=Path, help="write the scores as JSON")
     parser.set_defaults(run=_run)
