@@ -5,6 +5,7 @@
           [--moe-kernel auto|sparse]                          QMoE or the sparse gather path
   onnx    --config CONFIG.json --random-weights --out DIR     a seeded random-weight model
   verify  DIR [--reference CHECKPOINT]                        ONNX Runtime vs transformers
+  amend   DIR [--prompt KEY=JSON ...]                         prompt keys; re-hash doc files
   bench   [--precision P]                                     MoE vs dense, ONNX vs PyTorch
   train   --out DIR [--minutes M]                             the bundled translation model
 
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from export.checkpoint import load_config
 from export.errors import ExportError
@@ -90,6 +93,26 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def _prompt_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value  # a bare string
+
+
+def _amend(args: argparse.Namespace) -> int:
+    from export.model_dir import amend_model_dir
+
+    manifest = amend_model_dir(args.directory, dict(args.prompt))
+    print(f"amended {args.directory / 'manifest.json'}")
+    if manifest.prompt is not None:
+        print(json.dumps(dataclasses.asdict(manifest.prompt), indent=2))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from export.bench import format_bench, run_bench  # torch, transformers, onnxruntime
 
@@ -141,6 +164,21 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--decode-steps", type=int, default=64)
     check.add_argument("--seed", type=int, default=0)
     check.set_defaults(run=_verify)
+    amend = commands.add_parser(
+        "amend",
+        help="change prompt keys of an exported model directory and re-record the sha256 of "
+        "its documentation files (the model files must still match)",
+    )
+    amend.add_argument("directory", type=Path, help="model directory written by `onnx`")
+    amend.add_argument(
+        "--prompt",
+        type=_prompt_value,
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="a prompt template key and its JSON value, e.g. sentence_words=12 (repeatable)",
+    )
+    amend.set_defaults(run=_amend)
     bench = commands.add_parser(
         "bench", help="decode and prefill speed: MoE vs dense, ONNX Runtime vs PyTorch eager"
     )

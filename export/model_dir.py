@@ -15,7 +15,7 @@ import json
 import logging
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ from subtitled.translate.manifest import (
     PromptTemplate,
     TensorInfo,
     file_entry,
+    load_manifest,
+    sha256_of,
 )
 
 log = logging.getLogger(__name__)
@@ -256,3 +258,38 @@ def export_checkpoint(
         json.dumps({"checkpoint": str(checkpoint.resolve())}) + "\n", encoding="utf-8"
     )
     return manifest
+
+
+def _is_doc(name: str) -> bool:
+    return any(Path(name).match(pattern) for pattern in DOC_PATTERNS)
+
+
+def amend_model_dir(directory: Path, prompt: Mapping[str, Any]) -> Manifest:
+    """Rewrite `directory`'s manifest with `prompt`'s keys replacing its prompt template's,
+    and the sizes and sha256 of its documentation files (model card, licence, attribution)
+    re-recorded. The graph, weights and tokenizer must still match their sha256: amending
+    never blesses a changed model."""
+    manifest = load_manifest(directory, check_files=False)
+    where = str(directory / "manifest.json")
+    for entry in manifest.files:
+        path = directory / entry.path
+        if _is_doc(entry.path):
+            if not path.is_file():
+                raise ExportError(f"documentation file {path} listed in {where} is missing")
+        elif not path.is_file() or sha256_of(path) != entry.sha256:
+            raise ExportError(
+                f"model file {path} does not match its sha256 in {where}: re-export the "
+                "model instead of amending its manifest"
+            )
+    if manifest.prompt is None and prompt:
+        raise ExportError(f"{where} has no prompt template to amend")
+    template = manifest.prompt
+    if template is not None:
+        current = {f.name: getattr(template, f.name) for f in fields(PromptTemplate)}
+        template = prompt_template(manifest.architecture, {**current, **prompt}, where)
+    files = tuple(
+        file_entry(directory, e.path) if _is_doc(e.path) else e for e in manifest.files
+    )
+    amended = replace(manifest, prompt=template, files=files)
+    amended.write(directory)
+    return amended
