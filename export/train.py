@@ -31,11 +31,11 @@ import transformers
 from tokenizers import Tokenizer
 
 from export import tatoeba
+from export.errors import ExportError
 
 log = logging.getLogger(__name__)
 SEQ_LEN = 256
 BATCH = 12
-PEAK_LR = 2e-3
 CHECKPOINT_EVERY_S = 600.0
 BALANCE_WEIGHT = 0.01
 REWARM_STEPS = 100
@@ -171,6 +171,24 @@ def translation_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch
     return torch.nn.functional.cross_entropy(logits, labels)
 
 
+def initialise(model: Any, config: dict[str, Any], directory: Path) -> None:
+    """Load the weights of the exported model in `directory` (dequantised, see
+    `export.restore`): every parameter but a tied head must be there, in the same shape."""
+    from export.families import spec_from_config
+    from export.restore import restore
+
+    layers = spec_from_config(config).layers
+    in_out = any(layer.moe is not None and layer.moe.experts_in_out for layer in layers)
+    state = model.state_dict()
+    restored = restore(directory, {k: tuple(v.shape) for k, v in state.items()}, in_out)
+    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
+    missing = sorted(set(state) - set(restored) - tied)
+    if missing:
+        raise ExportError(f"{directory} has no tensor for {', '.join(missing[:5])}")
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in restored.items()}, strict=False)
+    print(f"initialised from {directory}: {len(restored)} tensors", flush=True)
+
+
 def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -192,6 +210,12 @@ def _prepare(args: argparse.Namespace) -> tuple[Tokenizer, tatoeba.Split]:
     for code in tatoeba.LANGUAGES:
         print(f"  en-{code}: {len(split.train[code])} train, {len(split.test[code])} held out")
     tokenizer_path = run / "tokenizer.json"
+    if args.init is not None:
+        # the model's own tokenizer: its ids are what the restored embeddings mean
+        shipped = (args.init / "tokenizer.json").read_bytes()
+        if tokenizer_path.exists() and tokenizer_path.read_bytes() != shipped:
+            raise ExportError(f"{tokenizer_path} is not the tokenizer of {args.init}")
+        tokenizer_path.write_bytes(shipped)
     if tokenizer_path.exists():
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
     else:
@@ -227,6 +251,8 @@ def run(args: argparse.Namespace) -> int:
     config = model_config(tokenizer.get_vocab_size(), vocab)
     model = build_model(config, args.seed)
     params = sum(p.numel() for p in model.parameters())
+    if args.init is not None and not (args.resume and (args.out / "checkpoint.pt").exists()):
+        initialise(model, config, args.init)
     print(f"model: gemma4_text MoE, {params / 1e6:.2f} M parameters", flush=True)
     items = {
         code: tatoeba.encode_pairs(tokenizer, pairs, SEQ_LEN // 2)
@@ -261,9 +287,8 @@ def run(args: argparse.Namespace) -> int:
     smoothed = None
     while total == 0 or step < total:
         ids, mask = batches.next()
-        lr = learning_rate(
-            step, total or 10**9, PEAK_LR, warmup=min(300, max(total // 12, 40)) if total else 80
-        )
+        warmup = min(300, max(total // 12, 40)) if total else 80
+        lr = learning_rate(step, total or 10**9, args.peak_lr, warmup)
         if rewarm_from >= 0:
             lr *= min(1.0, (step - rewarm_from + 1) / REWARM_STEPS)
         for group in optimiser.param_groups:

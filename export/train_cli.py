@@ -31,6 +31,13 @@ def add_parser(commands: Any) -> None:
     )
     train.add_argument("--seed", type=int, default=1234)
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument(
+        "--init",
+        type=Path,
+        help="start from the weights of an exported model directory (same geometry and "
+        "tokenizer; quantised weights come back as the values they stand for)",
+    )
+    train.add_argument("--peak-lr", type=float, default=2e-3, help="peak learning rate")
     train.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     train.add_argument("--vocab-size", type=int, default=8000)
     train.add_argument(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from export.cli import main
+from subtitled.errors import ModelError
 from subtitled.translate.manifest import load_manifest
 from subtitled.translate.models import resolve_model
 
@@ -26,7 +27,7 @@ def test_prompt_key_and_model_card_are_amended(
     before = load_manifest(model_dir)
     with (model_dir / "MODEL_CARD.md").open("a") as card:
         card.write("\nAmended.\n")
-    with pytest.raises(Exception, match="MODEL_CARD.md does not match its sha256"):
+    with pytest.raises(ModelError, match=r"MODEL_CARD\.md does not match its sha256"):
         load_manifest(model_dir)
     assert main(["amend", str(model_dir), "--prompt", "sentence_words=9"]) == 0
     assert '"sentence_words": 9' in capsys.readouterr().out
