@@ -127,14 +127,24 @@ def test_memory_growth_from_the_end_of_warmup() -> None:
         (t, 300.0 + min(t, 100.0) + max(0.0, t - 300) / 60, 0.5 * t, 1.0)
         for t in range(0, 1801, 10)
     ]
-    report = memory_report(samples, 1800.0, 300.0)
-    assert report["rss_after_warmup_mb"] == pytest.approx(400.5, abs=0.1)
-    assert report["rss_end_mb"] == pytest.approx(424.5, abs=0.1)
-    assert report["growth_percent"] == pytest.approx(6.0, abs=0.05)
+    report = memory_report(samples, 1800.0, 300.0, 300.0)
+    # medians of minutes 5-10 and 25-30
+    assert report["rss_after_warmup_mb"] == pytest.approx(402.5, abs=0.1)
+    assert report["rss_end_mb"] == pytest.approx(422.5, abs=0.1)
+    assert report["growth_percent"] == pytest.approx(4.97, abs=0.01)
     assert report["slope_mb_per_hour_after_warmup"] == pytest.approx(60.0, abs=0.5)
     assert report["daemon_cpu_s_per_s"] == pytest.approx(0.5)
     assert report["rss_floor_after_warmup_mb"] == pytest.approx(400.0, abs=0.1)
-    assert report["rss_floor_end_mb"] == pytest.approx(424.0, abs=0.1)
+    assert report["rss_floor_end_mb"] == pytest.approx(420.0, abs=0.1)
+
+
+def test_a_long_sentence_at_the_end_is_not_growth() -> None:
+    # flat at 275 MB, 300 MB for the 70 s of one long window in the last minute
+    samples = [(t, 300.0 if 1730 <= t < 1800 else 275.0, 0.0, 1.0) for t in range(0, 1801, 10)]
+    assert memory_report(samples, 1800.0, 300.0, 300.0)["growth_percent"] == 0.0
+    # the same level a leak would reach stays in the median
+    leak = [(t, 275.0 + 25.0 * max(0.0, t - 1500) / 300, 0.0, 1.0) for t in range(0, 1801, 10)]
+    assert memory_report(leak, 1800.0, 300.0, 300.0)["growth_percent"] > 4.0
 
 
 def test_latency_drift_compares_the_first_and_last_windows() -> None:
