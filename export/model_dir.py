@@ -15,7 +15,7 @@ import json
 import logging
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -285,8 +285,7 @@ def amend_model_dir(directory: Path, prompt: Mapping[str, Any]) -> Manifest:
         raise ExportError(f"{where} has no prompt template to amend")
     template = manifest.prompt
     if template is not None:
-        current = {f.name: getattr(template, f.name) for f in fields(PromptTemplate)}
-        template = prompt_template(manifest.architecture, {**current, **prompt}, where)
+        template = prompt_template(manifest.architecture, {**asdict(template), **prompt}, where)
     files = tuple(
         file_entry(directory, e.path) if _is_doc(e.path) else e for e in manifest.files
     )

@@ -21,6 +21,7 @@ from onnx import numpy_helper
 
 from export.errors import ExportError
 from export.model_dir import MODEL_FILE
+from export.quantize import Quantized, dequantize
 
 Shape = tuple[int, ...]
 
@@ -33,41 +34,25 @@ def _bits(code_bytes: int, values: int, where: str) -> int:
     raise ExportError(f"{where}: {code_bytes} code bytes cannot hold {values} values")
 
 
-def _unpack(codes: np.ndarray, bits: int, interleaved: bool) -> np.ndarray:
-    """One code per value: 4-bit pairs share a byte, low nibble first; `interleaved`
-    pairs neighbours (0,1),(2,3)..., otherwise the two halves of the last axis."""
-    if bits == 8:
-        return codes
-    low, high = codes & 15, codes >> 4
-    if interleaved:
-        return np.stack([low, high], -1).reshape(*codes.shape[:-1], -1)
-    return np.concatenate([low, high], -1)
-
-
-def _matmul_nbits(codes: np.ndarray, scales: np.ndarray, shape: Shape, key: str) -> np.ndarray:
-    rows, blocks, code_bytes = codes.shape
-    bits = _bits(blocks * code_bytes, shape[1], key)
-    values = _unpack(codes, bits, interleaved=True).astype(np.float32) - (1 << (bits - 1))
-    weight: np.ndarray = (values * scales.reshape(rows, blocks, 1)).reshape(rows, -1)
-    return weight
-
-
-def _embedding(codes: np.ndarray, scales: np.ndarray, shape: Shape, key: str) -> np.ndarray:
-    rows, columns = shape
-    bits = _bits(codes.shape[1], columns, key)
-    values = _unpack(codes, bits, interleaved=True).astype(np.float32) - (1 << (bits - 1))
-    blocks = scales.shape[1]
-    weight: np.ndarray = (values.reshape(rows, blocks, -1) * scales[..., None]).reshape(
-        rows, columns
-    )
-    return weight
+def _rows(codes: np.ndarray, scales: np.ndarray, shape: Shape, key: str) -> np.ndarray:
+    """`MatMulNBits` (N, blocks, bytes) or `GatherBlockQuantized` (V, bytes) codes with
+    their scales: the rows of the (N, K) weight, as `export.quantize` packed them."""
+    rows = codes.shape[0]  # as stored: `restore` checks the shape the model wants
+    flat, blocks = codes.reshape(rows, -1), scales.reshape(rows, -1)
+    bits = _bits(flat.shape[1], shape[-1], key)
+    return dequantize(Quantized(flat, blocks, bits, flat.shape[1] * 8 // bits // blocks.shape[1]))
 
 
 def _expert_table(codes: np.ndarray, scales: np.ndarray, columns: int, key: str) -> np.ndarray:
+    """(E, out, in) from (E, blocks, block bytes, out) codes and (E, blocks, 1, out) scales;
+    4-bit blocks hold the block's first half in low nibbles, its second half in high ones
+    (`export.onnx_ops`)."""
     experts, blocks, code_bytes, out = codes.shape
     bits = _bits(blocks * code_bytes, columns, key)
     per_block = np.moveaxis(codes, 2, -1)  # (E, blocks, out, bytes)
-    values = _unpack(per_block, bits, interleaved=False).astype(np.float32) - (1 << (bits - 1))
+    if bits == 4:
+        per_block = np.concatenate([per_block & 15, per_block >> 4], -1)
+    values = per_block.astype(np.float32) - (1 << (bits - 1))
     scaled = values * np.moveaxis(scales, 2, -1)  # (E, blocks, out, block)
     weight: np.ndarray = scaled.transpose(0, 2, 1, 3).reshape(experts, out, columns)
     return weight
@@ -117,10 +102,8 @@ def restore(
         expert = value.ndim == 4 or (value.ndim == 3 and len(shape) == 3)
         if scales_key in tensors:
             scales = numpy_helper.to_array(tensors[scales_key]).astype(np.float32)
-            if value.ndim == 2:
-                value = _embedding(value, scales, shape, key)
-            elif value.ndim == 3:
-                value = _matmul_nbits(value, scales, shape, key)
+            if value.ndim in (2, 3):
+                value = _rows(value, scales, shape, key)
             elif value.ndim == 4:
                 columns = shape[1] if experts_in_out else shape[2]
                 value = _expert_table(value, scales, columns, key)
