@@ -28,6 +28,7 @@ import numpy as np
 
 from export.model_dir import MODEL_FILE
 from export.plan import PRECISIONS
+from subtitled.translate import native
 from subtitled.translate.manifest import Manifest
 
 
@@ -107,6 +108,7 @@ class _OnnxRunner:
         # Idle pool threads sleep instead of spinning: on a shared CPU (the daemon's ASR,
         # other processes) spinning threads steal the cores the work needs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        native.register(options)
         self._session = onnxruntime.InferenceSession(
             str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"]
         )
@@ -218,11 +220,14 @@ def run_bench(args: argparse.Namespace) -> BenchReport:
             labels.append((name, "torch eager fp32", *sizes))
             runners.append(_TorchRunner(random_model(config)))
             if name == "moe" and precision.weight_bits is not None:
-                # the same MoE on the sparse gather path instead of QMoE
-                sparse = dataclasses.replace(precision, fused_moe=False)
-                manifest = export_random(config, work / "moe_sparse", sparse)
-                labels.append((name, f"onnx {precision.name} sparse", *sizes))
-                runners.append(_OnnxRunner(work / "moe_sparse", manifest, args.threads))
+                # the same MoE on the sparse gather path, and on subtitled's native kernel
+                for kernel, variant in (
+                    ("sparse", dataclasses.replace(precision, fused_moe=False)),
+                    ("native", dataclasses.replace(precision, native_moe=True)),
+                ):
+                    manifest = export_random(config, work / f"moe_{kernel}", variant)
+                    labels.append((name, f"onnx {precision.name} {kernel}", *sizes))
+                    runners.append(_OnnxRunner(work / f"moe_{kernel}", manifest, args.threads))
         timed = _measure(runners, prompt, args.decode_tokens)
     rows = tuple(BenchRow(*label, *t) for label, t in zip(labels, timed, strict=True))
     return BenchReport(
@@ -260,7 +265,7 @@ def format_bench(report: BenchReport) -> str:
             pick(report.row("dense, same total", onnx)) / moe,
         )
 
-    for kernel in (onnx, f"{onnx} sparse"):
+    for kernel in (onnx, f"{onnx} sparse", f"{onnx} native"):
         if not any(r.model == "moe" and r.runtime == kernel for r in report.rows):
             continue
         median = ratios(lambda r: r.decode_ms_per_token, kernel)

@@ -59,6 +59,8 @@ def _onnx(args: argparse.Namespace) -> int:
     precision = PRECISIONS[args.precision]
     if args.moe_kernel == "sparse":
         precision = dataclasses.replace(precision, fused_moe=False)
+    elif args.moe_kernel == "native":
+        precision = dataclasses.replace(precision, native_moe=True)
     if args.model is not None:
         if args.config is not None or args.random_weights:
             raise ExportError("--model takes the config from the checkpoint directory")
@@ -145,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     onnx.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
     onnx.add_argument(
         "--moe-kernel",
-        choices=("auto", "sparse"),
+        choices=("auto", "sparse", "native"),
         default="auto",
         help="auto: ONNX Runtime's QMoE for int8/int4 SwiGLU experts with softmax routing, "
         "the sparse gather path otherwise; sparse: always the gather path (faster single-token "

@@ -21,6 +21,7 @@ from export.checkpoint import checkpoint_shapes
 from export.errors import ExportError, UnsupportedArchitecture
 from export.onnx_attention import Positions, attention, rope_tables
 from export.onnx_mla import mla_attention
+from export.onnx_native import native_experts, native_fits
 from export.onnx_ops import (
     MS,
     OPSET,
@@ -40,6 +41,7 @@ from export.onnx_ops import (
 from export.onnx_qmoe import fused_experts, qmoe_fits
 from export.plan import PRECISIONS, Precision
 from export.spec import LayerSpec, ModelSpec, MoeSpec, RopeSpec
+from subtitled.translate.native import DOMAIN as NATIVE
 
 
 def top_k_routing(
@@ -108,6 +110,25 @@ def gemma4_router(g: Graph, spec: ModelSpec, moe: MoeSpec, x: str, scope: str) -
     return index, g.op("Mul", [weights, expert_scale], f"{scope}/per_expert_scale/Mul")
 
 
+def routed_experts(
+    g: Graph,
+    spec: ModelSpec,
+    moe: MoeSpec,
+    x: str,
+    index: str,
+    weights: str,
+    scope: str,
+) -> str:
+    """The selected experts `index` (N, k) of tokens x (N, H) summed with `weights` (N, k);
+    with `moe.weights_on_input` (Llama 4) x is (N, k, H), already scaled, and the sum is
+    plain. Subtitled's native kernel where it was asked for and fits (`export.onnx_native`),
+    else the sparse gather path."""
+    on_input = moe.weights_on_input
+    if native_fits(g, moe, spec.hidden_size):
+        return native_experts(g, moe, x, index, weights, not on_input, scope)
+    return sparse_experts(g, moe, x, index, None if on_input else weights, scope, on_input)
+
+
 def sparse_moe_block(g: Graph, spec: ModelSpec, layer: LayerSpec, moe: MoeSpec, x: str) -> str:
     """Qwen3-MoE / Mixtral `SparseMoeBlock`, Llama 4 `Llama4TextMoe`, DeepSeek-V3
     `DeepseekV3MoE`: a linear router over x, the sparse experts (ONNX Runtime's fused
@@ -120,7 +141,7 @@ def sparse_moe_block(g: Graph, spec: ModelSpec, layer: LayerSpec, moe: MoeSpec, 
         g, flat, f"{key_of(layer_scope)}.{moe.router_key}", router_scope, quantize=False
     )  # (N, E)
     experts_scope = f"{layer_scope}/{moe.experts_key.replace('.', '/')}"
-    if qmoe_fits(g, moe, spec.hidden_size):
+    if qmoe_fits(g, moe, spec.hidden_size) and not native_fits(g, moe, spec.hidden_size):
         out = fused_experts(g, moe, flat, logits, experts_scope)
     else:
         index, weights = top_k_routing(g, moe, logits, router_scope, key_of(layer_scope))
@@ -133,9 +154,9 @@ def sparse_moe_block(g: Graph, spec: ModelSpec, layer: LayerSpec, moe: MoeSpec, 
                 ],
                 f"{experts_scope}/ScaleInput",
             )  # (N, k, H)
-            out = sparse_experts(g, moe, inputs, index, None, experts_scope, per_expert_input=True)
+            out = routed_experts(g, spec, moe, inputs, index, weights, experts_scope)
         else:
-            out = sparse_experts(g, moe, flat, index, weights, experts_scope)
+            out = routed_experts(g, spec, moe, flat, index, weights, experts_scope)
     if moe.shared is not None:
         shared_scope = f"{layer_scope}/{moe.shared.key.replace('.', '/')}"
         shared = mlp(g, flat, moe.shared.activation, shared_scope)
@@ -206,8 +227,9 @@ def gemma4_decoder_layer(
         dense = norm(ffn, "post_feedforward_layernorm_1")
         flat = g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], f"{scope}/flatten")  # (N, H)
         index, weights = gemma4_router(g, spec, layer.moe, flat, f"{scope}/router")
-        experts = sparse_experts(
+        experts = routed_experts(
             g,
+            spec,
             layer.moe,
             norm(flat, "pre_feedforward_layernorm_2"),
             index,
@@ -349,7 +371,11 @@ def build_model(
     )
     model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS, 1)],
+        opset_imports=[
+            helper.make_opsetid("", OPSET),
+            helper.make_opsetid(MS, 1),
+            *([helper.make_opsetid(NATIVE, 1)] if any(n.domain == NATIVE for n in g.nodes) else []),
+        ],
         producer_name="subtitled-export",
     )
     model.ir_version = 10
@@ -358,7 +384,35 @@ def build_model(
     return model
 
 
+def _register_runtime_schemas() -> None:
+    """Teach the ONNX checker ONNX Runtime's `SimplifiedLayerNormalization` (RMSNorm, which
+    ONNX Runtime registers in the default domain; `export.onnx_ops.rms_norm`), so the check
+    still covers every other node."""
+    name = "SimplifiedLayerNormalization"
+    if onnx.defs.has(name):
+        return
+    T = onnx.defs.OpSchema.FormalParameter
+    schema = onnx.defs.OpSchema(
+        name,
+        "",
+        1,
+        inputs=[T("X", "T"), T("scale", "T")],
+        outputs=[T("Y", "T")],
+        type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "float tensors")],
+        attributes=[
+            onnx.defs.OpSchema.Attribute(
+                "axis", onnx.defs.OpSchema.AttrType.INT, "", required=False
+            ),
+            onnx.defs.OpSchema.Attribute(
+                "epsilon", onnx.defs.OpSchema.AttrType.FLOAT, "", required=False
+            ),
+        ],
+    )
+    onnx.defs.register_schema(schema)
+
+
 def _check(model: onnx.ModelProto | str) -> None:
+    _register_runtime_schemas()
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:

@@ -34,6 +34,9 @@ class Precision:
     fused_moe: bool = True
     """Quantised SwiGLU experts with softmax routing go to ONNX Runtime's `QMoE` (see
     `export.onnx_qmoe`); False keeps them on the sparse gather path (`--moe-kernel sparse`)."""
+    native_moe: bool = False
+    """Quantised experts go to subtitled's own `SparseExperts` kernel (`export.onnx_native`,
+    `--moe-kernel native`): every family whose experts it computes, before `QMoE`."""
 
     def matrix_bytes(self, rows: int, cols: int) -> int:
         """Bytes of a (rows, cols) weight applied as x @ W.T, quantised along cols."""

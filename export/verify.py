@@ -25,6 +25,7 @@ import transformers
 
 from export.errors import ExportError
 from export.model_dir import MODEL_FILE, REFERENCE_DIR, REFERENCE_LINK
+from subtitled.translate import native
 from subtitled.translate.manifest import Manifest, load_manifest
 
 FP32_MAX_DIFF = 1e-3
@@ -116,8 +117,10 @@ def _onnx_run(
     """ONNX logits for the same inputs: the prompt in two chunks, then `tokens[:-1]`."""
     import onnxruntime
 
+    options = onnxruntime.SessionOptions()
+    native.register(options)
     session = onnxruntime.InferenceSession(
-        str(directory / MODEL_FILE), providers=["CPUExecutionProvider"]
+        str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"]
     )
     feeds: dict[str, np.ndarray] = {
         f"past_key_values.{kv.layer}.{t}": np.zeros((1, kv.n_kv_heads, 0, kv.head_dim), np.float32)

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from subtitled.errors import ModelError
+from subtitled.translate import native
 from subtitled.translate.cache import CacheLedger
 from subtitled.translate.manifest import KvLayer, Manifest, load_manifest
 from subtitled.translate.tokenizer import Tokenizer
@@ -101,13 +102,15 @@ class OnnxModel:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        native.register(options)  # models exported with --moe-kernel native need it
         model_path = directory / MODEL_FILE
         try:
             self.session = onnxruntime.InferenceSession(
                 str(model_path), options, providers=_providers(self.config.provider)
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"ONNX Runtime cannot load {model_path}: {exc}") from exc
+            missing = native.missing_kernel_error(model_path, exc)
+            raise (missing or ModelError(f"ONNX Runtime cannot load {model_path}: {exc}")) from exc
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         self._check_graph(where)
         self.layout = self.manifest.kv_layout
@@ -166,9 +169,7 @@ class KvCache:
 
     def __init__(self, model: OnnxModel) -> None:
         self.model = model
-        self.ledger = CacheLedger(
-            [kv.window for kv in model.layout], model.config.reserve_tokens
-        )
+        self.ledger = CacheLedger([kv.window for kv in model.layout], model.config.reserve_tokens)
         self._values: dict[str, Any] = {}
         self.reset()
         self.prefilled_tokens = 0
@@ -238,8 +239,9 @@ class KvCache:
         lengths = self.ledger.lengths()
         for index, kv in enumerate(model.layout):
             for t in kv.tensors:
-                self._absorb(kv, _past_name(kv, t), outputs[_present_name(kv, t)],
-                             len(ids), lengths[index])
+                self._absorb(
+                    kv, _past_name(kv, t), outputs[_present_name(kv, t)], len(ids), lengths[index]
+                )
         logits: FloatArray = outputs["logits"].numpy()[0]
         return logits
 
