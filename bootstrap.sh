@@ -8,9 +8,10 @@ cd "$(dirname "$0")"
 mode="${1:-demo}"
 case "$mode" in demo|test) ;; *) echo "usage: $0 demo|test" >&2; exit 2 ;; esac
 
-# libportaudio2: sounddevice's capture library. The tests also play audio into a
-# PulseAudio null sink, which needs the daemon and its command-line tools.
-packages=(libportaudio2)
+# libportaudio2: sounddevice's capture library; gcc and libc6-dev: the install builds
+# subtitled's native expert kernel (subtitled/translate/sparse_experts.c). The tests also
+# play audio into a PulseAudio null sink, which needs the daemon and its command-line tools.
+packages=(libportaudio2 gcc libc6-dev)
 [ "$mode" = test ] && packages+=(pulseaudio pulseaudio-utils libasound2-plugins systemd)
 missing=()
 for p in "${packages[@]}"; do

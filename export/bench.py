@@ -2,7 +2,9 @@
 and against two dense models, in one run, on the same threads.
 
 Three seeded random models of one shape (Qwen3 attention, SwiGLU feed-forward):
-- the MoE (`qwen3_moe`): E experts of intermediate size I, top-k;
+- the MoE (`qwen3_moe`): E experts of intermediate size I, top-k, exported once per
+  experts' kernel at quantised precisions: subtitled's native `SparseExperts`, ONNX
+  Runtime's `QMoE`, and the sparse gather path;
 - dense, same *active* parameters (`qwen3`): intermediate k * I;
 - dense, same *total* parameters: intermediate E * I.
 Each is exported to ONNX at the chosen precision and timed under ONNX Runtime, and timed in
@@ -15,7 +17,6 @@ on a shared CPU slows them all alike instead of one of them.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import tempfile
 import time
@@ -50,6 +51,7 @@ class BenchReport:
     rows: tuple[BenchRow, ...]
     precision: str
     threads: int
+    spin: bool
     prefill_tokens: int
     decode_tokens: int
     load_average: float
@@ -99,15 +101,16 @@ def configs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 class _OnnxRunner:
     """One exported model under ONNX Runtime: prefill a prompt, then greedy steps."""
 
-    def __init__(self, directory: Path, manifest: Manifest, threads: int) -> None:
+    def __init__(self, directory: Path, manifest: Manifest, threads: int, spin: bool) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        # Idle pool threads sleep instead of spinning: on a shared CPU (the daemon's ASR,
-        # other processes) spinning threads steal the cores the work needs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # As the daemon: idle pool threads sleep instead of spinning (on a shared CPU
+        # spinning threads steal the cores the work needs), unless `--spin` (a dedicated
+        # machine: no wake-up latency per parallel node).
+        options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spin)))
         native.register(options)
         self._session = onnxruntime.InferenceSession(
             str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"]
@@ -199,6 +202,7 @@ def run_bench(args: argparse.Namespace) -> BenchReport:
     import torch
 
     from export.families import spec_from_config
+    from export.onnx_native import moe_kernel_precision
     from export.plan import make_plan
     from export.reference import export_random, random_model
 
@@ -212,28 +216,28 @@ def run_bench(args: argparse.Namespace) -> BenchReport:
         work = args.work or Path(scratch)
         for name, config in configs(args).items():
             plan = make_plan(spec_from_config(config), PRECISIONS["fp32"])
-            out = work / name.replace(", ", "_").replace(" ", "_")
-            manifest = export_random(config, out, precision)
             sizes = (plan.total_params, plan.active_params)
-            labels.append((name, f"onnx {precision.name}", *sizes))
-            runners.append(_OnnxRunner(out, manifest, args.threads))
+            variants = [(f"onnx {precision.name}", precision)]
+            if name == "moe" and precision.weight_bits is not None:
+                # the MoE under each experts' kernel (export.onnx_native.moe_kernel_precision)
+                variants = [
+                    (f"onnx {precision.name} {kernel}", moe_kernel_precision(precision, kernel))
+                    for kernel in ("native", "qmoe", "sparse")
+                ]
+            for label, variant in variants:
+                out = work / f"{name}_{label}".replace(",", "").replace(" ", "_")
+                manifest = export_random(config, out, variant)
+                labels.append((name, label, *sizes))
+                runners.append(_OnnxRunner(out, manifest, args.threads, args.spin))
             labels.append((name, "torch eager fp32", *sizes))
             runners.append(_TorchRunner(random_model(config)))
-            if name == "moe" and precision.weight_bits is not None:
-                # the same MoE on the sparse gather path, and on subtitled's native kernel
-                for kernel, variant in (
-                    ("sparse", dataclasses.replace(precision, fused_moe=False)),
-                    ("native", dataclasses.replace(precision, native_moe=True)),
-                ):
-                    manifest = export_random(config, work / f"moe_{kernel}", variant)
-                    labels.append((name, f"onnx {precision.name} {kernel}", *sizes))
-                    runners.append(_OnnxRunner(work / f"moe_{kernel}", manifest, args.threads))
         timed = _measure(runners, prompt, args.decode_tokens)
     rows = tuple(BenchRow(*label, *t) for label, t in zip(labels, timed, strict=True))
     return BenchReport(
         rows,
         precision.name,
         args.threads,
+        args.spin,
         args.prefill_tokens,
         args.decode_tokens,
         os.getloadavg()[0],
@@ -243,7 +247,8 @@ def run_bench(args: argparse.Namespace) -> BenchReport:
 def format_bench(report: BenchReport) -> str:
     """The table and the three ratios the goals are stated in."""
     lines = [
-        f"{report.threads} threads; prefill {report.prefill_tokens} tokens from an empty "
+        f"{report.threads} threads ({'spinning' if report.spin else 'sleeping'} when idle); "
+        f"prefill {report.prefill_tokens} tokens from an empty "
         f"cache; decode {report.decode_tokens} single-token steps after it; load average "
         f"{report.load_average:.1f} at the end (figures from a shared machine are noisy)",
         f"{'model':<20} {'runtime':<18} {'total':>8} {'active':>8} "
@@ -255,19 +260,17 @@ def format_bench(report: BenchReport) -> str:
             f"{r.active_params / 1e6:>7.1f}M {r.prefill_tokens_per_s:>14.1f} "
             f"{r.decode_ms_per_token:>14.2f} {r.decode_best_ms:>7.2f}"
         )
-    onnx = f"onnx {report.precision}"
+    onnx, torch = f"onnx {report.precision}", "torch eager fp32"
 
     def ratios(pick: Callable[[BenchRow], float], kernel: str) -> tuple[float, float, float]:
         moe = pick(report.row("moe", kernel))
         return (
-            pick(report.row("moe", "torch eager fp32")) / moe,
+            pick(report.row("moe", torch)) / moe,
             moe / pick(report.row("dense, same active", onnx)),
             pick(report.row("dense, same total", onnx)) / moe,
         )
 
-    for kernel in (onnx, f"{onnx} sparse", f"{onnx} native"):
-        if not any(r.model == "moe" and r.runtime == kernel for r in report.rows):
-            continue
+    for kernel in [r.runtime for r in report.rows if r.model == "moe" and r.runtime != torch]:
         median = ratios(lambda r: r.decode_ms_per_token, kernel)
         best = ratios(lambda r: r.decode_best_ms, kernel)
         lines += [

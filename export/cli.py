@@ -57,10 +57,9 @@ class _ProgressLine:
 
 def _onnx(args: argparse.Namespace) -> int:
     precision = PRECISIONS[args.precision]
-    if args.moe_kernel == "sparse":
-        precision = dataclasses.replace(precision, fused_moe=False)
-    elif args.moe_kernel == "native":
-        precision = dataclasses.replace(precision, native_moe=True)
+    from export.onnx_native import moe_kernel_precision  # onnx: only here
+
+    precision = moe_kernel_precision(precision, args.moe_kernel)
     if args.model is not None:
         if args.config is not None or args.random_weights:
             raise ExportError("--model takes the config from the checkpoint directory")
@@ -147,11 +146,12 @@ def _parser() -> argparse.ArgumentParser:
     onnx.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
     onnx.add_argument(
         "--moe-kernel",
-        choices=("auto", "sparse", "native"),
+        choices=("auto", "native", "qmoe", "sparse"),
         default="auto",
-        help="auto: ONNX Runtime's QMoE for int8/int4 SwiGLU experts with softmax routing, "
-        "the sparse gather path otherwise; sparse: always the gather path (faster single-token "
-        "decode on small experts, slower prefill; see export/README.md)",
+        help="auto: subtitled's native kernel for int8/int4 experts when it was built at "
+        "install (else as qmoe); native: always it (the model then needs it at run time); "
+        "qmoe: ONNX Runtime's QMoE for SwiGLU experts with softmax routing, else the sparse "
+        "gather path; sparse: always the gather path (see export/README.md)",
     )
     onnx.add_argument("--licence", help="licence text for the manifest (else subtitled.json)")
     onnx.add_argument("--name", help="model name for the manifest")
@@ -191,6 +191,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--layers", type=int, default=8)
     bench.add_argument("--expert-intermediate", type=int, default=512)
     bench.add_argument("--threads", type=int, default=2, help="threads for both runtimes")
+    bench.add_argument(
+        "--spin",
+        action="store_true",
+        help="let ONNX Runtime's idle threads spin (a dedicated machine); default: they "
+        "sleep, as in the daemon, whose cores are shared with speech recognition",
+    )
     bench.add_argument("--decode-tokens", type=int, default=32)
     bench.add_argument("--prefill-tokens", type=int, default=128)
     bench.add_argument("--work", type=Path, help="folder for the exported models (else a temp)")

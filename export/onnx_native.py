@@ -17,15 +17,40 @@ rows over the up rows, (E, 2I, H); down is (E, H, I).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
+from export.errors import ExportError
 from export.onnx_ops import Graph, key_of
+from export.plan import Precision
 from export.quantize import quantize_unpacked
 from export.spec import MoeSpec
-from subtitled.translate.native import DOMAIN, OP
+from subtitled.translate.native import DOMAIN, OP, library_path
 
 # The kernel's `activation` attribute for each config activation name.
 _ACTIVATION = {"silu": 0, "gelu_pytorch_tanh": 1}
+
+
+def moe_kernel_precision(precision: Precision, kernel: str) -> Precision:
+    """`precision` with the experts' kernel of `--moe-kernel`: auto (native when the
+    library was built, else qmoe), native, qmoe (ONNX Runtime's QMoE where it fits, else the
+    sparse gather path) or sparse."""
+    if kernel == "auto":
+        kernel = "native" if library_path() is not None else "qmoe"
+    if kernel == "native":
+        if library_path() is None:
+            raise ExportError(
+                "--moe-kernel native: subtitled's native kernel was not built at install "
+                "(no C compiler then?), and the exported model could not run here"
+            )
+        # where the kernel does not fit (float precisions, odd sizes): QMoE, else sparse
+        return dataclasses.replace(precision, native_moe=True, fused_moe=True)
+    if kernel == "qmoe":
+        return dataclasses.replace(precision, native_moe=False, fused_moe=True)
+    if kernel == "sparse":
+        return dataclasses.replace(precision, native_moe=False, fused_moe=False)
+    raise ExportError(f"--moe-kernel {kernel!r}: expected auto, native, qmoe or sparse")
 
 
 def native_fits(g: Graph, moe: MoeSpec, hidden_size: int) -> bool:

@@ -4,7 +4,8 @@ An export keeps each checkpoint tensor under its own key: float matrices transpo
 `MatMul`, fp16 where the precision asks, and int8/int4 tables in the three block layouts
 of `export.onnx_ops` (`MatMulNBits` codes (N, blocks, bytes) with flat scales;
 `GatherBlockQuantized` rows (V, bytes) with (V, blocks) scales; expert tables
-(E, blocks, block bytes, out) with (E, blocks, 1, out) scales). `restore` undoes each
+(E, blocks, block bytes, out) with (E, blocks, 1, out) scales; and the native kernel's
+(E, out, bytes) with (E, out, blocks), `export.onnx_native`). `restore` undoes each
 layout against the shapes the model's own parameters have, so a shipped model (whose
 training checkpoint is gone) can be trained further (`python -m export train --init DIR`).
 Quantised weights come back as the values they stand for, not the originals.
@@ -21,6 +22,7 @@ from onnx import numpy_helper
 
 from export.errors import ExportError
 from export.model_dir import MODEL_FILE
+from export.onnx_native import unpack
 from export.quantize import Quantized, dequantize
 
 Shape = tuple[int, ...]
@@ -95,6 +97,15 @@ def restore(
                 f"{directory} holds {key!r} in QMoE's layout, which cannot be restored yet: "
                 "export the model with --moe-kernel sparse"
             )
+        if f"{key}_native" in tensors:  # subtitled's SparseExperts (export.onnx_native)
+            codes = numpy_helper.to_array(tensors[f"{key}_native"])
+            scales = numpy_helper.to_array(tensors[f"{key}_native_scales"]).astype(np.float32)
+            columns = shape[1] if experts_in_out else shape[2]
+            value = unpack(codes, scales, _bits(codes.shape[-1], columns, key))
+            restored[key] = _checked(
+                np.swapaxes(value, 1, 2) if experts_in_out else value, shape, key
+            )
+            continue
         if key not in tensors:
             continue
         value = numpy_helper.to_array(tensors[key])
@@ -113,10 +124,14 @@ def restore(
             value = value.T  # float linears are stored (in, out) for MatMul
         if expert and experts_in_out:
             value = np.swapaxes(value, 1, 2)  # stored (E, out, in)
-        value = np.require(value, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])
-        if value.shape != shape:
-            raise ExportError(
-                f"exported tensor {key!r} restores to shape {value.shape}, the model wants {shape}"
-            )
-        restored[key] = value
+        restored[key] = _checked(value, shape, key)
     return restored
+
+
+def _checked(value: np.ndarray, shape: Shape, key: str) -> np.ndarray:
+    value = np.require(value, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])
+    if value.shape != shape:
+        raise ExportError(
+            f"exported tensor {key!r} restores to shape {value.shape}, the model wants {shape}"
+        )
+    return value

@@ -363,11 +363,12 @@ static OrtStatus *compute_into(OrtKernelContext *context, const Kernel *kernel, 
   const Tensor *x = &in[0], *index = &in[1], *gate_up = &in[3], *down = &in[5];
   if (index->rank != 2) return fail("SparseExperts: index must be (tokens, k), has rank %zu", index->rank);
   if (gate_up->rank != 3) return fail("SparseExperts: gate_up must be (experts, 2 * inter, bytes)");
+  if (down->rank != 3) return fail("SparseExperts: down must be (experts, hidden, bytes)");
   w->tokens = index->dims[0];
   w->k = index->dims[1];
   w->experts = gate_up->dims[0];
   w->inter = gate_up->dims[1] / 2;
-  w->hidden = x->dims[x->rank - 1];
+  w->hidden = down->dims[1];
   w->bits = kernel->bits;
   w->block = kernel->block;
   w->activation = kernel->activation;

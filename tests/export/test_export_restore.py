@@ -5,7 +5,6 @@ weights restored well enough to verify against its own export."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,12 @@ transformers = pytest.importorskip("transformers", reason=REASON)
 
 from export.cli import main  # noqa: E402
 from export.errors import ExportError  # noqa: E402
+from export.onnx_native import moe_kernel_precision  # noqa: E402
 from export.plan import PRECISIONS  # noqa: E402
 from export.quantize import block_size_for, dequantize, quantize  # noqa: E402
 from export.reference import REFERENCE_DIR, export_random  # noqa: E402
 from export.restore import restore  # noqa: E402
+from subtitled.translate import native  # noqa: E402
 from subtitled.translate.models import resolve_model  # noqa: E402
 
 
@@ -35,15 +36,30 @@ def _dequantised(weight: np.ndarray, bits: int, k_axis: int) -> np.ndarray:
     return np.moveaxis(dequantize(quantize(moved, bits, block)), -1, k_axis)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "int4"])
+@pytest.mark.parametrize(
+    ("precision", "kernel"),
+    [
+        ("fp32", "sparse"),
+        ("fp16", "sparse"),
+        ("int8", "sparse"),
+        ("int4", "sparse"),
+        ("int8", "native"),
+        ("int4", "native"),
+    ],
+)
 @pytest.mark.parametrize("family", ["gemma4_text", "llama4_text", "qwen3_moe"])
 def test_every_stored_layout_restores_to_its_values(
-    family: str, precision: str, tmp_path: Path
+    family: str, precision: str, kernel: str, tmp_path: Path
 ) -> None:
+    """Every layout: float, MatMulNBits, GatherBlockQuantized, the gathered expert tables
+    and the native kernel's (`--moe-kernel native`; tiny Qwen3-MoE's sizes do not fit it and
+    keep the gather path)."""
+    if kernel == "native" and native.library_path() is None:
+        pytest.skip("the native kernel was not built")
     config = ALL[family]()
     in_out = family == "llama4_text"  # tiny Llama 4's gate_up table is square: (E, 64, 64)
     out = tmp_path / "model"
-    chosen = dataclasses.replace(PRECISIONS[precision], fused_moe=False)
+    chosen = moe_kernel_precision(PRECISIONS[precision], kernel)
     export_random(config, out, chosen)
     # the model's own keys (transformers fuses per-expert checkpoint tensors on load)
     model = transformers.AutoModelForCausalLM.from_pretrained(out / REFERENCE_DIR)
@@ -60,7 +76,7 @@ def test_every_stored_layout_restores_to_its_values(
             assert key == "lm_head.weight" and config.get("tie_word_embeddings"), key
             continue
         value = restored[key]
-        if f"{key}_scales" in names:
+        if f"{key}_scales" in names or f"{key}_native_scales" in names:
             assert bits is not None
             k_axis = 1 if in_out and weight.ndim == 3 else -1
             np.testing.assert_array_equal(value, _dequantised(weight, bits, k_axis), key)
