@@ -2,8 +2,9 @@
 
   plan    --config CONFIG.json --precision P                  sizes, KV cache, memory
   onnx    --model DIR --out DIR --precision P [--licence L]   export a checkpoint directory
-          [--moe-kernel auto|sparse]                          QMoE or the sparse gather path
+          [--moe-kernel auto|native|qmoe|sparse]              the experts' kernel
   onnx    --config CONFIG.json --random-weights --out DIR     a seeded random-weight model
+  reexport SRC --out DIR [--precision P]                      an exported model, exported again
   verify  DIR [--reference CHECKPOINT]                        ONNX Runtime vs transformers
   amend   DIR [--prompt KEY=JSON ...]                         prompt keys; re-hash doc files
   bench   [--precision P]                                     MoE vs dense, ONNX vs PyTorch
@@ -84,6 +85,19 @@ def _onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reexport(args: argparse.Namespace) -> int:
+    from export.onnx_native import moe_kernel_precision  # torch, transformers, onnx
+    from export.reexport import reexport
+    from subtitled.translate.manifest import load_manifest
+
+    source = load_manifest(args.source)
+    precision = PRECISIONS[args.precision or source.precision]
+    precision = moe_kernel_precision(precision, args.moe_kernel)
+    manifest = reexport(args.source, args.out, precision, args.keep_checkpoint, _ProgressLine())
+    print(f"wrote {args.out}: {manifest.name}, {manifest.precision} (from {args.source})")
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     from export.verify import format_report, verify  # torch, transformers, onnxruntime
 
@@ -157,6 +171,25 @@ def _parser() -> argparse.ArgumentParser:
     onnx.add_argument("--name", help="model name for the manifest")
     onnx.add_argument("--seed", type=int, default=0)
     onnx.set_defaults(run=_onnx)
+    again = commands.add_parser(
+        "reexport",
+        help="export an exported model directory again (weights restored from its graph): "
+        "a newer graph or another precision for a model whose checkpoint is gone",
+    )
+    again.add_argument("source", type=Path, help="model directory written by `onnx`")
+    again.add_argument("--out", type=Path, required=True, help="model directory to write")
+    again.add_argument(
+        "--precision", choices=sorted(PRECISIONS), help="default: the source's precision"
+    )
+    again.add_argument(
+        "--moe-kernel", choices=("auto", "native", "qmoe", "sparse"), default="auto"
+    )
+    again.add_argument(
+        "--keep-checkpoint",
+        type=Path,
+        help="keep the restored Hugging Face checkpoint here (for verify --reference)",
+    )
+    again.set_defaults(run=_reexport)
     check = commands.add_parser("verify", help="compare ONNX Runtime with transformers")
     check.add_argument("directory", type=Path, help="model directory written by `onnx`")
     check.add_argument(

@@ -14,8 +14,11 @@ wall clock. sounddevice and PyAV are imported only when a source that needs them
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 from collections.abc import AsyncGenerator, Callable
+from typing import BinaryIO, TextIO
 
 from subtitled.capture.device import DeviceCapture, PortAudioOpener, RetryPolicy
 from subtitled.capture.file import decode_file, file_chunks
@@ -65,9 +68,20 @@ def open_source(
     if stdin is None:
         raise CaptureError("the source is stdin, but this process has no standard input")
     return pcm_chunks(
-        stdin.buffer,
+        _unbuffered(stdin),
         spec.sample_rate_hz,
         realtime=realtime,
         block_s=block_s,
         on_status=on_status,
     )
+
+
+def _unbuffered(stream: TextIO) -> BinaryIO:
+    """The raw file under `stream` (reads are single `read` calls), else its buffer. The
+    reader thread may be blocked in a read when the process exits; blocked in a
+    BufferedReader it holds that reader's lock, and the interpreter aborts at exit when it
+    cannot take it ("_enter_buffered_busy", seen once in the service test)."""
+    try:
+        return os.fdopen(stream.fileno(), "rb", buffering=0, closefd=False)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return stream.buffer
