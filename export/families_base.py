@@ -3,6 +3,7 @@ kinds and overrides, the one-rope-for-all-layers RoPE, the final norm."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -70,21 +71,46 @@ def per_layer(
 
 def legacy_rope(config: ConfigReader) -> RopeSpec:
     """RoPE of families with one rope for all layers: `rope_parameters` (transformers >= 5)
-    or the older top-level `rope_theta`."""
-    if config.has("rope_parameters"):
-        rope = config.section("rope_parameters")
-        theta = rope.get_float("rope_theta")
-        rope_type = rope.get_str("rope_type", "default")
-        factor = rope.get_float("partial_rotary_factor", 1.0)
-    else:
-        theta = config.get_float("rope_theta")
-        rope_type, factor = "default", 1.0
-    if rope_type != "default":
+    or the older top-level `rope_theta`; `default` or `yarn` (DeepSeek-V3/R1's released
+    configs, long-context Qwen3)."""
+    if not config.has("rope_parameters"):
+        return RopeSpec(theta=config.get_float("rope_theta"), rope_type="default")
+    rope = config.section("rope_parameters")
+    theta = rope.get_float("rope_theta")
+    rope_type = rope.get_str("rope_type", "default")
+    partial = rope.get_float("partial_rotary_factor", 1.0)
+    if rope_type == "default":
+        return RopeSpec(theta=theta, rope_type=rope_type, partial_rotary_factor=partial)
+    if rope_type != "yarn":
         raise UnsupportedArchitecture(
             f"config key 'rope_parameters.rope_type' = {rope_type!r} is not supported yet "
-            "for this family; supported: default"
+            "for this family; supported: default, yarn"
         )
-    return RopeSpec(theta=theta, rope_type=rope_type, partial_rotary_factor=factor)
+    original = rope.get_float("original_max_position_embeddings")
+    factor = rope.get_float("factor", 0.0) or config.get_float("max_position_embeddings") / original
+    attention = rope.get_float("attention_factor", 0.0)
+    if not attention:  # as transformers infers it
+        mscale, mscale_all_dim = (
+            rope.get_float("mscale", 0.0),
+            rope.get_float("mscale_all_dim", 0.0),
+        )
+        if mscale and mscale_all_dim:
+            attention = yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
+        else:
+            attention = yarn_mscale(factor, 1.0)
+    yarn = (
+        factor,
+        rope.get_float("beta_fast", 0.0) or 32.0,
+        rope.get_float("beta_slow", 0.0) or 1.0,
+        original,
+        rope.get_bool("truncate", True),
+    )
+    return RopeSpec(theta, rope_type, partial, yarn=yarn, attention_factor=attention)
+
+
+def yarn_mscale(factor: float, mscale: float) -> float:
+    """YaRN's attention scale for a context `factor` (1 when not extended)."""
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
 
 
 def final_norm(hidden_size: int) -> tuple[VectorSpec, ...]:

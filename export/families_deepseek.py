@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from export.errors import ConfigKeyError
-from export.families_base import final_norm, legacy_rope, reject
+from export.families_base import final_norm, legacy_rope, reject, yarn_mscale
 from export.spec import (
     AttentionSpec,
     ConfigReader,
@@ -38,7 +38,13 @@ def deepseek_v3(config: ConfigReader) -> ModelSpec:
         rope_dim=config.get_positive_int("qk_rope_head_dim"),
         v_head_dim=config.get_positive_int("v_head_dim"),
     )
-    rope = legacy_rope(config)  # YaRN (the released checkpoints' rope_type) is rejected there
+    rope = legacy_rope(config)
+    scale = (mla.nope_dim + mla.rope_dim) ** -0.5
+    if rope.yarn is not None and config.has("rope_parameters"):
+        # transformers `yarn_apply_mscale`: the softmax scale grows with the context factor
+        mscale_all_dim = config.section("rope_parameters").get_float("mscale_all_dim", 0.0)
+        if mscale_all_dim:
+            scale *= yarn_mscale(rope.yarn[0], mscale_all_dim) ** 2
     attention = AttentionSpec(
         kind="full",
         n_heads=n_heads,
@@ -49,7 +55,7 @@ def deepseek_v3(config: ConfigReader) -> ModelSpec:
         k_eq_v=False,
         qk_norm=None,
         v_norm=False,
-        scale=mla.qk_head_dim**-0.5,
+        scale=scale,
         mla=mla,
     )
     size = config.get_positive_int("moe_intermediate_size")

@@ -15,6 +15,7 @@ Sliding layers return at most `window` cache tokens; the next step only needs th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,12 +58,36 @@ def inv_freq(rope: RopeSpec, head_dim: int) -> np.ndarray:
         blended = (1 - smooth) * scaled / factor + smooth * scaled
         medium = (wavelen >= original / high) & (wavelen <= original / low)
         return np.where(medium, blended, scaled).astype(np.float32)
+    if rope.rope_type == "yarn" and rope.yarn is not None:
+        return _yarn_inv_freq(rope, int(head_dim * rope.partial_rotary_factor))
     if rope.rope_type == "proportional":
         angles = int(rope.partial_rotary_factor * head_dim // 2)
         exponents = np.arange(0, 2 * angles, 2, dtype=np.float32) / head_dim
         rotating = 1.0 / rope.theta**exponents
         return np.concatenate([rotating, np.zeros(head_dim // 2 - angles)]).astype(np.float32)
     raise UnsupportedArchitecture(f"rope_type {rope.rope_type!r} has no ONNX export yet")
+
+
+def _yarn_inv_freq(rope: RopeSpec, dim: int) -> np.ndarray:
+    """transformers `_compute_yarn_parameters`: frequencies slowed by `factor` below the
+    correction range, kept above it, blended linearly across it."""
+    assert rope.yarn is not None
+    factor, beta_fast, beta_slow, original, truncate = rope.yarn
+
+    def correction_dim(rotations: float) -> float:
+        return dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(rope.theta))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001
+    positions = rope.theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim)
+    ramp = np.clip((np.arange(dim // 2, dtype=np.float32) - low) / (high - low), 0, 1)
+    keep = 1 - ramp  # share of the unscaled (extrapolated) frequency
+    freq: np.ndarray = (1 / (factor * positions)) * (1 - keep) + (1 / positions) * keep
+    return freq.astype(np.float32)
 
 
 def rope_tables(
@@ -96,7 +121,12 @@ def rope_tables(
         )
     else:
         both = g.op("Concat", [angles, angles], f"{scope}/Concat", axis=-1)  # (*P, d)
-    return g.op("Cos", [both], f"{scope}/Cos"), g.op("Sin", [both], f"{scope}/Sin")
+    cos, sin = g.op("Cos", [both], f"{scope}/Cos"), g.op("Sin", [both], f"{scope}/Sin")
+    if rope.attention_factor != 1.0:  # YaRN
+        factor = g.scalar(rope.attention_factor)
+        cos = g.op("Mul", [cos, factor], f"{scope}/CosScale")
+        sin = g.op("Mul", [sin, factor], f"{scope}/SinScale")
+    return cos, sin
 
 
 def apply_rope(

@@ -38,6 +38,11 @@ class RopeSpec:
     # rope_type "llama3": factor, low_freq_factor, high_freq_factor,
     # original_max_position_embeddings (transformers `_compute_llama3_parameters`).
     llama3: tuple[float, float, float, float] | None = None
+    # rope_type "yarn" (transformers `_compute_yarn_parameters`): factor, beta_fast,
+    # beta_slow, original_max_position_embeddings, truncate.
+    yarn: tuple[float, float, float, float, bool] | None = None
+    # cos and sin are multiplied by this (YaRN's attention factor; 1 otherwise).
+    attention_factor: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -179,6 +179,38 @@ def tiny_deepseek_v3() -> Config:
     }
 
 
+def tiny_deepseek_r1() -> Config:
+    """DeepSeek-V3 with the released checkpoints' YaRN RoPE (DeepSeek-R1: factor 40 over
+    4,096 original positions, mscale = mscale_all_dim = 1), shrunk so the test's positions
+    run far past the original context (factor 16 over 64)."""
+    config = tiny_deepseek_v3()
+    config.pop("rope_theta")
+    config["rope_parameters"] = {
+        "rope_type": "yarn",
+        "rope_theta": 10000.0,
+        "factor": 16.0,
+        "original_max_position_embeddings": 64,
+        "beta_fast": 32,
+        "beta_slow": 1,
+        "mscale": 1.0,
+        "mscale_all_dim": 1.0,
+    }
+    return config
+
+
+def tiny_qwen3_yarn() -> Config:
+    """Qwen3 with YaRN and no mscale keys: the attention factor scales cos and sin."""
+    config = tiny_qwen3()
+    config.pop("rope_theta", None)
+    config["rope_parameters"] = {
+        "rope_type": "yarn",
+        "rope_theta": 1000000.0,
+        "factor": 4.0,
+        "original_max_position_embeddings": 32,
+    }
+    return config
+
+
 ALL = {
     "gemma4_text": tiny_gemma4,
     "qwen3_moe": tiny_qwen3_moe,

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from export_configs import ALL, tiny_gemma4
+from export_configs import ALL, tiny_deepseek_r1, tiny_gemma4, tiny_qwen3_yarn
 
 from export.cli import main
 from export.errors import ExportError, UnsupportedArchitecture
@@ -55,6 +56,25 @@ def test_verify_other_families(
 ) -> None:
     assert main(["verify", str(_export(ALL[family](), tmp_path))]) == 0
     assert "verify: passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("config", [tiny_deepseek_r1, tiny_qwen3_yarn])
+def test_yarn_rope_matches_transformers(
+    config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """YaRN frequencies, cos/sin attention factor and DeepSeek's mscale^2 softmax scale,
+    over positions past the original context; the same model checked against a reference
+    without YaRN fails, so the comparison sees the scaling."""
+    out = _export(config(), tmp_path)
+    assert main(["verify", str(out)]) == 0
+    assert "verify: passed" in capsys.readouterr().out
+    plain = Path(shutil.copytree(out / "reference", tmp_path / "plain"))
+    settings = json.loads((plain / "config.json").read_text())
+    theta = settings["rope_parameters"]["rope_theta"]
+    settings["rope_parameters"] = {"rope_type": "default", "rope_theta": theta}
+    (plain / "config.json").write_text(json.dumps(settings))
+    assert main(["verify", str(out), "--reference", str(plain)]) == 1
+    assert "verify: FAILED" in capsys.readouterr().out
 
 
 def test_every_family_read_has_a_layer_builder() -> None:
