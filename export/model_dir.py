@@ -209,7 +209,7 @@ def write_model_dir(
     return manifest
 
 
-def _copy_side_files(source: Path, out: Path) -> list[str]:
+def copy_side_files(source: Path, out: Path) -> list[str]:
     names = [n for n in TOKENIZER_FILES if (source / n).is_file()]
     for pattern in DOC_PATTERNS:
         names += sorted(p.name for p in source.glob(pattern) if p.is_file())
@@ -241,7 +241,7 @@ def export_checkpoint(
             f"'licence' to {checkpoint / SIDECAR}"
         )
     out.mkdir(parents=True, exist_ok=True)
-    side_files = _copy_side_files(checkpoint, out)
+    side_files = copy_side_files(checkpoint, out)
     tokenizer = TOKENIZER_FILE if TOKENIZER_FILE in side_files else None
     if tokenizer is None:
         log.warning("%s has no %s: the manifest names no tokenizer", checkpoint, TOKENIZER_FILE)

@@ -392,9 +392,8 @@ def expert_product(
 
 def rms_norm(g: Graph, x: str, key: str | None, eps: float, scope: str) -> str:
     """Gemma RMSNorm: x * (mean(x^2) + eps)^-0.5 [* weight] over the last axis. With a
-    weight, one `SimplifiedLayerNormalization` node (ONNX Runtime's RMSNorm kernel; measured
-    on the bench's models: the six elementwise nodes it replaces were a fifth of a decode
-    step's node time); without, the elementwise form (no scale tensor to hand the kernel)."""
+    weight, one `SimplifiedLayerNormalization` node (ONNX Runtime's RMSNorm kernel) instead
+    of six elementwise ones; without, the elementwise form (no scale tensor to hand it)."""
     if key is not None:
         return g.op(
             "SimplifiedLayerNormalization",

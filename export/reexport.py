@@ -14,54 +14,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
 from export.checkpoint import load_config
 from export.errors import ExportError
-from export.model_dir import DOC_PATTERNS, SIDECAR, export_checkpoint
+from export.model_dir import SIDECAR, copy_side_files, export_checkpoint
 from export.onnx_ops import Progress
 from export.plan import Precision
 from subtitled.translate.manifest import Manifest, load_manifest
-
-_KEPT = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "generation_config.json",
-)
 
 
 def restored_checkpoint(source: Path, checkpoint: Path) -> Manifest:
     """Write `source`'s weights, config, tokenizer, `subtitled.json` and documents as a
     Hugging Face checkpoint directory `checkpoint`; returns `source`'s manifest."""
-    import torch
-
-    from export.families import spec_from_config
     from export.reference import random_model
-    from export.restore import restore
+    from export.restore import restore_into
 
     manifest = load_manifest(source)
     config = load_config(source / "config.json")
     model = random_model(config)
-    layers = spec_from_config(config).layers
-    in_out = any(layer.moe is not None and layer.moe.experts_in_out for layer in layers)
-    state = model.state_dict()
-    restored = restore(source, {k: tuple(v.shape) for k, v in state.items()}, in_out)
-    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
-    missing = sorted(set(state) - set(restored) - tied)
-    if missing:
-        raise ExportError(f"{source} has no tensor for {', '.join(missing[:5])}")
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in restored.items()}, strict=False)
+    restore_into(model, config, source)
     checkpoint.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(checkpoint, safe_serialization=True)
-    for name in _KEPT:
-        if (source / name).is_file():
-            shutil.copy2(source / name, checkpoint / name)
-    for pattern in DOC_PATTERNS:
-        for path in source.glob(pattern):
-            shutil.copy2(path, checkpoint / path.name)
+    copy_side_files(source, checkpoint)  # tokenizer files, generation config, documents
     sidecar = {
         "name": manifest.name,
         "licence": manifest.licence,

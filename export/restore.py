@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -135,3 +136,23 @@ def _checked(value: np.ndarray, shape: Shape, key: str) -> np.ndarray:
             f"exported tensor {key!r} restores to shape {value.shape}, the model wants {shape}"
         )
     return value
+
+
+def restore_into(model: Any, config: Mapping[str, Any], directory: Path) -> int:
+    """Load the weights of the exported model in `directory` into the transformers `model`
+    of `config`: every parameter but a tied head must be there, in the same shape. Returns
+    the number of tensors loaded."""
+    import torch
+
+    from export.families import spec_from_config
+
+    layers = spec_from_config(dict(config)).layers
+    in_out = any(layer.moe is not None and layer.moe.experts_in_out for layer in layers)
+    state = model.state_dict()
+    restored = restore(directory, {k: tuple(v.shape) for k, v in state.items()}, in_out)
+    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
+    missing = sorted(set(state) - set(restored) - tied)
+    if missing:
+        raise ExportError(f"{directory} has no tensor for {', '.join(missing[:5])}")
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in restored.items()}, strict=False)
+    return len(restored)

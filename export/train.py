@@ -174,19 +174,10 @@ def translation_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch
 def initialise(model: Any, config: dict[str, Any], directory: Path) -> None:
     """Load the weights of the exported model in `directory` (dequantised, see
     `export.restore`): every parameter but a tied head must be there, in the same shape."""
-    from export.families import spec_from_config
-    from export.restore import restore
+    from export.restore import restore_into
 
-    layers = spec_from_config(config).layers
-    in_out = any(layer.moe is not None and layer.moe.experts_in_out for layer in layers)
-    state = model.state_dict()
-    restored = restore(directory, {k: tuple(v.shape) for k, v in state.items()}, in_out)
-    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
-    missing = sorted(set(state) - set(restored) - tied)
-    if missing:
-        raise ExportError(f"{directory} has no tensor for {', '.join(missing[:5])}")
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in restored.items()}, strict=False)
-    print(f"initialised from {directory}: {len(restored)} tensors", flush=True)
+    loaded = restore_into(model, config, directory)
+    print(f"initialised from {directory}: {loaded} tensors", flush=True)
 
 
 def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:

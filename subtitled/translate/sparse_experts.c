@@ -37,6 +37,7 @@
  * asking for API version ORT_API_VERSION_USED works with every later runtime.
  */
 #include <math.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -135,10 +136,7 @@ typedef OrtStatus *(*AddCustomOpDomain_t)(OrtSessionOptions *, OrtCustomOpDomain
 typedef OrtStatus *(*KernelContext_ParallelFor_t)(const OrtKernelContext *, void (*)(void *, size_t),
                                                   size_t, size_t, void *);
 
-static OrtStatus *fail(const char *format, ...) __attribute__((format(printf, 1, 2)));
-
-#include <stdarg.h>
-static OrtStatus *fail(const char *format, ...) {
+__attribute__((format(printf, 1, 2))) static OrtStatus *fail(const char *format, ...) {
   char message[512];
   va_list args;
   va_start(args, format);
