@@ -90,15 +90,29 @@ def _yarn_inv_freq(rope: RopeSpec, dim: int) -> np.ndarray:
     return freq.astype(np.float32)
 
 
+def _angles(g: Graph, positions: str, rope: RopeSpec, head_dim: int, scope: str) -> str:
+    """position * inv_freq: (*P, head_dim / 2) for positions of any shape P."""
+    freq = g.const(f"{scope}/inv_freq", inv_freq(rope, head_dim))
+    as_float = g.op("Cast", [positions], f"{scope}/Cast", to=TensorProto.FLOAT)
+    column = g.op("Unsqueeze", [as_float, g.ints(-1)], f"{scope}/Unsqueeze")
+    return g.op("Mul", [column, freq], f"{scope}/Angles")
+
+
+def _cos_sin(g: Graph, angles: str, rope: RopeSpec, scope: str) -> tuple[str, str]:
+    cos, sin = g.op("Cos", [angles], f"{scope}/Cos"), g.op("Sin", [angles], f"{scope}/Sin")
+    if rope.attention_factor != 1.0:  # YaRN
+        factor = g.scalar(rope.attention_factor)
+        cos = g.op("Mul", [cos, factor], f"{scope}/CosScale")
+        sin = g.op("Mul", [sin, factor], f"{scope}/SinScale")
+    return cos, sin
+
+
 def rope_tables(
     g: Graph, positions: str, rope: RopeSpec, head_dim: int, scope: str
 ) -> tuple[str, str]:
     """cos, sin of `positions` (any shape P) as (*P, head_dim) tensors; interleaved RoPE
     (Llama 4's complex form) repeats each frequency on adjacent pairs, else on halves."""
-    freq = g.const(f"{scope}/inv_freq", inv_freq(rope, head_dim))
-    as_float = g.op("Cast", [positions], f"{scope}/Cast", to=TensorProto.FLOAT)
-    column = g.op("Unsqueeze", [as_float, g.ints(-1)], f"{scope}/Unsqueeze")
-    angles = g.op("Mul", [column, freq], f"{scope}/Angles")  # (*P, d/2)
+    angles = _angles(g, positions, rope, head_dim, scope)  # (*P, d/2)
     if rope.interleaved:
         pairs = g.op("Unsqueeze", [angles, g.ints(-1)], f"{scope}/Pairs")
         both = g.op("Concat", [pairs, pairs], f"{scope}/Concat", axis=-1)  # (*P, d/2, 2)
@@ -121,12 +135,56 @@ def rope_tables(
         )
     else:
         both = g.op("Concat", [angles, angles], f"{scope}/Concat", axis=-1)  # (*P, d)
-    cos, sin = g.op("Cos", [both], f"{scope}/Cos"), g.op("Sin", [both], f"{scope}/Sin")
-    if rope.attention_factor != 1.0:  # YaRN
-        factor = g.scalar(rope.attention_factor)
-        cos = g.op("Mul", [cos, factor], f"{scope}/CosScale")
-        sin = g.op("Mul", [sin, factor], f"{scope}/SinScale")
-    return cos, sin
+    return _cos_sin(g, both, rope, scope)
+
+
+@dataclass(frozen=True)
+class Rope:
+    """One RoPE kind of the model (its spec and rotating dims). Its tables are built on
+    first use and shared by every layer of the kind."""
+
+    spec: RopeSpec
+    dim: int
+    scope: str
+
+    def tables(self, g: Graph) -> tuple[str, str]:
+        """cos, sin (B, S, dim) of the query positions, for RoPE in standard ops."""
+        key = f"{self.scope}/tables"
+        if key not in g.shared:
+            g.shared[key] = rope_tables(g, "position_ids", self.spec, self.dim, self.scope)
+        cos, sin = g.shared[key]
+        return cos, sin
+
+    def gqa_inputs(
+        self, g: Graph, pos: Positions, past_length: str, window: int | None
+    ) -> list[str]:
+        """`GroupQueryAttention`'s cos_cache, sin_cache and position_ids for its built-in
+        rotary: the table rows are the query tokens' own angles (S, dim / 2), indexed by
+        position relative to the first query token, so a cache trimmed to a window needs no
+        absolute position table; the op wants at least past + S rows, so zero rows pad it
+        (never read)."""
+        key = f"{self.scope}/gqa/{window}"
+        if key not in g.shared:
+            scope = f"{self.scope}/gqa"
+            if f"{scope}/cos" not in g.shared:
+                angles = _angles(g, pos.query, self.spec, self.dim, scope)  # (S, d/2)
+                g.shared[f"{scope}/cos"] = _cos_sin(g, angles, self.spec, scope)
+            cos, sin = g.shared[f"{scope}/cos"]
+            if "gqa_positions" not in g.shared:
+                g.shared["gqa_positions"] = (
+                    g.op("Sub", [pos.position_ids, pos.start], "/model/positions/Relative"),
+                )
+            pads = g.op(
+                "Concat",
+                [g.ints(0, 0), past_length, g.ints(0)],
+                f"{scope}/Pads{window or ''}",
+                axis=0,
+            )
+            g.shared[key] = tuple(
+                g.op("Pad", [t, pads], f"{scope}/{name}Cache{window or ''}")
+                for t, name in ((cos, "Cos"), (sin, "Sin"))
+            )
+        return [*g.shared[key], g.shared["gqa_positions"][0]]
 
 
 def apply_rope(
@@ -230,12 +288,14 @@ def attention(
     layer: LayerSpec,
     x: str,
     pos: Positions,
-    rope: tuple[str, str] | None,
+    rope: Rope | None,
     scope: str,
 ) -> tuple[str, dict[str, str]]:
     """Self-attention of one layer on x (B, S, H); returns its output (B, S, H) and the
-    present cache by tensor. `rope` is cos, sin (B, S, d), None on NoPE layers."""
+    present cache by tensor. `rope` is None on NoPE layers. Where nothing sits between
+    RoPE and attention, `GroupQueryAttention` applies it (`fused_rope`)."""
     a: AttentionSpec = layer.attention
+    in_gqa = rope is not None and fused_rope(a)
     eps = spec.rms_norm_eps
     prefix = key_of(scope)
     q = _heads(
@@ -255,9 +315,10 @@ def attention(
     if a.qk_norm == "rms":
         q = rms_norm(g, q, f"{prefix}.q_norm.weight", eps, f"{scope}/q_norm")
     cos = sin = ""
-    if rope is not None:
-        cos = g.op("Unsqueeze", [rope[0], g.ints(2)], f"{scope}/cos")  # (B, S, 1, d)
-        sin = g.op("Unsqueeze", [rope[1], g.ints(2)], f"{scope}/sin")
+    if rope is not None and not in_gqa:
+        tables = rope.tables(g)
+        cos = g.op("Unsqueeze", [tables[0], g.ints(2)], f"{scope}/cos")  # (B, S, 1, d)
+        sin = g.op("Unsqueeze", [tables[1], g.ints(2)], f"{scope}/sin")
         q = apply_rope(g, q, cos, sin, a.head_dim, a.rope.interleaved, f"{scope}/q_rope")
     if a.qk_norm == "l2":  # Llama 4 normalises after RoPE
         q = _l2_norm(g, q, spec.rms_norm_eps, f"{scope}/q_norm")
@@ -271,7 +332,7 @@ def attention(
         k = raw_k
         if a.qk_norm == "rms":
             k = rms_norm(g, k, f"{prefix}.k_norm.weight", eps, f"{scope}/k_norm")
-        if rope is not None:
+        if cos:
             k = apply_rope(g, k, cos, sin, a.head_dim, a.rope.interleaved, f"{scope}/k_rope")
         if a.qk_norm == "l2":
             k = _l2_norm(g, k, spec.rms_norm_eps, f"{scope}/k_norm")
@@ -287,23 +348,49 @@ def attention(
     if k is None or a.chunk is not None:
         context, present = _standard(g, layer, q, k, v, pos, scope)
     else:
-        context, present = _fused(g, layer, q, k, v, pos, scope)
+        context, present = _fused(g, layer, q, k, v, pos, rope if in_gqa else None, scope)
     out = linear(g, context, f"{prefix}.o_proj.weight", f"{scope}/o_proj")
     return out, _trim(g, a, present, scope)
 
 
+def fused_rope(a: AttentionSpec) -> bool:
+    """Whether `GroupQueryAttention` applies this layer's RoPE: a GQA layer with nothing
+    between RoPE and attention (not Llama 4's L2 norm or temperature, which follow RoPE),
+    rotating halves (Llama 4's pairs always come with chunked attention or an L2 norm, so
+    the op's interleaved mode would go untested) and half a head a multiple of 8 (the
+    op's rule for its cos/sin tables)."""
+    return (
+        a.mla is None
+        and not a.nope
+        and not a.k_eq_v
+        and a.chunk is None
+        and a.qk_norm != "l2"
+        and a.temperature is None
+        and not a.rope.interleaved
+        and a.head_dim % 16 == 0
+    )
+
+
 def _fused(
-    g: Graph, layer: LayerSpec, q: str, k: str, v: str, pos: Positions, scope: str
+    g: Graph,
+    layer: LayerSpec,
+    q: str,
+    k: str,
+    v: str,
+    pos: Positions,
+    rope: Rope | None,
+    scope: str,
 ) -> tuple[str, dict[str, str]]:
-    """`GroupQueryAttention` on q (B, S, H, d), k and v (B, S, kvh, d): context
-    (B, S, H * d) and the present K/V (B, kvh, past + S, d)."""
+    """`GroupQueryAttention` on q (B, S, H, d), k and v (B, S, kvh, d), applying `rope`
+    when given: context (B, S, H * d) and the present K/V (B, kvh, past + S, d)."""
     a = layer.attention
 
     def flat(t: str, size: int, name: str) -> str:  # (B, S, heads, d) -> (B, S, heads * d)
         return g.op("Reshape", [t, g.ints(0, 0, size)], f"{scope}/{name}_flat")
 
     past_k = f"past_key_values.{layer.index}.key"
-    seqlens, total = _lengths(g, past_k, a.window, pos, scope)
+    seqlens, total, past_length = _lengths(g, past_k, a.window, pos, scope)
+    rotary = [] if rope is None else rope.gqa_inputs(g, pos, past_length, a.window)
     context, k_all, v_all = g.ops(
         "GroupQueryAttention",
         [
@@ -314,6 +401,7 @@ def _fused(
             f"past_key_values.{layer.index}.value",
             seqlens,
             total,
+            *rotary,
         ],
         f"{scope}/GroupQueryAttention",
         3,
@@ -322,15 +410,17 @@ def _fused(
         kv_num_heads=a.n_kv_heads,
         scale=a.scale,
         local_window_size=-1 if a.window is None else a.window,
+        **({"do_rotary": 1} if rotary else {}),
     )
     return context, {"key": k_all, "value": v_all}
 
 
 def _lengths(
     g: Graph, past_k: str, window: int | None, pos: Positions, scope: str
-) -> tuple[str, str]:
+) -> tuple[str, str, str]:
     """`GroupQueryAttention`'s seqlens_k (B,) int32 (index of each row's last token) and
-    total_sequence_length (scalar int32) from the past cache `past_k`: built at the first
+    total_sequence_length (scalar int32), and the past length (1,) int64, from the past
+    cache `past_k`: built at the first
     layer with this cache kind (full, or a sliding window of one size) and shared by the
     others, whose caches have the same length (7 nodes fewer per layer)."""
     key = f"gqa_lengths/{window}"
@@ -351,9 +441,9 @@ def _lengths(
         )
         seqlens = g.op("Expand", [last, pos.batch], f"{scope}/SeqLens")
         total = g.op("Squeeze", [total, g.ints(0)], f"{scope}/TotalScalar")
-        g.shared[key] = (seqlens, total)
-    seqlens, total = g.shared[key]
-    return seqlens, total
+        g.shared[key] = (seqlens, total, past_len)
+    seqlens, total, past_len = g.shared[key]
+    return seqlens, total, past_len
 
 
 def _trim(g: Graph, a: AttentionSpec, present: dict[str, str], scope: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 
 from export.checkpoint import checkpoint_shapes
 from export.errors import ExportError, UnsupportedArchitecture
-from export.onnx_attention import Positions, attention, rope_tables
+from export.onnx_attention import Positions, Rope, attention
 from export.onnx_mla import mla_attention
 from export.onnx_native import native_experts, native_fits
 from export.onnx_ops import (
@@ -50,7 +50,17 @@ def top_k_routing(
     """Expert indices and weights (N, k) from router logits (N, E), as `moe` says: scores by
     softmax or sigmoid; the choice optionally biased (`correction_bias_key`) and limited to
     the best expert groups (DeepSeek-V3 `noaux_tc`, `_group_limit`); the chosen experts'
-    unbiased scores, renormalised to sum to 1 when `normalize_top_k`, times `scaling`."""
+    unbiased scores, renormalised to sum to 1 when `normalize_top_k`, times `scaling`.
+    Softmax scores renormalised over the top k are the softmax of the top k logits (the
+    full softmax's denominator cancels; softmax is monotonic, so the choice is the same):
+    two nodes instead of five (Mixtral, Qwen3-MoE with `norm_topk_prob`, Gemma 4)."""
+    plain = moe.correction_bias_key is None and moe.groups <= 1
+    if moe.scoring == "softmax" and moe.normalize_top_k and plain:
+        top, index = g.ops("TopK", [logits, g.ints(moe.top_k)], f"{scope}/TopK", 2, axis=-1)
+        weights = g.op("Softmax", [top], f"{scope}/Softmax", axis=-1)
+        if moe.scaling != 1.0:
+            weights = g.op("Mul", [weights, g.scalar(moe.scaling)], f"{scope}/Scaling")
+        return index, weights
     if moe.scoring == "softmax":
         scores = g.op("Softmax", [logits], f"{scope}/Softmax", axis=-1)
     else:
@@ -135,7 +145,12 @@ def sparse_moe_block(g: Graph, spec: ModelSpec, layer: LayerSpec, moe: MoeSpec, 
     `QMoE` where it computes exactly this block, see `export.onnx_qmoe`), the shared
     expert(s) if any; x (B, S, H) -> (B, S, H)."""
     layer_scope = f"/model/layers.{layer.index}"
-    flat = g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], f"{layer_scope}/moe/flatten")
+    # The native kernel takes (B, S, H) as it is; the other paths and the group limit
+    # work on (N, H).
+    flatten = not native_fits(g, moe, spec.hidden_size) or moe.groups > 1
+    flat = x
+    if flatten:
+        flat = g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], f"{layer_scope}/moe/flatten")
     router_scope = f"{layer_scope}/{moe.router_key.removesuffix('.weight').replace('.', '/')}"
     logits = linear(
         g, flat, f"{key_of(layer_scope)}.{moe.router_key}", router_scope, quantize=False
@@ -149,7 +164,7 @@ def sparse_moe_block(g: Graph, spec: ModelSpec, layer: LayerSpec, moe: MoeSpec, 
             inputs = g.op(
                 "Mul",
                 [
-                    g.op("Unsqueeze", [flat, g.ints(1)], f"{experts_scope}/Tokens"),  # (N, 1, H)
+                    g.op("Unsqueeze", [flat, g.ints(-2)], f"{experts_scope}/Tokens"),  # (N, 1, H)
                     g.op("Unsqueeze", [weights, g.ints(-1)], f"{experts_scope}/Scores"),  # (N,k,1)
                 ],
                 f"{experts_scope}/ScaleInput",
@@ -161,6 +176,8 @@ def sparse_moe_block(g: Graph, spec: ModelSpec, layer: LayerSpec, moe: MoeSpec, 
         shared_scope = f"{layer_scope}/{moe.shared.key.replace('.', '/')}"
         shared = mlp(g, flat, moe.shared.activation, shared_scope)
         out = g.op("Add", [out, shared], f"{layer_scope}/moe/shared_add")
+    if not flatten:
+        return out
     return g.op(
         "Reshape",
         [out, g.op("Shape", [x], f"{layer_scope}/moe/shape")],
@@ -174,7 +191,7 @@ def llama_decoder_layer(
     layer: LayerSpec,
     x: str,
     pos: Positions,
-    q_rope: tuple[str, str] | None,
+    q_rope: Rope | None,
 ) -> tuple[str, dict[str, str]]:
     """Pre-norm layer of Qwen3, Qwen3-MoE, Mixtral, Llama 4 and DeepSeek-V3:
     x + attn(norm(x)) (MLA for DeepSeek), then x + ffn(norm(x)) where the FFN is the
@@ -206,7 +223,7 @@ def gemma4_decoder_layer(
     layer: LayerSpec,
     x: str,
     pos: Positions,
-    q_rope: tuple[str, str] | None,
+    q_rope: Rope | None,
 ) -> tuple[str, dict[str, str]]:
     """transformers `Gemma4TextDecoderLayer.forward`: sandwich norms around attention and
     the feed-forward, the MoE (fed the residual) beside the dense MLP, then layer_scalar."""
@@ -225,7 +242,10 @@ def gemma4_decoder_layer(
     ffn = mlp(g, norm(x, "pre_feedforward_layernorm"), layer.mlp.activation, f"{scope}/mlp")
     if layer.moe is not None:
         dense = norm(ffn, "post_feedforward_layernorm_1")
-        flat = g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], f"{scope}/flatten")  # (N, H)
+        flatten = not native_fits(g, layer.moe, spec.hidden_size)  # the native kernel: as is
+        flat = x
+        if flatten:
+            flat = g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], f"{scope}/flatten")
         index, weights = gemma4_router(g, spec, layer.moe, flat, f"{scope}/router")
         experts = routed_experts(
             g,
@@ -236,9 +256,10 @@ def gemma4_decoder_layer(
             weights,
             f"{scope}/experts",
         )
-        experts = g.op(
-            "Reshape", [experts, g.op("Shape", [x], f"{scope}/shape")], f"{scope}/unflatten"
-        )
+        if flatten:
+            experts = g.op(
+                "Reshape", [experts, g.op("Shape", [x], f"{scope}/shape")], f"{scope}/unflatten"
+            )
         ffn = g.op(
             "Add", [dense, norm(experts, "post_feedforward_layernorm_2")], f"{scope}/combine"
         )
@@ -249,7 +270,7 @@ def gemma4_decoder_layer(
 
 
 LayerBuilder = Callable[
-    [Graph, ModelSpec, LayerSpec, str, Positions, tuple[str, str] | None],
+    [Graph, ModelSpec, LayerSpec, str, Positions, Rope | None],
     tuple[str, dict[str, str]],
 ]
 LAYER_BUILDERS: Mapping[str, LayerBuilder] = {
@@ -302,13 +323,13 @@ def build_model(
     x = embed(g, table, "input_ids", "/model/embed_tokens")  # (B, S, H)
     if spec.embed_scale != 1.0:
         x = g.op("Mul", [x, g.scalar(spec.embed_scale)], "/model/embed_tokens/Scale")
-    ropes: dict[tuple[RopeSpec, int], tuple[str, str]] = {}
+    ropes: dict[tuple[RopeSpec, int], Rope] = {}
     for layer in spec.layers:
         a = layer.attention
         if (a.rope, a.rotary_dim) not in ropes and not a.nope:
-            ropes[(a.rope, a.rotary_dim)] = rope_tables(
-                g, "position_ids", a.rope, a.rotary_dim, f"/model/rotary_emb.{len(ropes)}"
-            )  # (B, S, d)
+            ropes[(a.rope, a.rotary_dim)] = Rope(
+                a.rope, a.rotary_dim, f"/model/rotary_emb.{len(ropes)}"
+            )
         rope = None if a.nope else ropes[(a.rope, a.rotary_dim)]
         x, present = LAYER_BUILDERS[spec.model_type](g, spec, layer, x, pos, rope)
         for tensor, value in present.items():

@@ -13,7 +13,7 @@ K and V of different head sizes.
 from __future__ import annotations
 
 from export.errors import UnsupportedArchitecture
-from export.onnx_attention import Positions, apply_rope, attention_mask
+from export.onnx_attention import Positions, Rope, apply_rope, attention_mask
 from export.onnx_ops import Graph, key_of, linear, rms_norm
 from export.spec import LayerSpec, ModelSpec
 
@@ -24,7 +24,7 @@ def mla_attention(
     layer: LayerSpec,
     x: str,
     pos: Positions,
-    rope: tuple[str, str] | None,
+    rope: Rope | None,
     scope: str,
 ) -> tuple[str, dict[str, str]]:
     """MLA on x (B, S, hidden); returns the output (B, S, hidden) and the present cache."""
@@ -41,8 +41,9 @@ def mla_attention(
         q = rms_norm(g, q, f"{prefix}.q_a_layernorm.weight", m.norm_eps, f"{scope}/q_a_layernorm")
         q = linear(g, q, f"{prefix}.q_b_proj.weight", f"{scope}/q_b_proj")
     q = g.op("Reshape", [q, g.ints(0, 0, heads, m.qk_head_dim)], f"{scope}/q_heads")  # B,S,H,qk
-    cos = g.op("Unsqueeze", [rope[0], g.ints(2)], f"{scope}/cos")  # (B, S, 1, rope_dim)
-    sin = g.op("Unsqueeze", [rope[1], g.ints(2)], f"{scope}/sin")
+    tables = rope.tables(g)
+    cos = g.op("Unsqueeze", [tables[0], g.ints(2)], f"{scope}/cos")  # (B, S, 1, rope_dim)
+    sin = g.op("Unsqueeze", [tables[1], g.ints(2)], f"{scope}/sin")
     q_pass = g.op("Slice", [q, g.ints(0), g.ints(m.nope_dim), g.ints(-1)], f"{scope}/q_pass")
     q_rot = g.op(
         "Slice", [q, g.ints(m.nope_dim), g.ints(m.qk_head_dim), g.ints(-1)], f"{scope}/q_rot"

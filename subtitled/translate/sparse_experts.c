@@ -11,15 +11,16 @@
  * block's integer dot product is scaled by both scales.
  *
  * Inputs
- *   0 x          float (N, H), or (N, k, H) when each expert has its own input (Llama 4)
- *   1 index      int64 (N, k) expert of each token's slot
- *   2 weight     float (N, k) weight of each slot (ignored with weighted = 0)
+ *   0 x          float (..., H), or (..., k, H) when each expert has its own input (Llama 4)
+ *   1 index      int64 (..., k) expert of each token's slot; the leading dimensions (none
+ *                to two: tokens, or batch and sequence) are the N tokens
+ *   2 weight     float (..., k) weight of each slot (ignored with weighted = 0)
  *   3 gate_up    uint8 (E, 2I, H * bits / 8) rows gate 0..I-1 then up 0..I-1
  *   4 gate_up_s  float (E, 2I, H / block)
  *   5 down       uint8 (E, H, I * bits / 8)
  *   6 down_s     float (E, H, I / block)
  * Output
- *   0 y          float (N, H)
+ *   0 y          float (..., H)
  * Attributes: bits (8 or 4), block_size (16 or 32 ... a multiple of 16), activation (0 SiLU,
  * 1 GELU with the tanh approximation), weighted (1: scale each slot by weight, 0: plain sum).
  *
@@ -359,11 +360,17 @@ static OrtStatus *expect(const Tensor *t, const char *name, size_t rank, const i
 static OrtStatus *compute_into(OrtKernelContext *context, const Kernel *kernel, Work *w, Tensor *in) {
   for (size_t i = 0; i < 7; ++i) TRY(input(context, i, &in[i]));
   const Tensor *x = &in[0], *index = &in[1], *gate_up = &in[3], *down = &in[5];
-  if (index->rank != 2) return fail("SparseExperts: index must be (tokens, k), has rank %zu", index->rank);
+  if (index->rank < 1 || index->rank > 3) {
+    return fail("SparseExperts: index must be (..., k) of rank 1 to 3, has rank %zu", index->rank);
+  }
   if (gate_up->rank != 3) return fail("SparseExperts: gate_up must be (experts, 2 * inter, bytes)");
   if (down->rank != 3) return fail("SparseExperts: down must be (experts, hidden, bytes)");
-  w->tokens = index->dims[0];
-  w->k = index->dims[1];
+  /* Tokens are the leading dimensions of index (..., k); x is (..., H) shared by the k
+     slots, or (..., k, H) with one row per slot; the output is (..., H). */
+  size_t lead = index->rank - 1;
+  w->tokens = 1;
+  for (size_t i = 0; i < lead; ++i) w->tokens *= index->dims[i];
+  w->k = index->dims[lead];
   w->experts = gate_up->dims[0];
   w->inter = gate_up->dims[1] / 2;
   w->hidden = down->dims[1];
@@ -375,11 +382,15 @@ static OrtStatus *compute_into(OrtKernelContext *context, const Kernel *kernel, 
     return fail("SparseExperts: hidden %lld and inter %lld must be multiples of block_size %lld",
                 (long long)H, (long long)I, (long long)B);
   }
-  int64_t x_shared[2] = {N, H}, x_each[3] = {N, k, H};
-  w->x_rows_per_token = x->rank == 3 ? k : 1;
-  TRY(x->rank == 3 ? expect(x, "x", 3, x_each) : expect(x, "x", 2, x_shared));
-  int64_t slots_shape[2] = {N, k};
-  TRY(expect(&in[2], "weight", 2, slots_shape));
+  int per_slot = x->rank == index->rank + 1;
+  int64_t x_dims[4], out_dims[4];
+  for (size_t i = 0; i < lead; ++i) x_dims[i] = out_dims[i] = index->dims[i];
+  x_dims[lead] = per_slot ? k : H;
+  x_dims[lead + 1] = H;
+  out_dims[lead] = H;
+  w->x_rows_per_token = per_slot ? k : 1;
+  TRY(expect(x, "x", lead + 1 + (size_t)per_slot, x_dims));
+  TRY(expect(&in[2], "weight", index->rank, index->dims));
   int64_t gu[3] = {E, 2 * I, H * w->bits / 8}, gus[3] = {E, 2 * I, H / B};
   int64_t dn[3] = {E, H, I * w->bits / 8}, dns[3] = {E, H, I / B};
   TRY(expect(gate_up, "gate_up", 3, gu));
@@ -391,10 +402,9 @@ static OrtStatus *compute_into(OrtKernelContext *context, const Kernel *kernel, 
   w->down = (const uint8_t *)down->data;
   w->down_s = (const float *)in[6].data;
 
-  int64_t out_dims[2] = {N, H};
   OrtValue *out_value = NULL;
   void *out_data = NULL;
-  TRY(API(KernelContext_GetOutput, KernelContext_GetOutput_t)(context, 0, out_dims, 2, &out_value));
+  TRY(API(KernelContext_GetOutput, KernelContext_GetOutput_t)(context, 0, out_dims, lead + 1, &out_value));
   TRY(API(GetTensorMutableData, GetTensorMutableData_t)(out_value, &out_data));
   float *y = (float *)out_data;
   if (N == 0) return NULL;

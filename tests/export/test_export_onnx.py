@@ -107,6 +107,23 @@ def test_node_and_initializer_names_follow_checkpoint_keys(exported: Path) -> No
     assert "model.layers.1.self_attn.v_proj.weight" not in initializers  # K=V layer
 
 
+def test_rope_inside_group_query_attention_where_nothing_sits_between(exported: Path) -> None:
+    """Gemma 4's sliding layers (q/k norms, then RoPE, then attention) hand RoPE to
+    `GroupQueryAttention` (the query tokens' own cos/sin rows, relative positions), so no
+    RoPE nodes remain there; its K=V full layers keep RoPE in standard ops. verify (above)
+    checks the numbers past the 16-token window."""
+    graph = onnx.load(str(exported / MODEL_FILE)).graph
+    fused = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
+    assert [n.name.split("/")[2] for n in fused] == ["layers.0", "layers.2"]
+    for node in fused:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["do_rotary"] == 1 and attrs["local_window_size"] == 16
+        assert len(node.input) == 10  # + cos_cache, sin_cache, position_ids
+    names = {node.name for node in graph.node}
+    assert not [n for n in names if n.startswith("/model/layers.0/self_attn/q_rope")]
+    assert "/model/layers.1/self_attn/q_rope/Rotate" in names
+
+
 def test_kv_cache_layout_window_and_k_eq_v(exported: Path) -> None:
     session = onnxruntime.InferenceSession(str(exported / MODEL_FILE))
     inputs = {i.name for i in session.get_inputs()}

@@ -172,6 +172,25 @@ def test_one_input_per_slot_summed_unweighted() -> None:
     np.testing.assert_allclose(y[0], expected, rtol=0, atol=2e-5 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("per_slot", [False, True])
+def test_batch_and_sequence_dimensions_are_tokens(per_slot: bool) -> None:
+    """x (B, S, H) or (B, S, k, H) and index (B, S, k), as the exporter hands them over
+    without flattening: the same result as the (B * S)-token call, shaped (B, S, H)."""
+    x, index, weight, tables = _case(8, 6, 1, per_slot=per_slot, seed=5)
+    session = _session(8, 1, 1, tables)
+    flat = session.run(None, {"x": x, "index": index, "weight": weight})[0]
+    batched = session.run(
+        None,
+        {
+            "x": x.reshape(2, 3, *x.shape[1:]),
+            "index": index.reshape(2, 3, -1),
+            "weight": weight.reshape(2, 3, -1),
+        },
+    )[0]
+    assert batched.shape == (2, 3, x.shape[-1])
+    np.testing.assert_array_equal(batched.reshape(flat.shape), flat)
+
+
 def test_no_tokens() -> None:
     x, index, weight, tables = _case(8, 1, 0)
     session = _session(8, 0, 1, tables)
@@ -208,6 +227,10 @@ def test_a_shape_mismatch_is_named() -> None:
         session.run(None, {"x": x[:, :32].copy(), "index": index, "weight": weight})
     with pytest.raises(Exception, match=r"SparseExperts: weight has shape \(2, 1\)"):
         session.run(None, {"x": x, "index": index, "weight": weight[:, :1].copy()})
+    with pytest.raises(Exception, match=r"SparseExperts: x has shape \(1, 2, 64\), expected"):
+        session.run(None, {"x": x[None], "index": index, "weight": weight})
+    with pytest.raises(Exception, match=r"index must be \(\.\.\., k\) of rank 1 to 3"):
+        session.run(None, {"x": x, "index": index[None, None], "weight": weight})
 
 
 def test_bad_attributes_are_named() -> None:
