@@ -10,8 +10,11 @@ Three seeded random models of one shape (Qwen3 attention, SwiGLU feed-forward):
 Each is exported to ONNX at the chosen precision and timed under ONNX Runtime, and timed in
 PyTorch eager (fp32, transformers) with the same thread count: prefill tokens/s of one
 prompt from an empty cache (best of 3), and decode ms/token (median and best of the
-single-token steps after it). The six runners take turns step by step, so a burst of load
-on a shared CPU slows them all alike instead of one of them.
+single-token steps after it). The runners take turns, so a burst of load on a shared CPU
+slows them all alike instead of one of them; each turn decodes `--burst` tokens in a row,
+as the daemon decodes a subtitle's tokens back to back, and the first step of a turn,
+which follows the other runners' (their weights through the caches), is reported
+apart as the cold figure.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class BenchRow:
     prefill_tokens_per_s: float
     decode_ms_per_token: float
     decode_best_ms: float
+    decode_cold_ms: float
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class BenchReport:
     spin: bool
     prefill_tokens: int
     decode_tokens: int
+    burst: int
     load_average: float
 
     def row(self, model: str, runtime: str) -> BenchRow:
@@ -171,10 +176,13 @@ class _TorchRunner:
 
 
 def _measure(
-    runners: list[_OnnxRunner | _TorchRunner], prompt: np.ndarray, steps: int
-) -> list[tuple[float, float, float]]:
-    """Prefill tokens/s (best of 3), decode ms/token (median, best), every runner's turn
-    interleaved with the others' so bursts of load on a shared CPU hit them all alike."""
+    runners: list[_OnnxRunner | _TorchRunner], prompt: np.ndarray, steps: int, burst: int
+) -> list[tuple[float, float, float, float]]:
+    """Prefill tokens/s (best of 3), then decode ms/token: the median and best step and the
+    median first step of a burst. The runners take turns, so bursts of load on a shared CPU
+    hit them all alike; each turn decodes `burst` tokens in a row, as the daemon decodes a
+    subtitle's tokens back to back. The first step of each turn follows the other runners'
+    (up to hundreds of MB of weights through the caches), so its figure is the cold one."""
     for runner in runners:  # warm-up
         runner.step(runner.prefill(prompt[:, :8]))
     prefill: list[list[float]] = [[] for _ in runners]
@@ -185,14 +193,23 @@ def _measure(
             tokens[i] = runner.prefill(prompt)
             prefill[i].append(time.perf_counter() - began)
     decode: list[list[float]] = [[] for _ in runners]
-    for _ in range(steps):
+    cold: list[list[float]] = [[] for _ in runners]
+    for turn in range(0, steps, burst):
         for i, runner in enumerate(runners):
-            began = time.perf_counter()
-            tokens[i] = runner.step(tokens[i])
-            decode[i].append(time.perf_counter() - began)
+            for step in range(turn, min(turn + burst, steps)):
+                began = time.perf_counter()
+                tokens[i] = runner.step(tokens[i])
+                decode[i].append(time.perf_counter() - began)
+                if step == turn:
+                    cold[i].append(decode[i][-1])
     return [
-        (prompt.shape[1] / min(p), 1000 * float(np.median(d)), 1000 * min(d))
-        for p, d in zip(prefill, decode, strict=True)
+        (
+            prompt.shape[1] / min(p),
+            1000 * float(np.median(d)),
+            1000 * min(d),
+            1000 * float(np.median(c)),
+        )
+        for p, d, c in zip(prefill, decode, cold, strict=True)
     ]
 
 
@@ -231,7 +248,7 @@ def run_bench(args: argparse.Namespace) -> BenchReport:
                 runners.append(_OnnxRunner(out, manifest, args.threads, args.spin))
             labels.append((name, "torch eager fp32", *sizes))
             runners.append(_TorchRunner(random_model(config)))
-        timed = _measure(runners, prompt, args.decode_tokens)
+        timed = _measure(runners, prompt, args.decode_tokens, max(1, args.burst))
     rows = tuple(BenchRow(*label, *t) for label, t in zip(labels, timed, strict=True))
     return BenchReport(
         rows,
@@ -240,6 +257,7 @@ def run_bench(args: argparse.Namespace) -> BenchReport:
         args.spin,
         args.prefill_tokens,
         args.decode_tokens,
+        max(1, args.burst),
         os.getloadavg()[0],
     )
 
@@ -249,16 +267,18 @@ def format_bench(report: BenchReport) -> str:
     lines = [
         f"{report.threads} threads ({'spinning' if report.spin else 'sleeping'} when idle); "
         f"prefill {report.prefill_tokens} tokens from an empty "
-        f"cache; decode {report.decode_tokens} single-token steps after it; load average "
-        f"{report.load_average:.1f} at the end (figures from a shared machine are noisy)",
+        f"cache; decode {report.decode_tokens} single-token steps after it, {report.burst} "
+        "in a row per turn (cold: the first of a turn, after the other runners'); load "
+        f"average {report.load_average:.1f} at the end (figures from a shared machine are "
+        "noisy)",
         f"{'model':<20} {'runtime':<18} {'total':>8} {'active':>8} "
-        f"{'prefill tok/s':>14} {'decode ms/tok':>14} {'best':>7}",
+        f"{'prefill tok/s':>14} {'decode ms/tok':>14} {'best':>7} {'cold':>7}",
     ]
     for r in report.rows:
         lines.append(
             f"{r.model:<20} {r.runtime:<18} {r.total_params / 1e6:>7.1f}M "
             f"{r.active_params / 1e6:>7.1f}M {r.prefill_tokens_per_s:>14.1f} "
-            f"{r.decode_ms_per_token:>14.2f} {r.decode_best_ms:>7.2f}"
+            f"{r.decode_ms_per_token:>14.2f} {r.decode_best_ms:>7.2f} {r.decode_cold_ms:>7.2f}"
         )
     onnx, torch = f"onnx {report.precision}", "torch eager fp32"
 
@@ -273,13 +293,14 @@ def format_bench(report: BenchReport) -> str:
     for kernel in [r.runtime for r in report.rows if r.model == "moe" and r.runtime != torch]:
         median = ratios(lambda r: r.decode_ms_per_token, kernel)
         best = ratios(lambda r: r.decode_best_ms, kernel)
+        cold = ratios(lambda r: r.decode_cold_ms, kernel)
         lines += [
-            f"decode ratios of the MoE as `{kernel}`, from the medians (from the best steps):",
+            f"decode ratios of the MoE as `{kernel}`, from the medians (best steps; cold):",
             f"  ONNX vs PyTorch eager:          {median[0]:5.2f}x faster ({best[0]:.2f}x; "
-            "goal >= 2)",
+            f"{cold[0]:.2f}x; goal >= 2)",
             f"  vs dense with same active:      {median[1]:5.2f}x the time ({best[1]:.2f}x; "
-            "goal <= 1.3)",
+            f"{cold[1]:.2f}x; goal <= 1.3)",
             f"  vs dense with same total:       {median[2]:5.2f}x faster ({best[2]:.2f}x; "
-            "goal >= 3)",
+            f"{cold[2]:.2f}x; goal >= 3)",
         ]
     return "\n".join(lines)

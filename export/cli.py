@@ -181,9 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     again.add_argument(
         "--precision", choices=sorted(PRECISIONS), help="default: the source's precision"
     )
-    again.add_argument(
-        "--moe-kernel", choices=("auto", "native", "qmoe", "sparse"), default="auto"
-    )
+    again.add_argument("--moe-kernel", choices=("auto", "native", "qmoe", "sparse"), default="auto")
     again.add_argument(
         "--keep-checkpoint",
         type=Path,
@@ -230,7 +228,14 @@ def _parser() -> argparse.ArgumentParser:
         help="let ONNX Runtime's idle threads spin (a dedicated machine); default: they "
         "sleep, as in the daemon, whose cores are shared with speech recognition",
     )
-    bench.add_argument("--decode-tokens", type=int, default=32)
+    bench.add_argument("--decode-tokens", type=int, default=64)
+    bench.add_argument(
+        "--burst",
+        type=int,
+        default=8,
+        help="decode steps a runner takes in a row per turn (default 8, a subtitle's tokens "
+        "back to back as in the daemon); 1: every step after the other runners' (cold)",
+    )
     bench.add_argument("--prefill-tokens", type=int, default=128)
     bench.add_argument("--work", type=Path, help="folder for the exported models (else a temp)")
     bench.set_defaults(run=_bench)
