@@ -19,7 +19,7 @@ from pathlib import Path
 
 from export.checkpoint import load_config
 from export.errors import ExportError
-from export.model_dir import SIDECAR, copy_side_files, export_checkpoint
+from export.model_dir import REFERENCE_LINK, SIDECAR, copy_side_files, export_checkpoint
 from export.onnx_ops import Progress
 from export.plan import Precision
 from subtitled.translate.manifest import Manifest, load_manifest
@@ -63,4 +63,7 @@ def reexport(
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint = keep_checkpoint or Path(scratch) / "checkpoint"
         restored_checkpoint(source, checkpoint)
-        return export_checkpoint(checkpoint, out, precision, progress=progress)
+        manifest = export_checkpoint(checkpoint, out, precision, progress=progress)
+        if keep_checkpoint is None:  # the link would name a checkpoint deleted below
+            (out / REFERENCE_LINK).unlink(missing_ok=True)
+        return manifest

@@ -60,6 +60,21 @@ def test_reexport_moves_a_model_to_the_native_kernel_with_the_same_codes(
     assert "verify: passed" in capsys.readouterr().out
 
 
+def test_reexport_without_kept_checkpoint_leaves_no_stale_reference(tmp_path: Path) -> None:
+    """The restored checkpoint lives in a temporary folder: no reference.json may point at
+    it once it is gone (verify would fail on a path that no longer exists)."""
+    (tmp_path / "config.json").write_text(json.dumps(tiny_gemma4()))
+    model, again = tmp_path / "model", tmp_path / "again"
+    argv = ["onnx", "--config", str(tmp_path / "config.json"), "--random-weights"]
+    assert main([*argv, "--out", str(tmp_path / "random")]) == 0
+    checkpoint = str(tmp_path / "random" / "reference")
+    argv = ["onnx", "--model", checkpoint, "--out", str(model), "--licence", "test"]
+    assert main([*argv, "--precision", "int8"]) == 0
+    assert (model / "reference.json").is_file()  # an export from a checkpoint links it
+    assert main(["reexport", str(model), "--out", str(again)]) == 0
+    assert (again / "model.onnx").is_file() and not (again / "reference.json").exists()
+
+
 def test_reexport_refuses_to_overwrite_its_source(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(tiny_gemma4()))
     model = tmp_path / "model"
