@@ -44,8 +44,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef __AVX2__
+#if defined(__AVX2__) || defined(__AVX512VNNI__)
 #include <immintrin.h>
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define SPARSE_EXPERTS_VNNI 1 /* 64 code bytes times 64 inputs per instruction */
 #endif
 
 /* ---- the slice of ONNX Runtime's C ABI this library uses ---------------------------- */
@@ -169,9 +172,11 @@ typedef struct {
   const float *gate_up_s, *down_s;
   int8_t *xq;      /* quantised input rows, (N or N*k, H) */
   float *xs;       /* their block scales */
+  float *xc;       /* per block: scale * zero point * sum of the block's inputs */
   float *hidden_f; /* act(gate) * up, (N*k, I) */
   int8_t *hq;      /* quantised hidden rows */
   float *hs;
+  float *hc;
   float *out;      /* each slot's expert output, (N*k, H) */
   int64_t *order;  /* slots grouped by expert */
   int64_t *first;  /* order[first[e] .. first[e + 1]) are expert e's slots */
@@ -180,16 +185,24 @@ typedef struct {
   int stage;
 } Work;
 
-/* Quantise `n` floats to int8 per block: q = round(v / s), s = max|v| / 127. */
-static void quantize_row(const float *v, int64_t n, int64_t block, int8_t *q, float *s) {
+/* Quantise `n` floats to int8 per block: q = round(v / s), s = max|v| / 127; c[b] = s *
+ * zero_point * sum(q) of the block, what a dot product with the raw (unsigned) codes counts
+ * too much. */
+static void quantize_row(const float *v, int64_t n, int64_t block, int64_t zero_point, int8_t *q,
+                         float *s, float *c) {
   for (int64_t b = 0; b < n / block; ++b) {
     const float *vb = v + b * block;
     float peak = 0.0f;
     for (int64_t i = 0; i < block; ++i) peak = fmaxf(peak, fabsf(vb[i]));
     float scale = peak / 127.0f;
     float inverse = peak > 0.0f ? 127.0f / peak : 0.0f;
-    for (int64_t i = 0; i < block; ++i) q[b * block + i] = (int8_t)lrintf(vb[i] * inverse);
+    int32_t sum = 0;
+    for (int64_t i = 0; i < block; ++i) {
+      q[b * block + i] = (int8_t)lrintf(vb[i] * inverse);
+      sum += q[b * block + i];
+    }
     s[b] = scale;
+    c[b] = scale * (float)(zero_point * sum);
   }
 }
 
@@ -228,10 +241,54 @@ static inline __m256i weights32(const uint8_t *codes, int64_t bits) {
 }
 #endif
 
-/* One weight row (codes, block scales) against one quantised input row. */
+#ifdef SPARSE_EXPERTS_VNNI
+/* Two blocks of 32 codes as 64 unsigned bytes, zero point still in: at 4 bits each 16-byte
+ * block is its 16 low nibbles then its 16 high ones. */
+static inline __m512i codes64(const uint8_t *codes, int64_t bits) {
+  if (bits == 8) return _mm512_loadu_si512(codes);
+  __m256i packed = _mm256_loadu_si256((const __m256i *)codes);
+  __m256i nibble = _mm256_set1_epi8(15);
+  __m256i low = _mm256_and_si256(packed, nibble);
+  __m256i high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble);
+  __m256i first = _mm256_permute2x128_si256(low, high, 0x20);
+  __m256i second = _mm256_permute2x128_si256(low, high, 0x31);
+  return _mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1);
+}
+
+/* sum_b w_scales[b] * q_scales[b] * (codes_b . q_b - zero point * sum(q_b)) for blocks of
+ * 32, two blocks per VNNI instruction (unsigned codes times signed inputs, exact int32). */
+static float row_dot_vnni(const uint8_t *codes, const float *w_scales, const int8_t *q,
+                          const float *q_scales, const float *q_corr, int64_t blocks, int64_t bits) {
+  int64_t bytes = 32 * bits / 8;
+  const __m512i halves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; b += 2) {
+    __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes64(codes + b * bytes, bits),
+                                      _mm512_loadu_si512(q + b * 32));
+    __m128 pair = _mm_set_ps(0.0f, 0.0f, w_scales[b + 1] * q_scales[b + 1], w_scales[b] * q_scales[b]);
+    __m512 scale = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(pair));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc);
+  }
+  __m512 corr = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; b += 16) {
+    __mmask16 live = blocks - b >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (blocks - b)) - 1u);
+    corr = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(live, w_scales + b), _mm512_maskz_loadu_ps(live, q_corr + b), corr);
+  }
+  return _mm512_reduce_add_ps(acc) - _mm512_reduce_add_ps(corr);
+}
+#endif
+
+/* One weight row (codes, block scales) against one quantised input row (scales, zero-point
+ * corrections). */
 static float row_dot(const uint8_t *codes, const float *w_scales, const int8_t *q,
-                     const float *q_scales, int64_t columns, int64_t bits, int64_t block) {
+                     const float *q_scales, const float *q_corr, int64_t columns, int64_t bits,
+                     int64_t block) {
   int64_t blocks = columns / block, bytes = block * bits / 8;
+#ifdef SPARSE_EXPERTS_VNNI
+  if (block == 32 && blocks % 2 == 0) return row_dot_vnni(codes, w_scales, q, q_scales, q_corr, blocks, bits);
+#else
+  (void)q_corr;
+#endif
 #ifdef __AVX2__
   if (block == 32) {
     __m256 acc = _mm256_setzero_ps();
@@ -274,9 +331,9 @@ static void run_task(void *data, size_t task) {
         int64_t slot = slots[t];
         int64_t x_row = w->x_rows_per_token == 1 ? slot / w->k : slot;
         const int8_t *q = w->xq + x_row * H;
-        const float *qs = w->xs + x_row * row_blocks;
-        float gate = row_dot(codes + r * row_bytes, scales + r * row_blocks, q, qs, H, bits, block);
-        float up = row_dot(codes + (I + r) * row_bytes, scales + (I + r) * row_blocks, q, qs, H, bits, block);
+        const float *qs = w->xs + x_row * row_blocks, *qc = w->xc + x_row * row_blocks;
+        float gate = row_dot(codes + r * row_bytes, scales + r * row_blocks, q, qs, qc, H, bits, block);
+        float up = row_dot(codes + (I + r) * row_bytes, scales + (I + r) * row_blocks, q, qs, qc, H, bits, block);
         w->hidden_f[slot * I + r] = activate(gate, w->activation) * up;
       }
     }
@@ -288,8 +345,8 @@ static void run_task(void *data, size_t task) {
     for (int64_t r = row0; r < row1; ++r) {
       for (int64_t t = 0; t < count; ++t) {
         int64_t slot = slots[t];
-        w->out[slot * H + r] = row_dot(codes + r * row_bytes, scales + r * row_blocks,
-                                       w->hq + slot * I, w->hs + slot * (I / block), I, bits, block);
+        w->out[slot * H + r] = row_dot(codes + r * row_bytes, scales + r * row_blocks, w->hq + slot * I,
+                                       w->hs + slot * (I / block), w->hc + slot * (I / block), I, bits, block);
       }
     }
   }
@@ -417,12 +474,14 @@ static OrtStatus *compute_into(OrtKernelContext *context, const Kernel *kernel, 
   w->task_row = malloc((size_t)(slots * ((H > I ? H : I) / ROWS_PER_TASK + 1)) * sizeof(int64_t));
   w->xq = malloc((size_t)(x_rows * H));
   w->xs = malloc((size_t)(x_rows * (H / B)) * sizeof(float));
+  w->xc = malloc((size_t)(x_rows * (H / B)) * sizeof(float));
   w->hidden_f = malloc((size_t)(slots * I) * sizeof(float));
   w->hq = malloc((size_t)(slots * I));
   w->hs = malloc((size_t)(slots * (I / B)) * sizeof(float));
+  w->hc = malloc((size_t)(slots * (I / B)) * sizeof(float));
   w->out = malloc((size_t)(slots * H) * sizeof(float));
-  if (!w->first || !w->order || !w->task_expert || !w->task_row || !w->xq || !w->xs ||
-      !w->hidden_f || !w->hq || !w->hs || !w->out) {
+  if (!w->first || !w->order || !w->task_expert || !w->task_row || !w->xq || !w->xs || !w->xc ||
+      !w->hidden_f || !w->hq || !w->hs || !w->hc || !w->out) {
     return API(CreateStatus, CreateStatus_t)(ORT_FAIL, "SparseExperts: out of memory");
   }
   for (int64_t s = 0; s < slots; ++s) {
@@ -441,9 +500,14 @@ static OrtStatus *compute_into(OrtKernelContext *context, const Kernel *kernel, 
   free(fill);
 
   const float *xf = (const float *)x->data;
-  for (int64_t r = 0; r < x_rows; ++r) quantize_row(xf + r * H, H, B, w->xq + r * H, w->xs + r * (H / B));
+  int64_t zero_point = (int64_t)1 << (w->bits - 1);
+  for (int64_t r = 0; r < x_rows; ++r) {
+    quantize_row(xf + r * H, H, B, zero_point, w->xq + r * H, w->xs + r * (H / B), w->xc + r * (H / B));
+  }
   TRY(run_stage(context, w, STAGE_GATE_UP, I));
-  for (int64_t s = 0; s < slots; ++s) quantize_row(w->hidden_f + s * I, I, B, w->hq + s * I, w->hs + s * (I / B));
+  for (int64_t s = 0; s < slots; ++s) {
+    quantize_row(w->hidden_f + s * I, I, B, zero_point, w->hq + s * I, w->hs + s * (I / B), w->hc + s * (I / B));
+  }
   TRY(run_stage(context, w, STAGE_DOWN, H));
 
   const float *weights = (const float *)in[2].data;
@@ -470,9 +534,11 @@ static OrtStatus *compute(void *kernel, OrtKernelContext *context) {
   free(work.task_row);
   free(work.xq);
   free(work.xs);
+  free(work.xc);
   free(work.hidden_f);
   free(work.hq);
   free(work.hs);
+  free(work.hc);
   free(work.out);
   return status;
 }
