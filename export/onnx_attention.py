@@ -159,10 +159,10 @@ class Rope:
         self, g: Graph, pos: Positions, past_length: str, window: int | None
     ) -> list[str]:
         """`GroupQueryAttention`'s cos_cache, sin_cache and position_ids for its built-in
-        rotary: the table rows are the query tokens' own angles (S, dim / 2), indexed by
-        position relative to the first query token, so a cache trimmed to a window needs no
-        absolute position table; the op wants at least past + S rows, so zero rows pad it
-        (never read)."""
+        rotary: the table rows are the query tokens' own angles (S, dim / 2) and token i
+        reads row i, whatever its position (a cache trimmed to a window needs no table of
+        absolute positions); the op wants at least past + S rows, so zero rows pad the
+        table (never read)."""
         key = f"{self.scope}/gqa/{window}"
         if key not in g.shared:
             scope = f"{self.scope}/gqa"
@@ -170,9 +170,13 @@ class Rope:
                 angles = _angles(g, pos.query, self.spec, self.dim, scope)  # (S, d/2)
                 g.shared[f"{scope}/cos"] = _cos_sin(g, angles, self.spec, scope)
             cos, sin = g.shared[f"{scope}/cos"]
-            if "gqa_positions" not in g.shared:
+            if "gqa_positions" not in g.shared:  # 0 .. S-1: row i of the table is token i's
+                zero, one = (g.const(f"/const/i64_{v}", np.array(v, np.int64)) for v in (0, 1))
+                index = g.op("Range", [zero, pos.length, one], "/model/positions/Index")
+                index = g.op("Unsqueeze", [index, g.ints(0)], "/model/positions/IndexRow")
+                shape = g.op("Shape", [pos.position_ids], "/model/positions/PositionsShape")
                 g.shared["gqa_positions"] = (
-                    g.op("Sub", [pos.position_ids, pos.start], "/model/positions/Relative"),
+                    g.op("Expand", [index, shape], "/model/positions/IndexRows"),
                 )
             pads = g.op(
                 "Concat",

@@ -124,6 +124,33 @@ def test_rope_inside_group_query_attention_where_nothing_sits_between(exported: 
     assert "/model/layers.1/self_attn/q_rope/Rotate" in names
 
 
+def test_positions_need_not_be_consecutive(tmp_path: Path) -> None:
+    """RoPE inside GroupQueryAttention reads row i of the call's own cos/sin table for
+    token i, so any positions (here every third) match transformers, as RoPE in standard
+    ops did."""
+    import torch
+    import transformers
+
+    out = _export(ALL["qwen3_moe"](), tmp_path)  # head_dim 16: RoPE inside the op
+    nodes = onnx.load(str(out / MODEL_FILE), load_external_data=False).graph.node
+    assert any(n.op_type == "GroupQueryAttention" and len(n.input) == 10 for n in nodes)
+    session = onnxruntime.InferenceSession(str(out / MODEL_FILE))
+    ids = np.arange(3, 14, dtype=np.int64)[None, :]
+    positions = 3 * np.arange(11, dtype=np.int64)[None, :] + 5
+    feeds: dict[str, Any] = {
+        i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32)
+        for i in session.get_inputs()
+        if i.name.startswith("past_")
+    }
+    logits = session.run(["logits"], {**feeds, "input_ids": ids, "position_ids": positions})[0]
+    model = transformers.AutoModelForCausalLM.from_pretrained(out / "reference")
+    with torch.no_grad():
+        expected = model(
+            input_ids=torch.from_numpy(ids), position_ids=torch.from_numpy(positions)
+        ).logits.numpy()
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-3)
+
+
 def test_kv_cache_layout_window_and_k_eq_v(exported: Path) -> None:
     session = onnxruntime.InferenceSession(str(exported / MODEL_FILE))
     inputs = {i.name for i in session.get_inputs()}
