@@ -149,10 +149,10 @@ class Rope:
 
     def tables(self, g: Graph) -> tuple[str, str]:
         """cos, sin (B, S, dim) of the query positions, for RoPE in standard ops."""
-        key = f"{self.scope}/tables"
-        if key not in g.shared:
-            g.shared[key] = rope_tables(g, "position_ids", self.spec, self.dim, self.scope)
-        cos, sin = g.shared[key]
+        cos, sin = g.once(
+            f"{self.scope}/tables",
+            lambda: rope_tables(g, "position_ids", self.spec, self.dim, self.scope),
+        )
         return cos, sin
 
     def gqa_inputs(
@@ -163,32 +163,37 @@ class Rope:
         reads row i, whatever its position (a cache trimmed to a window needs no table of
         absolute positions); the op wants at least past + S rows, so zero rows pad the
         table (never read)."""
-        key = f"{self.scope}/gqa/{window}"
-        if key not in g.shared:
-            scope = f"{self.scope}/gqa"
-            if f"{scope}/cos" not in g.shared:
-                angles = _angles(g, pos.query, self.spec, self.dim, scope)  # (S, d/2)
-                g.shared[f"{scope}/cos"] = _cos_sin(g, angles, self.spec, scope)
-            cos, sin = g.shared[f"{scope}/cos"]
-            if "gqa_positions" not in g.shared:  # 0 .. S-1: row i of the table is token i's
-                zero, one = (g.const(f"/const/i64_{v}", np.array(v, np.int64)) for v in (0, 1))
-                index = g.op("Range", [zero, pos.length, one], "/model/positions/Index")
-                index = g.op("Unsqueeze", [index, g.ints(0)], "/model/positions/IndexRow")
-                shape = g.op("Shape", [pos.position_ids], "/model/positions/PositionsShape")
-                g.shared["gqa_positions"] = (
-                    g.op("Expand", [index, shape], "/model/positions/IndexRows"),
-                )
+        scope = f"{self.scope}/gqa"
+        rows = g.once(
+            f"{scope}/cos",
+            lambda: _cos_sin(
+                g, _angles(g, pos.query, self.spec, self.dim, scope), self.spec, scope
+            ),
+        )
+        suffix = window or ""
+
+        def padded() -> tuple[str, ...]:
             pads = g.op(
-                "Concat",
-                [g.ints(0, 0), past_length, g.ints(0)],
-                f"{scope}/Pads{window or ''}",
-                axis=0,
+                "Concat", [g.ints(0, 0), past_length, g.ints(0)], f"{scope}/Pads{suffix}", axis=0
             )
-            g.shared[key] = tuple(
-                g.op("Pad", [t, pads], f"{scope}/{name}Cache{window or ''}")
-                for t, name in ((cos, "Cos"), (sin, "Sin"))
+            return tuple(
+                g.op("Pad", [t, pads], f"{scope}/{name}Cache{suffix}")
+                for t, name in zip(rows, ("Cos", "Sin"), strict=True)
             )
-        return [*g.shared[key], g.shared["gqa_positions"][0]]
+
+        return [
+            *g.once(f"{scope}/{window}", padded),
+            *g.once("gqa_token_rows", lambda: _token_rows(g, pos)),
+        ]
+
+
+def _token_rows(g: Graph, pos: Positions) -> tuple[str]:
+    """0 .. S-1 for every batch row (B, S): token i reads row i of a per-call table."""
+    zero, one = (g.const(f"/const/i64_{v}", np.array(v, np.int64)) for v in (0, 1))
+    index = g.op("Range", [zero, pos.length, one], "/model/positions/Index")
+    index = g.op("Unsqueeze", [index, g.ints(0)], "/model/positions/IndexRow")
+    shape = g.op("Shape", [pos.position_ids], "/model/positions/PositionsShape")
+    return (g.op("Expand", [index, shape], "/model/positions/IndexRows"),)
 
 
 def apply_rope(
@@ -424,11 +429,11 @@ def _lengths(
 ) -> tuple[str, str, str]:
     """`GroupQueryAttention`'s seqlens_k (B,) int32 (index of each row's last token) and
     total_sequence_length (scalar int32), and the past length (1,) int64, from the past
-    cache `past_k`: built at the first
-    layer with this cache kind (full, or a sliding window of one size) and shared by the
-    others, whose caches have the same length (7 nodes fewer per layer)."""
-    key = f"gqa_lengths/{window}"
-    if key not in g.shared:
+    cache `past_k`: built at the first layer with this cache kind (full, or a sliding
+    window of one size) and shared by the others, whose caches have the same length (7
+    nodes fewer per layer)."""
+
+    def build() -> tuple[str, str, str]:
         past_len = g.op(
             "Gather",
             [g.op("Shape", [past_k], f"{scope}/PastShape"), g.ints(2)],
@@ -445,8 +450,9 @@ def _lengths(
         )
         seqlens = g.op("Expand", [last, pos.batch], f"{scope}/SeqLens")
         total = g.op("Squeeze", [total, g.ints(0)], f"{scope}/TotalScalar")
-        g.shared[key] = (seqlens, total, past_len)
-    seqlens, total, past_len = g.shared[key]
+        return seqlens, total, past_len
+
+    seqlens, total, past_len = g.once(f"gqa_lengths/{window}", build)
     return seqlens, total, past_len
 
 

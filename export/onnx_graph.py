@@ -139,18 +139,28 @@ def routed_experts(
     return sparse_experts(g, moe, x, index, None if on_input else weights, scope, on_input)
 
 
+def _expert_tokens(g: Graph, spec: ModelSpec, moe: MoeSpec, x: str, scope: str) -> str:
+    """x (B, S, H) as the experts' path wants it: as is for the native kernel, else (N, H)
+    (`_from_expert_tokens` undoes it)."""
+    if native_fits(g, moe, spec.hidden_size) and moe.groups <= 1:
+        return x
+    return g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], f"{scope}/flatten")
+
+
+def _from_expert_tokens(g: Graph, y: str, x: str, tokens: str, scope: str) -> str:
+    """The experts' output y shaped as x (B, S, H), for `tokens` = _expert_tokens(x)."""
+    if tokens == x:
+        return y
+    return g.op("Reshape", [y, g.op("Shape", [x], f"{scope}/shape")], f"{scope}/unflatten")
+
+
 def sparse_moe_block(g: Graph, spec: ModelSpec, layer: LayerSpec, moe: MoeSpec, x: str) -> str:
     """Qwen3-MoE / Mixtral `SparseMoeBlock`, Llama 4 `Llama4TextMoe`, DeepSeek-V3
     `DeepseekV3MoE`: a linear router over x, the sparse experts (ONNX Runtime's fused
     `QMoE` where it computes exactly this block, see `export.onnx_qmoe`), the shared
     expert(s) if any; x (B, S, H) -> (B, S, H)."""
     layer_scope = f"/model/layers.{layer.index}"
-    # The native kernel takes (B, S, H) as it is; the other paths and the group limit
-    # work on (N, H).
-    flatten = not native_fits(g, moe, spec.hidden_size) or moe.groups > 1
-    flat = x
-    if flatten:
-        flat = g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], f"{layer_scope}/moe/flatten")
+    flat = _expert_tokens(g, spec, moe, x, f"{layer_scope}/moe")
     router_scope = f"{layer_scope}/{moe.router_key.removesuffix('.weight').replace('.', '/')}"
     logits = linear(
         g, flat, f"{key_of(layer_scope)}.{moe.router_key}", router_scope, quantize=False
@@ -176,13 +186,7 @@ def sparse_moe_block(g: Graph, spec: ModelSpec, layer: LayerSpec, moe: MoeSpec, 
         shared_scope = f"{layer_scope}/{moe.shared.key.replace('.', '/')}"
         shared = mlp(g, flat, moe.shared.activation, shared_scope)
         out = g.op("Add", [out, shared], f"{layer_scope}/moe/shared_add")
-    if not flatten:
-        return out
-    return g.op(
-        "Reshape",
-        [out, g.op("Shape", [x], f"{layer_scope}/moe/shape")],
-        f"{layer_scope}/moe/unflatten",
-    )
+    return _from_expert_tokens(g, out, x, flat, f"{layer_scope}/moe")
 
 
 def llama_decoder_layer(
@@ -242,10 +246,7 @@ def gemma4_decoder_layer(
     ffn = mlp(g, norm(x, "pre_feedforward_layernorm"), layer.mlp.activation, f"{scope}/mlp")
     if layer.moe is not None:
         dense = norm(ffn, "post_feedforward_layernorm_1")
-        flatten = not native_fits(g, layer.moe, spec.hidden_size)  # the native kernel: as is
-        flat = x
-        if flatten:
-            flat = g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], f"{scope}/flatten")
+        flat = _expert_tokens(g, spec, layer.moe, x, scope)
         index, weights = gemma4_router(g, spec, layer.moe, flat, f"{scope}/router")
         experts = routed_experts(
             g,
@@ -256,10 +257,7 @@ def gemma4_decoder_layer(
             weights,
             f"{scope}/experts",
         )
-        if flatten:
-            experts = g.op(
-                "Reshape", [experts, g.op("Shape", [x], f"{scope}/shape")], f"{scope}/unflatten"
-            )
+        experts = _from_expert_tokens(g, experts, x, flat, scope)
         ffn = g.op(
             "Add", [dense, norm(experts, "post_feedforward_layernorm_2")], f"{scope}/combine"
         )

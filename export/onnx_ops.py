@@ -108,6 +108,12 @@ class Graph:
     shared: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Outputs computed once and reused by every layer that needs the same values."""
 
+    def once(self, key: str, build: Callable[[], tuple[str, ...]]) -> tuple[str, ...]:
+        """The outputs `build` makes at the first call with `key`, reused by later calls."""
+        if key not in self.shared:
+            self.shared[key] = build()
+        return self.shared[key]
+
     def op(self, op_type: str, inputs: list[str], name: str, outputs: int = 1, **attrs: Any) -> str:
         names = [f"{name}/output_{i}" for i in range(outputs)]
         self.nodes.append(helper.make_node(op_type, inputs, names, name=name, **attrs))
