@@ -109,7 +109,7 @@ def test_node_and_initializer_names_follow_checkpoint_keys(exported: Path) -> No
 
 def test_rope_inside_group_query_attention_where_nothing_sits_between(exported: Path) -> None:
     """Gemma 4's sliding layers (q/k norms, then RoPE, then attention) hand RoPE to
-    `GroupQueryAttention` (the query tokens' own cos/sin rows, relative positions), so no
+    `GroupQueryAttention` (the query tokens' own cos/sin rows, token i reading row i), so no
     RoPE nodes remain there; its K=V full layers keep RoPE in standard ops. verify (above)
     checks the numbers past the 16-token window."""
     graph = onnx.load(str(exported / MODEL_FILE)).graph
