@@ -32,8 +32,9 @@ import numpy as np
 
 from export.model_dir import MODEL_FILE
 from export.plan import PRECISIONS
-from subtitled.translate import native
+from subtitled.translate.kvcache import KvCache
 from subtitled.translate.manifest import Manifest
+from subtitled.translate.runtime import open_session
 
 
 @dataclass(frozen=True)
@@ -104,51 +105,22 @@ def configs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 class _OnnxRunner:
-    """One exported model under ONNX Runtime: prefill a prompt, then greedy steps."""
+    """One exported model under ONNX Runtime through the daemon's cache (`KvCache`):
+    prefill a prompt, then greedy steps."""
 
     def __init__(self, directory: Path, manifest: Manifest, threads: int, spin: bool) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
         # As the daemon: idle pool threads sleep instead of spinning (on a shared CPU
         # spinning threads steal the cores the work needs), unless `--spin` (a dedicated
         # machine: no wake-up latency per parallel node).
-        options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spin)))
-        native.register(options)
-        self._session = onnxruntime.InferenceSession(
-            str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"]
-        )
-        self._manifest = manifest
-        self._present = [o.name for o in manifest.outputs[1:]]
-        self._feeds: dict[str, np.ndarray] = {}
-        self._position = 0
+        session = open_session(directory / MODEL_FILE, threads, spinning=spin)
+        self._cache = KvCache(session, manifest.kv_layout, reserve_tokens=256)
 
     def prefill(self, prompt: np.ndarray) -> int:
-        self._feeds = {
-            f"past_key_values.{kv.layer}.{t}": np.zeros(
-                (1, kv.n_kv_heads, 0, kv.head_dim), np.float32
-            )
-            for kv in self._manifest.kv_layout
-            for t in kv.tensors
-        }
-        self._position = 0
-        return self._run(prompt)
+        self._cache.reset()
+        return int(self._cache.forward(prompt[0].tolist())[-1].argmax())
 
     def step(self, token: int) -> int:
-        return self._run(np.array([[token]], np.int64))
-
-    def _run(self, ids: np.ndarray) -> int:
-        start = self._position
-        positions = np.arange(start, start + ids.shape[1], dtype=np.int64)[None, :]
-        results = self._session.run(
-            None, {**self._feeds, "input_ids": ids, "position_ids": positions}
-        )
-        for name, value in zip(self._present, results[1:], strict=True):
-            self._feeds[name.replace("present.", "past_key_values.")] = value
-        self._position += ids.shape[1]
-        return int(results[0][0, -1].argmax())
+        return int(self._cache.forward([token])[-1].argmax())
 
 
 class _TorchRunner:

@@ -22,6 +22,7 @@ from typing import Any
 from export.checkpoint import SafetensorsCheckpoint, load_config
 from export.errors import ConfigKeyError, ExportError
 from export.families import spec_from_config
+from export.onnx_attention import CACHE_LENGTHS, length_slots
 from export.onnx_graph import write_model
 from export.onnx_ops import Progress, Weights
 from export.plan import Precision
@@ -65,11 +66,24 @@ def io_of(
         TensorInfo("position_ids", "int64", ("batch", "sequence")),
     ]
     outputs = [TensorInfo("logits", "float32", ("batch", "sequence", spec.vocab_size))]
+    slots = length_slots(spec)
+    if slots:
+        inputs.append(TensorInfo(CACHE_LENGTHS, "int64", (len(set(slots.values())),)))
     layout = []
     for layer in spec.layers:
         a = layer.attention
         tensors = a.cache_tensors
-        layout.append(KvLayer(layer.index, a.kind, tensors, a.n_kv_heads, a.head_dim, a.window))
+        layout.append(
+            KvLayer(
+                layer.index,
+                a.kind,
+                tensors,
+                a.n_kv_heads,
+                a.head_dim,
+                a.window,
+                slots.get(layer.index),
+            )
+        )
         for t in tensors:
             inputs.append(
                 TensorInfo(
@@ -286,9 +300,7 @@ def amend_model_dir(directory: Path, prompt: Mapping[str, Any]) -> Manifest:
     template = manifest.prompt
     if template is not None:
         template = prompt_template(manifest.architecture, {**asdict(template), **prompt}, where)
-    files = tuple(
-        file_entry(directory, e.path) if _is_doc(e.path) else e for e in manifest.files
-    )
+    files = tuple(file_entry(directory, e.path) if _is_doc(e.path) else e for e in manifest.files)
     amended = replace(manifest, prompt=template, files=files)
     amended.write(directory)
     return amended

@@ -1,16 +1,21 @@
 """Self-attention with an explicit KV cache: RoPE, masks, and two implementations.
 
-- `GroupQueryAttention` (ONNX Runtime contrib op) for layers that cache K and V: it appends
-  the new K/V to the past, applies the causal mask and, for sliding layers, the window
-  (`local_window_size`) without building a mask tensor. RoPE, q/k norms and Llama 4's
-  temperature are applied before it (its own rotary covers neither Gemma's proportional
-  RoPE nor NoPE layers), so it sees plain q/k/v.
+- `GroupQueryAttention` (ONNX Runtime contrib op) for layers that cache K and V: it writes
+  the new K/V after the held tokens, applies the causal mask and, for sliding layers, the
+  window (`local_window_size`) without building a mask tensor. Its cache is a shared
+  buffer (`shares_buffer`): past and present are one tensor of any capacity, the input
+  `cache_lengths` says how many tokens at its start are held, and a runtime that binds
+  the same memory as both writes only the new tokens instead of copying the past every
+  call. RoPE sits inside the op where nothing comes between it and attention (`fused_rope`);
+  otherwise it, q/k norms and Llama 4's temperature are applied before the op.
 - Standard ops where GQA does not fit: K=V layers (Gemma 4 full attention) cache only V
   and recompute K = RoPE(V * k_norm.weight) over the cache, which GQA cannot express, and
   Llama 4's chunked attention (a block-diagonal mask GQA does not offer). The mask there is
   built from absolute positions, so a trimmed cache stays exact.
 
-Sliding layers return at most `window` cache tokens; the next step only needs those.
+Sliding layers in standard ops return at most `window` cache tokens; the next step only
+needs those. A sliding GQA layer's buffer holds what the runtime keeps (the op masks by
+the window), so rollbacks need no copy.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from export.onnx_ops import MS, Graph, key_of, linear, rms_norm
 from export.spec import AttentionSpec, LayerSpec, ModelSpec, RopeSpec
 
 _NEG = -1e30  # additive mask; a finite value keeps fully-masked padding rows NaN-free
+CACHE_LENGTHS = "cache_lengths"  # graph input: tokens held per length slot, (slots,) int64
 
 
 @dataclass(frozen=True)
@@ -155,14 +161,12 @@ class Rope:
         )
         return cos, sin
 
-    def gqa_inputs(
-        self, g: Graph, pos: Positions, past_length: str, window: int | None
-    ) -> list[str]:
+    def gqa_inputs(self, g: Graph, pos: Positions, held: str, slot: int) -> list[str]:
         """`GroupQueryAttention`'s cos_cache, sin_cache and position_ids for its built-in
         rotary: the table rows are the query tokens' own angles (S, dim / 2) and token i
         reads row i, whatever its position (a cache trimmed to a window needs no table of
-        absolute positions); the op wants at least past + S rows, so zero rows pad the
-        table (never read)."""
+        absolute positions); the op wants at least held + S rows (`held`: the tokens in
+        the buffer of length slot `slot`), so zero rows pad the table (never read)."""
         scope = f"{self.scope}/gqa"
         rows = g.once(
             f"{scope}/cos",
@@ -170,19 +174,17 @@ class Rope:
                 g, _angles(g, pos.query, self.spec, self.dim, scope), self.spec, scope
             ),
         )
-        suffix = window or ""
+        suffix = slot
 
         def padded() -> tuple[str, ...]:
-            pads = g.op(
-                "Concat", [g.ints(0, 0), past_length, g.ints(0)], f"{scope}/Pads{suffix}", axis=0
-            )
+            pads = g.op("Concat", [g.ints(0, 0), held, g.ints(0)], f"{scope}/Pads{suffix}", axis=0)
             return tuple(
                 g.op("Pad", [t, pads], f"{scope}/{name}Cache{suffix}")
                 for t, name in zip(rows, ("Cos", "Sin"), strict=True)
             )
 
         return [
-            *g.once(f"{scope}/{window}", padded),
+            *g.once(f"{scope}/{slot}", padded),
             *g.once("gqa_token_rows", lambda: _token_rows(g, pos)),
         ]
 
@@ -354,12 +356,32 @@ def attention(
         )
         if a.v_norm:  # Gemma 4: a scale-free RMSNorm (`Gemma4TextAttention.v_norm`)
             v = rms_norm(g, v, None, eps, f"{scope}/v_norm")
-    if k is None or a.chunk is not None:
+    if k is None or not shares_buffer(a):
         context, present = _standard(g, layer, q, k, v, pos, scope)
+        present = _trim(g, a, present, scope)
     else:
-        context, present = _fused(g, layer, q, k, v, pos, rope if in_gqa else None, scope)
+        slot = length_slots(spec)[layer.index]
+        context, present = _fused(g, layer, q, k, v, pos, rope if in_gqa else None, slot, scope)
     out = linear(g, context, f"{prefix}.o_proj.weight", f"{scope}/o_proj")
-    return out, _trim(g, a, present, scope)
+    return out, present
+
+
+def shares_buffer(a: AttentionSpec) -> bool:
+    """Whether the layer runs in `GroupQueryAttention`, whose cache is a shared past/present
+    buffer: not MLA, not K=V (K is rebuilt from V), not chunked (a block mask)."""
+    return a.mla is None and not a.k_eq_v and a.chunk is None
+
+
+def length_slots(spec: ModelSpec) -> dict[int, int]:
+    """Layer index -> its entry in the `cache_lengths` input, for every shared-buffer layer.
+    Layers with one window (or full attention) share an entry: a runtime keeps their
+    buffers in step, so one held length serves them all."""
+    windows: dict[int | None, int] = {}
+    return {
+        layer.index: windows.setdefault(layer.attention.window, len(windows))
+        for layer in spec.layers
+        if shares_buffer(layer.attention)
+    }
 
 
 def fused_rope(a: AttentionSpec) -> bool:
@@ -388,18 +410,21 @@ def _fused(
     v: str,
     pos: Positions,
     rope: Rope | None,
+    slot: int,
     scope: str,
 ) -> tuple[str, dict[str, str]]:
     """`GroupQueryAttention` on q (B, S, H, d), k and v (B, S, kvh, d), applying `rope`
-    when given: context (B, S, H * d) and the present K/V (B, kvh, past + S, d)."""
+    when given: context (B, S, H * d) and the present K/V buffers (B, kvh, capacity, d)
+    with the new tokens written after the `cache_lengths[slot]` held ones (capacity: the
+    past buffer's, or held + S if that is larger)."""
     a = layer.attention
 
     def flat(t: str, size: int, name: str) -> str:  # (B, S, heads, d) -> (B, S, heads * d)
         return g.op("Reshape", [t, g.ints(0, 0, size)], f"{scope}/{name}_flat")
 
     past_k = f"past_key_values.{layer.index}.key"
-    seqlens, total, past_length = _lengths(g, past_k, a.window, pos, scope)
-    rotary = [] if rope is None else rope.gqa_inputs(g, pos, past_length, a.window)
+    seqlens, total, held = _lengths(g, slot, pos, scope)
+    rotary = [] if rope is None else rope.gqa_inputs(g, pos, held, slot)
     context, k_all, v_all = g.ops(
         "GroupQueryAttention",
         [
@@ -424,24 +449,17 @@ def _fused(
     return context, {"key": k_all, "value": v_all}
 
 
-def _lengths(
-    g: Graph, past_k: str, window: int | None, pos: Positions, scope: str
-) -> tuple[str, str, str]:
+def _lengths(g: Graph, slot: int, pos: Positions, scope: str) -> tuple[str, str, str]:
     """`GroupQueryAttention`'s seqlens_k (B,) int32 (index of each row's last token) and
-    total_sequence_length (scalar int32), and the past length (1,) int64, from the past
-    cache `past_k`: built at the first layer with this cache kind (full, or a sliding
-    window of one size) and shared by the others, whose caches have the same length (7
-    nodes fewer per layer)."""
+    total_sequence_length (scalar int32), and the held length (1,) int64, from entry
+    `slot` of `cache_lengths`: built at the first layer of the slot and shared by the
+    others (7 nodes fewer per layer)."""
 
     def build() -> tuple[str, str, str]:
-        past_len = g.op(
-            "Gather",
-            [g.op("Shape", [past_k], f"{scope}/PastShape"), g.ints(2)],
-            f"{scope}/PastLength",
-        )  # (1,)
+        held = g.op("Gather", [CACHE_LENGTHS, g.ints(slot)], f"{scope}/HeldLength")  # (1,)
         total = g.op(
             "Cast",
-            [g.op("Add", [past_len, pos.length], f"{scope}/Total")],
+            [g.op("Add", [held, pos.length], f"{scope}/Total")],
             f"{scope}/Total32",
             to=TensorProto.INT32,
         )
@@ -450,10 +468,10 @@ def _lengths(
         )
         seqlens = g.op("Expand", [last, pos.batch], f"{scope}/SeqLens")
         total = g.op("Squeeze", [total, g.ints(0)], f"{scope}/TotalScalar")
-        return seqlens, total, past_len
+        return seqlens, total, held
 
-    seqlens, total, past_len = g.once(f"gqa_lengths/{window}", build)
-    return seqlens, total, past_len
+    seqlens, total, held = g.once(f"gqa_lengths/{slot}", build)
+    return seqlens, total, held
 
 
 def _trim(g: Graph, a: AttentionSpec, present: dict[str, str], scope: str) -> dict[str, str]:

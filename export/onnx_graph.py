@@ -2,8 +2,10 @@
 layer of each family (a registry by model_type), then `build_model` / `write_model`.
 
 One graph serves prefill and decode: `input_ids` and `position_ids` are (batch, sequence)
-with dynamic sequence, each layer takes its past cache and returns the present one. The
-rows of a batch share their positions (the mask is built from row 0; no padding).
+with dynamic sequence, each layer takes its past cache and returns the present one
+(GroupQueryAttention layers: one shared buffer, with their held lengths in
+`cache_lengths`; see `onnx_attention`). The rows of a batch share their positions (the
+mask is built from row 0; no padding).
 Initializers keep the checkpoint key. Opset 20 (Gelu with tanh approximation) plus ONNX
 Runtime's `com.microsoft` ops where they fit (see README "ONNX Runtime fused ops").
 """
@@ -19,7 +21,7 @@ from onnx import TensorProto, helper
 
 from export.checkpoint import checkpoint_shapes
 from export.errors import ExportError, UnsupportedArchitecture
-from export.onnx_attention import Positions, Rope, attention
+from export.onnx_attention import CACHE_LENGTHS, Positions, Rope, attention, length_slots
 from export.onnx_mla import mla_attention
 from export.onnx_native import native_experts, native_fits
 from export.onnx_ops import (
@@ -300,6 +302,9 @@ def build_model(
     ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])
     pids = helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "sequence"])
     inputs, outputs = [ids, pids], []
+    slots = set(length_slots(spec).values())
+    if slots:
+        inputs.append(helper.make_tensor_value_info(CACHE_LENGTHS, TensorProto.INT64, [len(slots)]))
     first_row = g.op("Gather", ["position_ids", g.ints(0)], "/model/positions/FirstRow")
     query = g.op("Squeeze", [first_row, g.ints(0)], "/model/positions/Query")  # (S,)
     start = g.op(

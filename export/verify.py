@@ -25,8 +25,9 @@ import transformers
 
 from export.errors import ExportError
 from export.model_dir import MODEL_FILE, REFERENCE_DIR, REFERENCE_LINK
-from subtitled.translate import native
+from subtitled.translate.kvcache import KvCache
 from subtitled.translate.manifest import Manifest, load_manifest
+from subtitled.translate.runtime import open_session
 
 FP32_MAX_DIFF = 1e-3
 MIN_COSINE = 0.99
@@ -114,35 +115,16 @@ def _reference_run(model: Any, prompt: np.ndarray, steps: int) -> tuple[np.ndarr
 def _onnx_run(
     directory: Path, manifest: Manifest, prompt: np.ndarray, tokens: list[int]
 ) -> np.ndarray:
-    """ONNX logits for the same inputs: the prompt in two chunks, then `tokens[:-1]`."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    native.register(options)
-    session = onnxruntime.InferenceSession(
-        str(directory / MODEL_FILE), options, providers=["CPUExecutionProvider"]
-    )
-    feeds: dict[str, np.ndarray] = {
-        f"past_key_values.{kv.layer}.{t}": np.zeros((1, kv.n_kv_heads, 0, kv.head_dim), np.float32)
-        for kv in manifest.kv_layout
-        for t in kv.tensors
-    }
-    present = [o.name for o in manifest.outputs[1:]]
-
-    def run(ids: np.ndarray, start: int) -> np.ndarray:
-        positions = np.arange(start, start + ids.shape[1], dtype=np.int64)[None, :]
-        results = session.run(None, {**feeds, "input_ids": ids, "position_ids": positions})
-        for name, value in zip(present, results[1:], strict=True):
-            feeds[name.replace("present.", "past_key_values.")] = value
-        logits: np.ndarray = results[0][0]
-        return logits
-
+    """ONNX logits for the same inputs through the daemon's cache (`KvCache`): the prompt
+    in two chunks, then `tokens[:-1]`."""
+    session = open_session(directory / MODEL_FILE, threads=0)
+    cache = KvCache(session, manifest.kv_layout, reserve_tokens=256)
     split = max(1, prompt.shape[1] // 2)
-    logits = [run(prompt[:, :split], 0)]
+    logits = [cache.forward(prompt[0, :split].tolist())]
     if split < prompt.shape[1]:
-        logits.append(run(prompt[:, split:], split))
-    for step, token in enumerate(tokens[:-1]):
-        logits.append(run(np.array([[token]], np.int64), prompt.shape[1] + step))
+        logits.append(cache.forward(prompt[0, split:].tolist()))
+    for token in tokens[:-1]:
+        logits.append(cache.forward([token]))
     return np.concatenate(logits)
 
 

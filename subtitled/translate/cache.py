@@ -5,13 +5,14 @@ prompt the ledger finds the common prefix, rolls back only what changed (an ASR 
 the old translation tail) and says what to feed. It owns no tensors: the shell
 (`runtime.KvCache`) slices its arrays to the spans the ledger reports.
 
-Sliding-window layers. The graph returns at most `window` cache tokens for such a layer
-(it masks by absolute position, so feeding back a trimmed cache is exact). To roll back
-`r` tokens, a sliding layer must still hold the `window` tokens before the new end, so the
-shell keeps up to `window + reserve` tokens of each sliding layer. A rollback deeper than
-that (or a chunk fed in one call longer than the window, after which the graph returned
-only `window` tokens) cannot be undone in place; the ledger then says to re-prefill from
-position 0 (the only point every layer can restart from without older state).
+Sliding-window layers. To roll back `r` tokens, a sliding layer must still hold the
+`window` tokens before the new end, so the shell keeps up to `window + reserve` tokens of
+each sliding layer. A rollback deeper than that cannot be undone in place; the ledger then
+says to re-prefill from position 0 (the only point every layer can restart from without
+older state). A layer whose graph returns at most `window` cache tokens (`trims`; an
+append layer in standard ops, which masks by absolute position so a trimmed cache is
+exact) also loses the older part of a chunk longer than the window fed in one call; a
+shared-buffer layer keeps it.
 """
 
 from __future__ import annotations
@@ -46,14 +47,23 @@ class CacheLedger:
 
     `windows[i]` is layer i's sliding window (None: full attention, which holds every
     token). `reserve` is how many tokens beyond its window a sliding layer keeps so that
-    rollbacks up to that depth stay in place.
+    rollbacks up to that depth stay in place. `trims[i]` says layer i's graph returns only
+    the last `window` tokens of a longer chunk (default: every sliding layer).
     """
 
-    def __init__(self, windows: Sequence[int | None], reserve: int = 256) -> None:
+    def __init__(
+        self,
+        windows: Sequence[int | None],
+        reserve: int = 256,
+        trims: Sequence[bool] | None = None,
+    ) -> None:
         if reserve < 0:
             raise ValueError("reserve must be >= 0")
         self.windows = tuple(windows)
         self.reserve = reserve
+        self.trims = tuple(trims) if trims is not None else (True,) * len(self.windows)
+        if len(self.trims) != len(self.windows):
+            raise ValueError("trims must give one flag per layer")
         self.tokens: list[int] = []
         self.held_from = [0] * len(self.windows)
 
@@ -106,7 +116,7 @@ class CacheLedger:
             if window is None:
                 continue
             start = self.held_from[i]
-            if len(ids) > window:  # the graph returned only the last `window` tokens
+            if len(ids) > window and self.trims[i]:  # only the last `window` came back
                 start = max(start, end - window)
             self.held_from[i] = max(start, end - window - self.reserve)
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from subtitled.translate.kvcache import KvCache
 from subtitled.translate.policy import PolicyConfig, repetition_cut
-from subtitled.translate.runtime import KvCache, OnnxModel
+from subtitled.translate.runtime import OnnxModel
 
 
 @dataclass(frozen=True)

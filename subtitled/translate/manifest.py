@@ -32,7 +32,15 @@ class TensorInfo:
 @dataclass(frozen=True)
 class KvLayer:
     """The cache of one layer: which tensors it keeps (K=V layers keep only `value`), each
-    shaped (batch, n_kv_heads, tokens, head_dim), tokens capped at `window` when set."""
+    shaped (batch, n_kv_heads, tokens, head_dim).
+
+    Without `length_slot` the past holds exactly the cached tokens and the present returns
+    them plus the new ones (at most the last `window` when set). With it, past and present
+    are one buffer of any capacity: the graph input `cache_lengths[length_slot]` says how
+    many tokens at its start are held, the call writes its tokens after them (attending to
+    at most the last `window`), and the present has the past's capacity, or held + new
+    tokens if that is larger. Bound to the same memory, nothing is copied.
+    """
 
     layer: int
     kind: str
@@ -40,6 +48,7 @@ class KvLayer:
     n_kv_heads: int
     head_dim: int
     window: int | None
+    length_slot: int | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +163,9 @@ def _kv_layer(data: Any, where: str) -> KvLayer:
     tensors = _field(data, "tensors", list, where)
     if not tensors or not set(tensors) <= {"key", "value"}:
         raise ModelError(f"manifest {where}: key 'tensors' must list 'key' and/or 'value'")
+    slot = _optional(data, "length_slot", int, where)
+    if slot is not None and slot < 0:
+        raise ModelError(f"manifest {where}: key 'length_slot' must be >= 0")
     return KvLayer(
         _field(data, "layer", int, where),
         _field(data, "kind", str, where),
@@ -161,6 +173,7 @@ def _kv_layer(data: Any, where: str) -> KvLayer:
         _field(data, "n_kv_heads", int, where),
         _field(data, "head_dim", int, where),
         window,
+        slot,
     )
 
 

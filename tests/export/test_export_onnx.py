@@ -27,6 +27,7 @@ onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime is a runtim
 from export.model_dir import MODEL_FILE  # noqa: E402 - needs onnx
 from export.onnx_graph import LAYER_BUILDERS, build_model  # noqa: E402 - needs onnx
 from export.reference import random_model  # noqa: E402 - needs torch
+from subtitled.translate.manifest import load_manifest  # noqa: E402
 
 
 def _export(config: dict[str, Any], root: Path) -> Path:
@@ -137,11 +138,7 @@ def test_positions_need_not_be_consecutive(tmp_path: Path) -> None:
     session = onnxruntime.InferenceSession(str(out / MODEL_FILE))
     ids = np.arange(3, 14, dtype=np.int64)[None, :]
     positions = 3 * np.arange(11, dtype=np.int64)[None, :] + 5
-    feeds: dict[str, Any] = {
-        i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32)
-        for i in session.get_inputs()
-        if i.name.startswith("past_")
-    }
+    feeds = _empty_feeds(session)
     logits = session.run(["logits"], {**feeds, "input_ids": ids, "position_ids": positions})[0]
     model = transformers.AutoModelForCausalLM.from_pretrained(out / "reference")
     with torch.no_grad():
@@ -151,24 +148,94 @@ def test_positions_need_not_be_consecutive(tmp_path: Path) -> None:
     np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-3)
 
 
-def test_kv_cache_layout_window_and_k_eq_v(exported: Path) -> None:
-    session = onnxruntime.InferenceSession(str(exported / MODEL_FILE))
-    inputs = {i.name for i in session.get_inputs()}
-    assert {"past_key_values.0.key", "past_key_values.0.value"} <= inputs
-    assert "past_key_values.1.value" in inputs and "past_key_values.1.key" not in inputs
+def _empty_feeds(session: Any) -> dict[str, Any]:
+    """Empty past caches (and zero held lengths) for every cache input of `session`."""
     feeds: dict[str, Any] = {
         i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32)
         for i in session.get_inputs()
         if i.name.startswith("past_")
     }
+    for i in session.get_inputs():
+        if i.name == "cache_lengths":
+            feeds[i.name] = np.zeros(i.shape, np.int64)
+    return feeds
+
+
+def test_kv_cache_layout_window_and_k_eq_v(exported: Path) -> None:
+    layout = {kv.layer: kv for kv in load_manifest(exported).kv_layout}
+    assert layout[0].window == 16 and layout[0].length_slot == 0  # sliding GQA: shared buffer
+    assert layout[1].tensors == ("value",) and layout[1].length_slot is None  # K=V: append
+    session = onnxruntime.InferenceSession(str(exported / MODEL_FILE))
+    inputs = {i.name for i in session.get_inputs()}
+    assert {"past_key_values.0.key", "past_key_values.0.value", "cache_lengths"} <= inputs
+    assert "past_key_values.1.value" in inputs and "past_key_values.1.key" not in inputs
+    feeds = _empty_feeds(session)
     feeds["input_ids"] = np.arange(24, dtype=np.int64)[None, :]
     feeds["position_ids"] = np.arange(24, dtype=np.int64)[None, :]
     outputs = dict(
         zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True)
     )
     assert outputs["logits"].shape == (1, 24, 512)
-    assert outputs["present.0.key"].shape == (1, 2, 16, 16)  # sliding: the last 16 tokens
+    # the shared buffer returns every token (the op masks by the window) ...
+    assert outputs["present.0.key"].shape == (1, 2, 24, 16)
+    # ... the append layers past + new
     assert outputs["present.1.value"].shape == (1, 1, 24, 32)  # full, K=V: V only
+
+
+def test_shared_buffer_is_written_in_place(exported: Path) -> None:
+    """GroupQueryAttention layers bound to one buffer as past and present: a call writes
+    its tokens after the held ones and nothing else, and its logits are those of a call
+    given the exact past (an append run)."""
+    manifest = load_manifest(exported)
+    session = onnxruntime.InferenceSession(str(exported / MODEL_FILE))
+    ids = np.arange(3, 23, dtype=np.int64)[None, :]
+    positions = np.arange(20, dtype=np.int64)[None, :]
+    names = [o.name for o in session.get_outputs()]
+    first = dict(
+        zip(
+            names,
+            session.run(
+                None,
+                {
+                    **_empty_feeds(session),
+                    "input_ids": ids[:, :12],
+                    "position_ids": positions[:, :12],
+                },
+            ),
+            strict=True,
+        )
+    )
+    past = {n.replace("present.", "past_key_values."): v for n, v in first.items() if n != "logits"}
+    slots = {kv.length_slot for kv in manifest.kv_layout} - {None}
+    lengths = np.full(len(slots), 12, np.int64)
+    tail = {"input_ids": ids[:, 12:], "position_ids": positions[:, 12:], "cache_lengths": lengths}
+    expected = dict(zip(names, session.run(None, {**past, **tail}), strict=True))
+
+    binding = session.io_binding()
+    buffers = {}
+    for kv in manifest.kv_layout:
+        for t in kv.tensors:
+            name = f"past_key_values.{kv.layer}.{t}"
+            if kv.length_slot is None:
+                binding.bind_cpu_input(name, past[name])
+                continue
+            buffer = np.full((1, kv.n_kv_heads, 40, kv.head_dim), 7.0, np.float32)
+            buffer[:, :, :12] = past[name]
+            buffers[name] = buffer
+            value = onnxruntime.OrtValue.ortvalue_from_numpy(buffer)
+            binding.bind_ortvalue_input(name, value)
+            binding.bind_ortvalue_output(f"present.{kv.layer}.{t}", value)
+    assert buffers, "the model must have shared-buffer layers"
+    for name, value in tail.items():
+        binding.bind_cpu_input(name, value)
+    binding.bind_output("logits")
+    session.run_with_iobinding(binding)
+    logits = binding.get_outputs()[-1].numpy()
+    np.testing.assert_allclose(logits, expected["logits"], rtol=0, atol=1e-5)
+    for name, buffer in buffers.items():
+        present = expected[name.replace("past_key_values.", "present.")]
+        np.testing.assert_allclose(buffer[:, :, :20], present, rtol=0, atol=1e-6)
+        assert (buffer[:, :, 20:] == 7.0).all(), f"{name}: written beyond the new tokens"
 
 
 def test_missing_tensor_is_named() -> None:

@@ -77,3 +77,17 @@ def test_common_prefix() -> None:
     assert common_prefix((1, 2, 3), (1, 2, 4)) == 2
     assert common_prefix((), (1,)) == 0
     assert common_prefix((1, 2), (1, 2)) == 2
+
+
+def test_a_shared_buffer_layer_keeps_a_long_chunk() -> None:
+    """A 10-token call leaves an append layer (window 4) only its last 4 tokens, but a
+    shared-buffer layer keeps them all, so it can roll back within its reserve."""
+    ledger = CacheLedger([4, 4], reserve=100, trims=[True, False])
+    ledger.append(tuple(range(10)))
+    assert ledger.span(0) == (6, 10) and ledger.span(1) == (0, 10)
+    assert not ledger.can_keep(9)
+    shared = CacheLedger([4], reserve=100, trims=[False])
+    shared.append(tuple(range(10)))
+    assert shared.can_keep(9) and shared.can_keep(5)
+    with pytest.raises(ValueError, match="one flag per layer"):
+        CacheLedger([4, None], trims=[False])

@@ -1,0 +1,104 @@
+"""The KV cache of one conversation: shared GroupQueryAttention buffers written in place,
+grown and compacted, and rollbacks, all giving the logits of recomputing from scratch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from subtitled.translate.kvcache import KvCache, SlotBuffers
+from subtitled.translate.manifest import KvLayer
+from subtitled.translate.runtime import OnnxModel, RuntimeConfig
+
+TOKENS = [int(t) for t in np.random.default_rng(3).integers(5, 500, 64)]
+
+
+def _scratch(model: OnnxModel, ids: list[int]) -> np.ndarray:
+    return model.new_cache().forward(ids)[-1]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir: Path) -> OnnxModel:
+    # window 16 + reserve 4: the sliding buffers compact every few tokens
+    return OnnxModel(tiny_model_dir, RuntimeConfig(threads=1, reserve_tokens=4))
+
+
+def test_the_tiny_model_has_shared_and_append_layers(model: OnnxModel) -> None:
+    slots = {kv.layer: kv.length_slot for kv in model.layout}
+    assert slots == {0: 0, 1: None, 2: 0, 3: None}
+
+
+def test_decoding_through_compactions_matches_scratch(model: OnnxModel) -> None:
+    cache = model.new_cache()
+    cache.forward(TOKENS[:10])
+    slot = cache.slots[0]
+    capacities, buffers = set(), set()
+    for n in range(10, 48):
+        logits = cache.forward([TOKENS[n]])[-1]
+        np.testing.assert_allclose(logits, _scratch(model, TOKENS[: n + 1]), rtol=0, atol=1e-4)
+        capacities.add(slot.capacity)
+        buffers.add(slot.arrays["past_key_values.0.key"].ctypes.data)
+    # 48 tokens through a sliding buffer kept near window + reserve = 20 tokens: it was
+    # compacted in place, never grown past 25, and is still the buffer it first was
+    assert max(capacities) <= 25 and cache.ledger.held == 48
+    assert slot.held <= 25 and len(buffers) == 1
+
+
+def test_rollbacks_in_place_and_refused(model: OnnxModel) -> None:
+    cache = model.new_cache()
+    cache.forward(TOKENS[:30])
+    assert cache.ledger.can_keep(27)  # within the reserve
+    cache.rollback(27)
+    logits = cache.forward([7, 8])[-1]
+    np.testing.assert_allclose(logits, _scratch(model, [*TOKENS[:27], 7, 8]), rtol=0, atol=1e-4)
+    assert not cache.ledger.can_keep(10)  # the sliding layers no longer hold it
+    with pytest.raises(ValueError, match="cannot roll back to 10"):
+        cache.rollback(10)
+    cache.reset()
+    logits = cache.forward(TOKENS[:12])[-1]
+    np.testing.assert_allclose(logits, _scratch(model, TOKENS[:12]), rtol=0, atol=1e-4)
+
+
+def test_a_full_attention_slot_grows_and_keeps_its_tokens() -> None:
+    layers = [KvLayer(0, "full", ("key", "value"), 2, 8, None, 0)]
+    slot = SlotBuffers(layers, keep_limit=None, device="cpu")
+    slot.make_room(5)
+    assert slot.capacity == 64
+    key = slot.arrays["past_key_values.0.key"]
+    key[:, :, :60] = np.arange(60, dtype=np.float32)[None, None, :, None]
+    slot.held = 60
+    slot.make_room(10)  # 70 > 64: doubles, every held token kept in place
+    grown = slot.arrays["past_key_values.0.key"]
+    assert slot.capacity == 128 and slot.held == 60 and grown is not key
+    np.testing.assert_array_equal(grown[0, 0, :60, 0], np.arange(60))
+    assert slot.values["past_key_values.0.key"].numpy().shape == (1, 2, 128, 8)
+
+
+def test_a_sliding_slot_drops_only_what_no_rollback_needs() -> None:
+    layers = [KvLayer(0, "sliding", ("key", "value"), 1, 4, 16, 0)]
+    slot = SlotBuffers(layers, keep_limit=20, device="cpu")  # window 16 + reserve 4
+    slot.make_room(24)  # 24 tokens: room for them and a quarter of the limit more
+    assert slot.capacity == 25
+    value = slot.arrays["past_key_values.0.value"]
+    value[:, :, :25] = np.arange(25, dtype=np.float32)[None, None, :, None]
+    slot.held = 25
+    slot.make_room(1)  # full: keeps the last 20 at the start, same buffer
+    assert slot.held == 20 and slot.capacity == 25
+    assert slot.arrays["past_key_values.0.value"] is value
+    np.testing.assert_array_equal(value[0, 0, :20, 0], np.arange(5, 25))
+    slot.make_room(40)  # a chunk longer than the buffer: it grows for the chunk
+    assert slot.held == 20 and slot.capacity == 60
+    np.testing.assert_array_equal(
+        slot.arrays["past_key_values.0.value"][0, 0, :20, 0], np.arange(5, 25)
+    )
+
+
+def test_slots_must_not_mix_windows(model: OnnxModel) -> None:
+    layers = [
+        KvLayer(0, "sliding", ("key", "value"), 2, 16, 16, 0),
+        KvLayer(1, "full", ("key", "value"), 2, 16, None, 0),
+    ]
+    with pytest.raises(ValueError, match="length slot 0 mixes windows"):
+        KvCache(model.session, layers, reserve_tokens=4)
