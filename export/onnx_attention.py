@@ -199,13 +199,37 @@ def _token_rows(g: Graph, pos: Positions) -> tuple[str]:
 
 
 def apply_rope(
-    g: Graph, x: str, cos: str, sin: str, head_dim: int, interleaved: bool, scope: str
+    g: Graph,
+    x: str,
+    cos: str,
+    sin: str,
+    head_dim: int,
+    interleaved: bool,
+    scope: str,
+    many_rows: bool = False,
 ) -> str:
     """x * cos + rotate(x) * sin over the last axis: rotate_half (transformers
     `apply_rotary_pos_emb`), or on adjacent pairs (x0, x1) -> (-x1, x0) for Llama 4's
     complex multiplication (`apply_rotary_emb`). The rotation is one `MatMul` by a fixed
     signed permutation (exact: one non-zero term per output) instead of the slices, negation
-    and concatenation it stands for (4 nodes a call instead of 7)."""
+    and concatenation it stands for (4 nodes a call instead of 7). That costs head_dim
+    multiply-adds per value: `many_rows` (a K rebuilt over the whole cache each step) takes
+    the slices instead, on rotate_half."""
+    if many_rows and not interleaved:
+        half = head_dim // 2
+        first = g.op("Slice", [x, g.ints(0), g.ints(half), g.ints(-1)], f"{scope}/First")
+        second = g.op("Slice", [x, g.ints(half), g.ints(head_dim), g.ints(-1)], f"{scope}/Second")
+        rotated = g.op(
+            "Concat", [g.op("Neg", [second], f"{scope}/Neg"), first], f"{scope}/Rotate", axis=-1
+        )
+        return g.op(
+            "Add",
+            [
+                g.op("Mul", [x, cos], f"{scope}/MulCos"),
+                g.op("Mul", [rotated, sin], f"{scope}/MulSin"),
+            ],
+            f"{scope}/Add",
+        )
     rotation = np.zeros((head_dim, head_dim), np.float32)
     half = head_dim // 2
     for i in range(half):
@@ -500,7 +524,7 @@ def _standard(
         weight = g.weight(f"{key_of(scope)}.k_norm.weight")
         scaled = g.op("Mul", [v_all, weight], f"{scope}/k_norm/Scale")
         k_all = apply_rope(
-            g, scaled, k_cos, k_sin, a.head_dim, a.rope.interleaved, f"{scope}/k_rope"
+            g, scaled, k_cos, k_sin, a.head_dim, a.rope.interleaved, f"{scope}/k_rope", True
         )
         present = {"value": v_all}
     else:
@@ -513,21 +537,24 @@ def _standard(
 def _scores(
     g: Graph, a: AttentionSpec, q: str, k_all: str, v_all: str, mask: str, scope: str
 ) -> str:
-    """softmax(q k^T * scale + mask) v for q (B, H, S, d) -> context (B, S, H * d)."""
-    repeat = g.ints(1, 1, a.n_heads // a.n_kv_heads, 1, 1)
-    heads_shape = g.ints(0, a.n_heads, -1, a.head_dim)
-
-    def expand(t: str, name: str) -> str:  # (B, kvh, T, d) -> (B, H, T, d), as repeat_kv
-        grouped = g.op("Unsqueeze", [t, g.ints(2)], f"{scope}/{name}_unsqueeze")
-        tiled = g.op("Expand", [grouped, repeat], f"{scope}/{name}_expand")
-        return g.op("Reshape", [tiled, heads_shape], f"{scope}/{name}_repeat")
-
-    k_t = g.op("Transpose", [expand(k_all, "k")], f"{scope}/k_t", perm=[0, 1, 3, 2])
-    scores = g.op("MatMul", [q, k_t], f"{scope}/scores/MatMul")  # (B, H, S, T)
+    """softmax(q k^T * scale + mask) v for q (B, H, S, d), k and v (B, kvh, T, d) ->
+    context (B, S, H * d). The query heads are grouped by the KV head they read, (B, kvh,
+    G * S, d) with head h reading KV head h // G as repeat_kv, so K and V are used as
+    cached instead of being copied for every query head."""
+    group = a.n_heads // a.n_kv_heads
+    if group > 1:
+        q = g.op("Reshape", [q, g.ints(0, a.n_kv_heads, -1, a.head_dim)], f"{scope}/q_group")
+        mask = g.op("Tile", [mask, g.ints(group, 1)], f"{scope}/mask_group")  # (G * S, T)
+    k_t = g.op("Transpose", [k_all], f"{scope}/k_t", perm=[0, 1, 3, 2])
+    scores = g.op("MatMul", [q, k_t], f"{scope}/scores/MatMul")  # (B, kvh, G * S, T)
     if a.scale != 1.0:
         scores = g.op("Mul", [scores, g.scalar(a.scale)], f"{scope}/scores/Scale")
     scores = g.op("Add", [scores, mask], f"{scope}/scores/Mask")
     probs = g.op("Softmax", [scores], f"{scope}/Softmax", axis=-1)
-    context = g.op("MatMul", [probs, expand(v_all, "v")], f"{scope}/context/MatMul")
+    context = g.op("MatMul", [probs, v_all], f"{scope}/context/MatMul")  # (B, kvh, G * S, d)
+    if group > 1:
+        context = g.op(
+            "Reshape", [context, g.ints(0, a.n_heads, -1, a.head_dim)], f"{scope}/context/Heads"
+        )
     context = g.op("Transpose", [context], f"{scope}/context/Transpose", perm=[0, 2, 1, 3])
     return g.op("Reshape", [context, g.ints(0, 0, a.q_size)], f"{scope}/context/Reshape")

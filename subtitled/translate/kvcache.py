@@ -8,7 +8,8 @@ Each layer's tensors are (1, n_kv_heads, tokens, head_dim). A layer is one of tw
   new tokens into it; `cache_lengths` tells the graph how many tokens each slot holds. A
   rollback only lowers that count. When a call would overflow a buffer, a sliding layer
   first drops the tokens no rollback can need (older than window + reserve) by moving the
-  rest to the start; then the buffer grows (doubling). All layers of a slot keep the same
+  rest to the start (its buffer stays within `sliding_slack` of that); then the buffer
+  grows (doubling). All layers of a slot keep the same
   count, as the graph reads one length per slot.
 - **Append**: the past holds exactly the cached tokens and the present returns them plus
   the new ones; the present is bound back as the next past without a copy (on CPU their
@@ -34,6 +35,14 @@ FloatArray = npt.NDArray[np.float32]
 CACHE_LENGTHS = "cache_lengths"
 FIRST_CAPACITY = 64
 """Tokens a shared buffer holds when first allocated; it doubles from there."""
+
+
+def sliding_slack(keep_limit: int) -> int:
+    """Tokens a sliding slot's buffer holds beyond its keep limit. GroupQueryAttention
+    reads the whole held buffer each step (it masks by the window), so a small slack
+    keeps that read near window + reserve; each compaction moves `keep_limit` tokens
+    once per `slack` tokens, little beside the held buffer read every step."""
+    return max(16, keep_limit // 16)
 
 
 def past_name(kv: KvLayer, tensor: str) -> str:
@@ -66,7 +75,9 @@ class SlotBuffers:
         keep = self.held - drop
         capacity = max(keep + fed, 2 * self.capacity, FIRST_CAPACITY)
         if self.keep_limit is not None:  # a sliding slot stays near its keep limit
-            capacity = max(keep + fed, min(capacity, self.keep_limit + self.keep_limit // 4))
+            capacity = max(
+                keep + fed, min(capacity, self.keep_limit + sliding_slack(self.keep_limit))
+            )
         for kv in self.layers:
             for t in kv.tensors:
                 self._move(past_name(kv, t), kv, drop, keep, capacity)
