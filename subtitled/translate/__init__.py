@@ -6,7 +6,8 @@
     prompt.py    pure core: the rolling conversation (context pairs, budget eviction)
     policy.py    pure core: LocalAgreement over the target, length limit, repetition guard
     tokenizer.py the `tokenizers` tokenizer, text pieces to ids
-    runtime.py   ONNX Runtime session (verified manifest, IO binding) and the cache tensors
+    runtime.py   ONNX Runtime session of a verified model directory
+    kvcache.py   the cache tensors of one conversation: shared buffers written in place
     decoder.py   greedy decoding over one cache, with the previous hypothesis as a draft
     stream.py    one language's stream; `OnnxTranslator`: one cache per language
     openai.py    backend for an OpenAI-compatible server on loopback (no cache control)
