@@ -3,6 +3,7 @@
   plan    --config CONFIG.json --precision P                  sizes, KV cache, memory
   onnx    --model DIR --out DIR --precision P [--licence L]   export a checkpoint directory
           [--moe-kernel auto|native|qmoe|sparse]              the experts' kernel
+          [--kv-cache shared|append]                          GQA cache: one buffer, or past+new
   onnx    --config CONFIG.json --random-weights --out DIR     a seeded random-weight model
   reexport SRC --out DIR [--precision P]                      an exported model, exported again
   verify  DIR [--reference CHECKPOINT]                        ONNX Runtime vs transformers
@@ -56,11 +57,22 @@ class _ProgressLine:
         sys.stderr.flush()
 
 
+KV_CACHE_OPTION: dict[str, Any] = {
+    "choices": ("shared", "append"),
+    "default": "shared",
+    "help": "shared: GroupQueryAttention layers keep K/V in one past/present buffer that "
+    "subtitled's runtime binds as both, so a step writes only its new tokens (held lengths "
+    "in the input cache_lengths); append: the present is the past plus the new tokens, as "
+    "runners that feed each present back as the next past expect",
+}
+
+
 def _onnx(args: argparse.Namespace) -> int:
     precision = PRECISIONS[args.precision]
     from export.onnx_native import moe_kernel_precision  # onnx: only here
 
     precision = moe_kernel_precision(precision, args.moe_kernel)
+    precision = dataclasses.replace(precision, shared_cache=args.kv_cache == "shared")
     if args.model is not None:
         if args.config is not None or args.random_weights:
             raise ExportError("--model takes the config from the checkpoint directory")
@@ -93,6 +105,7 @@ def _reexport(args: argparse.Namespace) -> int:
     source = load_manifest(args.source)
     precision = PRECISIONS[args.precision or source.precision]
     precision = moe_kernel_precision(precision, args.moe_kernel)
+    precision = dataclasses.replace(precision, shared_cache=args.kv_cache == "shared")
     manifest = reexport(args.source, args.out, precision, args.keep_checkpoint, _ProgressLine())
     print(f"wrote {args.out}: {manifest.name}, {manifest.precision} (from {args.source})")
     return 0
@@ -167,6 +180,7 @@ def _parser() -> argparse.ArgumentParser:
         "qmoe: ONNX Runtime's QMoE for SwiGLU experts with softmax routing, else the sparse "
         "gather path; sparse: always the gather path (see export/README.md)",
     )
+    onnx.add_argument("--kv-cache", **KV_CACHE_OPTION)
     onnx.add_argument("--licence", help="licence text for the manifest (else subtitled.json)")
     onnx.add_argument("--name", help="model name for the manifest")
     onnx.add_argument("--seed", type=int, default=0)
@@ -182,6 +196,7 @@ def _parser() -> argparse.ArgumentParser:
         "--precision", choices=sorted(PRECISIONS), help="default: the source's precision"
     )
     again.add_argument("--moe-kernel", choices=("auto", "native", "qmoe", "sparse"), default="auto")
+    again.add_argument("--kv-cache", **KV_CACHE_OPTION)
     again.add_argument(
         "--keep-checkpoint",
         type=Path,

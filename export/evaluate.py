@@ -23,7 +23,10 @@ FLORES_CODES = {"de": "deu", "es": "spa"}
 
 
 def onnx_translate(
-    directory: Path, language: str, context: bool, threads: int,
+    directory: Path,
+    language: str,
+    context: bool,
+    threads: int,
     sentence_words: int | None = None,
 ) -> Callable[[Sequence[str]], list[str]]:
     """A function translating sentences with the exported model, through the runtime
@@ -152,7 +155,8 @@ def add_parser(commands: Any, data_dir: Path) -> None:
     parser.add_argument("--reference", type=Path, help="PyTorch checkpoint to score side by side")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--sentence-words", type=int,
+        "--sentence-words",
+        type=int,
         help="translate sentences longer than this clause by clause (0: never); default: "
         "the model's manifest, or 0 with --reference",
     )

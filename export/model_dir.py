@@ -58,7 +58,7 @@ DOC_PATTERNS = ("README.md", "MODEL_CARD.md", "LICENSE*", "ATTRIBUTION*")
 
 
 def io_of(
-    spec: ModelSpec,
+    spec: ModelSpec, shared_cache: bool = True
 ) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...], tuple[KvLayer, ...]]:
     """Graph inputs, outputs and the KV layout per layer, as the manifest lists them."""
     inputs = [
@@ -66,7 +66,7 @@ def io_of(
         TensorInfo("position_ids", "int64", ("batch", "sequence")),
     ]
     outputs = [TensorInfo("logits", "float32", ("batch", "sequence", spec.vocab_size))]
-    slots = length_slots(spec)
+    slots = length_slots(spec, shared_cache)
     if slots:
         inputs.append(TensorInfo(CACHE_LENGTHS, "int64", (len(set(slots.values())),)))
     layout = []
@@ -205,7 +205,7 @@ def write_model_dir(
     out.mkdir(parents=True, exist_ok=True)
     written = write_model(spec, weights, out / MODEL_FILE, precision, progress)
     files = [p.name for p in written] + extra_files
-    inputs, outputs, layout = io_of(spec)
+    inputs, outputs, layout = io_of(spec, precision.shared_cache)
     manifest = Manifest(
         name=describe.name,
         architecture=spec.model_type,

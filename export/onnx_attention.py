@@ -161,12 +161,12 @@ class Rope:
         )
         return cos, sin
 
-    def gqa_inputs(self, g: Graph, pos: Positions, held: str, slot: int) -> list[str]:
+    def gqa_inputs(self, g: Graph, pos: Positions, held: str, key: str) -> list[str]:
         """`GroupQueryAttention`'s cos_cache, sin_cache and position_ids for its built-in
         rotary: the table rows are the query tokens' own angles (S, dim / 2) and token i
         reads row i, whatever its position (a cache trimmed to a window needs no table of
-        absolute positions); the op wants at least held + S rows (`held`: the tokens in
-        the buffer of length slot `slot`), so zero rows pad the table (never read)."""
+        absolute positions); the op wants at least held + S rows (`held`: the tokens held
+        by the layers of kind `key`), so zero rows pad the table (never read)."""
         scope = f"{self.scope}/gqa"
         rows = g.once(
             f"{scope}/cos",
@@ -174,7 +174,7 @@ class Rope:
                 g, _angles(g, pos.query, self.spec, self.dim, scope), self.spec, scope
             ),
         )
-        suffix = slot
+        suffix = key
 
         def padded() -> tuple[str, ...]:
             pads = g.op("Concat", [g.ints(0, 0), held, g.ints(0)], f"{scope}/Pads{suffix}", axis=0)
@@ -184,7 +184,7 @@ class Rope:
             )
 
         return [
-            *g.once(f"{scope}/{slot}", padded),
+            *g.once(f"{scope}/{key}", padded),
             *g.once("gqa_token_rows", lambda: _token_rows(g, pos)),
         ]
 
@@ -380,31 +380,32 @@ def attention(
         )
         if a.v_norm:  # Gemma 4: a scale-free RMSNorm (`Gemma4TextAttention.v_norm`)
             v = rms_norm(g, v, None, eps, f"{scope}/v_norm")
-    if k is None or not shares_buffer(a):
+    slot = None
+    if k is None or not runs_in_gqa(a):
         context, present = _standard(g, layer, q, k, v, pos, scope)
-        present = _trim(g, a, present, scope)
     else:
-        slot = length_slots(spec)[layer.index]
+        slot = length_slots(spec, g.precision.shared_cache).get(layer.index)
         context, present = _fused(g, layer, q, k, v, pos, rope if in_gqa else None, slot, scope)
     out = linear(g, context, f"{prefix}.o_proj.weight", f"{scope}/o_proj")
-    return out, present
+    return out, present if slot is not None else _trim(g, a, present, scope)
 
 
-def shares_buffer(a: AttentionSpec) -> bool:
-    """Whether the layer runs in `GroupQueryAttention`, whose cache is a shared past/present
-    buffer: not MLA, not K=V (K is rebuilt from V), not chunked (a block mask)."""
+def runs_in_gqa(a: AttentionSpec) -> bool:
+    """Whether the layer runs in `GroupQueryAttention`: not MLA, not K=V (K is rebuilt from
+    V), not chunked (a block mask)."""
     return a.mla is None and not a.k_eq_v and a.chunk is None
 
 
-def length_slots(spec: ModelSpec) -> dict[int, int]:
-    """Layer index -> its entry in the `cache_lengths` input, for every shared-buffer layer.
-    Layers with one window (or full attention) share an entry: a runtime keeps their
-    buffers in step, so one held length serves them all."""
+def length_slots(spec: ModelSpec, shared: bool = True) -> dict[int, int]:
+    """Layer index -> its entry in the `cache_lengths` input, for every shared-buffer layer
+    (the GQA layers; none unless `shared`). Layers with one window (or full attention)
+    share an entry: a runtime keeps their buffers in step, so one held length serves them
+    all."""
     windows: dict[int | None, int] = {}
     return {
         layer.index: windows.setdefault(layer.attention.window, len(windows))
         for layer in spec.layers
-        if shares_buffer(layer.attention)
+        if shared and runs_in_gqa(layer.attention)
     }
 
 
@@ -434,21 +435,23 @@ def _fused(
     v: str,
     pos: Positions,
     rope: Rope | None,
-    slot: int,
+    slot: int | None,
     scope: str,
 ) -> tuple[str, dict[str, str]]:
     """`GroupQueryAttention` on q (B, S, H, d), k and v (B, S, kvh, d), applying `rope`
     when given: context (B, S, H * d) and the present K/V buffers (B, kvh, capacity, d)
     with the new tokens written after the `cache_lengths[slot]` held ones (capacity: the
-    past buffer's, or held + S if that is larger)."""
+    past buffer's, or held + S if that is larger). With no slot (`--kv-cache append`) the
+    past is exactly the held tokens and the present (B, kvh, past + S, d)."""
     a = layer.attention
 
     def flat(t: str, size: int, name: str) -> str:  # (B, S, heads, d) -> (B, S, heads * d)
         return g.op("Reshape", [t, g.ints(0, 0, size)], f"{scope}/{name}_flat")
 
     past_k = f"past_key_values.{layer.index}.key"
-    seqlens, total, held = _lengths(g, slot, pos, scope)
-    rotary = [] if rope is None else rope.gqa_inputs(g, pos, held, slot)
+    key = f"{slot}" if slot is not None else f"append{a.window or ''}"
+    seqlens, total, held = _lengths(g, slot, past_k, key, pos, scope)
+    rotary = [] if rope is None else rope.gqa_inputs(g, pos, held, key)
     context, k_all, v_all = g.ops(
         "GroupQueryAttention",
         [
@@ -473,14 +476,21 @@ def _fused(
     return context, {"key": k_all, "value": v_all}
 
 
-def _lengths(g: Graph, slot: int, pos: Positions, scope: str) -> tuple[str, str, str]:
+def _lengths(
+    g: Graph, slot: int | None, past_k: str, key: str, pos: Positions, scope: str
+) -> tuple[str, str, str]:
     """`GroupQueryAttention`'s seqlens_k (B,) int32 (index of each row's last token) and
-    total_sequence_length (scalar int32), and the held length (1,) int64, from entry
-    `slot` of `cache_lengths`: built at the first layer of the slot and shared by the
-    others (7 nodes fewer per layer)."""
+    total_sequence_length (scalar int32), and the held length (1,) int64: entry `slot` of
+    `cache_lengths`, or with no slot the length of the past `past_k`. Built at the first
+    layer of the kind (`key`: the slot, or an append window) and shared by the others (7
+    nodes fewer per layer)."""
 
     def build() -> tuple[str, str, str]:
-        held = g.op("Gather", [CACHE_LENGTHS, g.ints(slot)], f"{scope}/HeldLength")  # (1,)
+        if slot is not None:
+            held = g.op("Gather", [CACHE_LENGTHS, g.ints(slot)], f"{scope}/HeldLength")  # (1,)
+        else:
+            shape = g.op("Shape", [past_k], f"{scope}/PastShape")
+            held = g.op("Gather", [shape, g.ints(2)], f"{scope}/PastLength")
         total = g.op(
             "Cast",
             [g.op("Add", [held, pos.length], f"{scope}/Total")],
@@ -494,7 +504,7 @@ def _lengths(g: Graph, slot: int, pos: Positions, scope: str) -> tuple[str, str,
         total = g.op("Squeeze", [total, g.ints(0)], f"{scope}/TotalScalar")
         return seqlens, total, held
 
-    seqlens, total, held = g.once(f"gqa_lengths/{slot}", build)
+    seqlens, total, held = g.once(f"gqa_lengths/{key}", build)
     return seqlens, total, held
 
 

@@ -302,7 +302,7 @@ def build_model(
     ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])
     pids = helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "sequence"])
     inputs, outputs = [ids, pids], []
-    slots = set(length_slots(spec).values())
+    slots = set(length_slots(spec, g.precision.shared_cache).values())
     if slots:
         inputs.append(helper.make_tensor_value_info(CACHE_LENGTHS, TensorProto.INT64, [len(slots)]))
     first_row = g.op("Gather", ["position_ids", g.ints(0)], "/model/positions/FirstRow")

@@ -37,6 +37,10 @@ class Precision:
     native_moe: bool = False
     """Quantised experts go to subtitled's own `SparseExperts` kernel (`export.onnx_native`,
     `--moe-kernel native`): every family whose experts it computes, before `QMoE`."""
+    shared_cache: bool = True
+    """GroupQueryAttention layers keep their cache in one past/present buffer with held
+    lengths in `cache_lengths` (`export.onnx_attention`); False (`--kv-cache append`): the
+    past is exactly the held tokens and the present returns them plus the new ones."""
 
     def matrix_bytes(self, rows: int, cols: int) -> int:
         """Bytes of a (rows, cols) weight applied as x @ W.T, quantised along cols."""

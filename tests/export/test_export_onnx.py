@@ -182,6 +182,27 @@ def test_kv_cache_layout_window_and_k_eq_v(exported: Path) -> None:
     assert outputs["present.1.value"].shape == (1, 1, 24, 32)  # full, K=V: V only
 
 
+def test_append_cache_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--kv-cache append`: no shared buffers, no `cache_lengths`; a sliding layer's present
+    is its last `window` tokens; verify (through the runtime's append path) passes."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(tiny_gemma4()))
+    out = tmp_path / "model"
+    args = ["onnx", "--config", str(path), "--random-weights", "--out", str(out)]
+    assert main([*args, "--kv-cache", "append"]) == 0
+    assert all(kv.length_slot is None for kv in load_manifest(out).kv_layout)
+    session = onnxruntime.InferenceSession(str(out / MODEL_FILE))
+    assert "cache_lengths" not in {i.name for i in session.get_inputs()}
+    feeds = _empty_feeds(session)
+    feeds["input_ids"] = np.arange(24, dtype=np.int64)[None, :]
+    feeds["position_ids"] = np.arange(24, dtype=np.int64)[None, :]
+    names = [o.name for o in session.get_outputs()]
+    outputs = dict(zip(names, session.run(None, feeds), strict=True))
+    assert outputs["present.0.key"].shape == (1, 2, 16, 16)  # sliding: the last 16 tokens
+    assert main(["verify", str(out)]) == 0
+    assert "verify: passed" in capsys.readouterr().out
+
+
 def test_shared_buffer_is_written_in_place(exported: Path) -> None:
     """GroupQueryAttention layers bound to one buffer as past and present: a call writes
     its tokens after the held ones and nothing else, and its logits are those of a call

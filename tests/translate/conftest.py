@@ -17,3 +17,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fixture_model import tiny_model
 
     return tiny_model(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def tiny_append_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same model exported with `--kv-cache append` (as every model was before shared
+    cache buffers): the runtime's append path for sliding GroupQueryAttention layers."""
+    pytest.importorskip("torch", reason="the test model is exported with the `export` extra")
+    from fixture_model import tiny_model
+
+    return tiny_model(tmp_path_factory.getbasetemp(), kv_cache="append")

@@ -61,14 +61,17 @@ def write_tokenizer(path: Path, vocab_size: int) -> None:
 
 
 def make_model(config: dict[str, Any], out: Path, seed: int = 0,
-               max_positions: int | None = None) -> Path:
-    """Export a random model of `config` to `out` and make it a translation model."""
+               max_positions: int | None = None, kv_cache: str = "shared") -> Path:
+    """Export a random model of `config` to `out` and make it a translation model
+    (`kv_cache` as `python -m export onnx --kv-cache`)."""
     from export.reference import export_random
 
     try:  # export takes a Precision object since quantisation landed
         from export.plan import PRECISIONS
 
         precision: Any = PRECISIONS["fp32"]
+        if kv_cache != "shared":
+            precision = dataclasses.replace(precision, shared_cache=False)
     except ImportError:
         precision = "fp32"
     import export.reference as reference
@@ -109,15 +112,15 @@ def make_model(config: dict[str, Any], out: Path, seed: int = 0,
     return out
 
 
-def tiny_model(base: Path) -> Path:
+def tiny_model(base: Path, kv_cache: str = "shared") -> Path:
     """The tiny Gemma-4-shaped test model under `base` (a session's temp root), made once
     and shared by every test package that asks."""
     from export_configs import tiny_gemma4
 
-    out = base / "tiny_translation"
+    out = base / ("tiny_translation" if kv_cache == "shared" else f"tiny_translation_{kv_cache}")
     lock = out / "ready"
     if not lock.is_file():
-        make_model(tiny_gemma4(), out)
+        make_model(tiny_gemma4(), out, kv_cache=kv_cache)
         lock.write_text("ok\n")
     return out
 

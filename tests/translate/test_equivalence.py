@@ -69,9 +69,16 @@ def _run(stream: LanguageStream) -> list[tuple[str, str, int]]:
     ]
 
 
+@pytest.mark.parametrize("kv_cache", ["shared", "append"])
 @pytest.mark.parametrize("reserve", [256, 4], ids=["rollback-in-place", "sliding-re-prefill"])
-def test_cache_reuse_matches_recompute_from_scratch(tiny_model_dir: Path, reserve: int) -> None:
-    model = OnnxModel(tiny_model_dir, RuntimeConfig(threads=1, reserve_tokens=reserve))
+def test_cache_reuse_matches_recompute_from_scratch(
+    request: pytest.FixtureRequest, kv_cache: str, reserve: int
+) -> None:
+    fixture = "tiny_model_dir" if kv_cache == "shared" else "tiny_append_model_dir"
+    directory: Path = request.getfixturevalue(fixture)
+    model = OnnxModel(directory, RuntimeConfig(threads=1, reserve_tokens=reserve))
+    shared = {kv.layer for kv in model.layout if kv.length_slot is not None}
+    assert shared == ({0, 2} if kv_cache == "shared" else set())
     # The random model says <eos> early; stop on a token it never picks, so hypotheses
     # run to the length limit or the repetition guard and exercise long decodes.
     model.stop_ids = frozenset({model.tokenizer.token_id("<pad>", "test")})
