@@ -110,6 +110,10 @@ class OnnxModel:
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         self._check_graph(where)
         self.layout = self.manifest.kv_layout
+        try:  # the length slots: one window each, numbered 0 .. n-1
+            self.new_cache()
+        except ValueError as exc:
+            raise ModelError(f"{where} kv_layout: {exc}") from exc
         self.vocab_size = self._vocab_size(where)
         if self.tokenizer.vocab_size > self.vocab_size:
             raise ModelError(

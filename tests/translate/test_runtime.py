@@ -66,3 +66,13 @@ def test_the_manifests_sentence_words(copy: Path, value: object, loads: int | No
             OnnxModel(copy)
     else:
         assert OnnxModel(copy).prompt.sentence_words == loads
+
+
+def test_length_slots_that_mix_windows_name_the_manifest(copy: Path) -> None:
+    path = copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    full = next(kv for kv in manifest["kv_layout"] if kv["window"] is None)
+    full["length_slot"] = 0  # the sliding layers' slot
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=r"manifest\.json kv_layout: .*mixes windows"):
+        OnnxModel(copy)
