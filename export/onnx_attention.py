@@ -3,15 +3,17 @@
 - `GroupQueryAttention` (ONNX Runtime contrib op) for layers that cache K and V: it writes
   the new K/V after the held tokens, applies the causal mask and, for sliding layers, the
   window (`local_window_size`) without building a mask tensor. Its cache is a shared
-  buffer (`shares_buffer`): past and present are one tensor of any capacity, the input
+  buffer (`length_slots`): past and present are one tensor of any capacity, the input
   `cache_lengths` says how many tokens at its start are held, and a runtime that binds
   the same memory as both writes only the new tokens instead of copying the past every
-  call. RoPE sits inside the op where nothing comes between it and attention (`fused_rope`);
-  otherwise it, q/k norms and Llama 4's temperature are applied before the op.
+  call (`--kv-cache append` keeps the older contract: present = past + new). RoPE sits
+  inside the op where nothing comes between it and attention (`fused_rope`); otherwise
+  it, q/k norms and Llama 4's temperature are applied before the op.
 - Standard ops where GQA does not fit: K=V layers (Gemma 4 full attention) cache only V
   and recompute K = RoPE(V * k_norm.weight) over the cache, which GQA cannot express, and
   Llama 4's chunked attention (a block-diagonal mask GQA does not offer). The mask there is
-  built from absolute positions, so a trimmed cache stays exact.
+  built from absolute positions, so a trimmed cache stays exact; query heads are grouped
+  by their KV head, so K and V are not copied per query head.
 
 Sliding layers in standard ops return at most `window` cache tokens; the next step only
 needs those. A sliding GQA layer's buffer holds what the runtime keeps (the op masks by
@@ -174,12 +176,11 @@ class Rope:
                 g, _angles(g, pos.query, self.spec, self.dim, scope), self.spec, scope
             ),
         )
-        suffix = key
 
         def padded() -> tuple[str, ...]:
-            pads = g.op("Concat", [g.ints(0, 0), held, g.ints(0)], f"{scope}/Pads{suffix}", axis=0)
+            pads = g.op("Concat", [g.ints(0, 0), held, g.ints(0)], f"{scope}/Pads{key}", axis=0)
             return tuple(
-                g.op("Pad", [t, pads], f"{scope}/{name}Cache{suffix}")
+                g.op("Pad", [t, pads], f"{scope}/{name}Cache{key}")
                 for t, name in zip(rows, ("Cos", "Sin"), strict=True)
             )
 
