@@ -45,12 +45,22 @@ def sliding_slack(keep_limit: int) -> int:
     return max(16, keep_limit // 16)
 
 
+PAST, PRESENT = "past_key_values.", "present."
+
+
 def past_name(kv: KvLayer, tensor: str) -> str:
-    return f"past_key_values.{kv.layer}.{tensor}"
+    return f"{PAST}{kv.layer}.{tensor}"
 
 
 def present_name(kv: KvLayer, tensor: str) -> str:
-    return f"present.{kv.layer}.{tensor}"
+    return f"{PRESENT}{kv.layer}.{tensor}"
+
+
+def onnxruntime_value(value: Any) -> Any:
+    """The `onnxruntime.OrtValue` wrapper of a C++ OrtValue from an OrtValueVector."""
+    import onnxruntime
+
+    return onnxruntime.OrtValue(value)
 
 
 @dataclass
@@ -67,10 +77,11 @@ class SlotBuffers:
     """Past name -> OrtValue; on CPU it wraps the numpy array in `arrays`."""
     arrays: dict[str, FloatArray] = field(default_factory=dict)
 
-    def make_room(self, fed: int) -> None:
-        """Ensure `fed` more tokens fit after the held ones."""
+    def make_room(self, fed: int) -> bool:
+        """Ensure `fed` more tokens fit after the held ones; True if the buffers are new
+        (they must be bound again)."""
         if self.held + fed <= self.capacity:
-            return
+            return False
         drop = 0 if self.keep_limit is None else max(0, self.held - self.keep_limit)
         keep = self.held - drop
         capacity = max(keep + fed, 2 * self.capacity, FIRST_CAPACITY)
@@ -78,10 +89,12 @@ class SlotBuffers:
             capacity = max(
                 keep + fed, min(capacity, self.keep_limit + sliding_slack(self.keep_limit))
             )
+        grown = capacity != self.capacity or self.device != "cpu"
         for kv in self.layers:
             for t in kv.tensors:
                 self._move(past_name(kv, t), kv, drop, keep, capacity)
         self.held, self.capacity = keep, capacity
+        return grown
 
     def _move(self, name: str, kv: KvLayer, drop: int, keep: int, capacity: int) -> None:
         import onnxruntime
@@ -127,9 +140,22 @@ class KvCache:
             slot.layers.append(kv)
         if sorted(self.slots) != list(range(len(self.slots))):
             raise ValueError(f"length slots {sorted(self.slots)} are not 0 .. n-1")
-        self._appended = [kv for kv in self.layout if kv.length_slot is None]
+        self._appended = [  # (index in the layout, layer, past, present) per tensor
+            (index, kv, past_name(kv, t), present_name(kv, t))
+            for index, kv in enumerate(self.layout)
+            if kv.length_slot is None
+            for t in kv.tensors
+        ]
         self._values: dict[str, Any] = {}
-        self._outputs = [o.name for o in session.get_outputs()]
+        # One binding for the conversation. The outputs ONNX Runtime allocates each call
+        # (logits, append layers' presents) are bound first, so they lead get_outputs();
+        # they are bound again before every call (after a call a bound output counts as
+        # preallocated, with the last call's shape). Shared buffers stay bound until they
+        # are reallocated.
+        self._binding = session.io_binding()
+        self._fresh = ["logits", *(present for *_, present in self._appended)]
+        for name in self._fresh:
+            self._binding.bind_output(name, device)
         self.reset()
         self.prefilled_tokens = 0
         self.calls = 0
@@ -140,9 +166,8 @@ class KvCache:
         for slot in self.slots.values():
             slot.held = 0
         self._values = {
-            past_name(kv, t): np.zeros((1, kv.n_kv_heads, 0, kv.head_dim), np.float32)
-            for kv in self._appended
-            for t in kv.tensors
+            past: np.zeros((1, kv.n_kv_heads, 0, kv.head_dim), np.float32)
+            for _, kv, past, _ in self._appended
         }
 
     def rollback(self, keep: int) -> None:
@@ -158,11 +183,9 @@ class KvCache:
             if slot.held < drop:
                 raise RuntimeError(f"a length slot holds {slot.held} < {drop} tokens to drop")
             slot.held -= drop
-        for kv in self._appended:
-            for t in kv.tensors:
-                name = past_name(kv, t)
-                array = self._host(name)
-                self._values[name] = np.ascontiguousarray(array[:, :, : array.shape[2] - drop])
+        for _, _, name, _ in self._appended:
+            array = self._host(name)
+            self._values[name] = np.ascontiguousarray(array[:, :, : array.shape[2] - drop])
 
     def _host(self, name: str) -> FloatArray:
         value = self._values[name]
@@ -176,44 +199,36 @@ class KvCache:
         if not ids:
             raise ValueError("nothing to feed")
         start = self.ledger.held
-        binding = self.session.io_binding()
+        binding = self._binding
         binding.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
         binding.bind_cpu_input(
             "position_ids", np.arange(start, start + len(ids), dtype=np.int64)[None, :]
         )
-        bound = []  # shared outputs, bound first: get_outputs() lists them first
         if self.slots:
             for slot in self.slots.values():
-                slot.make_room(len(ids))
+                if slot.make_room(len(ids)):
+                    for name, value in slot.values.items():
+                        binding.bind_ortvalue_input(name, value)
+                        binding.bind_ortvalue_output(name.replace(PAST, PRESENT, 1), value)
             held = [self.slots[i].held for i in range(len(self.slots))]
             binding.bind_cpu_input(CACHE_LENGTHS, np.asarray(held, dtype=np.int64))
-            for slot in self.slots.values():
-                for kv in slot.layers:
-                    for t in kv.tensors:
-                        value = slot.values[past_name(kv, t)]
-                        binding.bind_ortvalue_input(past_name(kv, t), value)
-                        binding.bind_ortvalue_output(present_name(kv, t), value)
-                        bound.append(present_name(kv, t))
-        for kv in self._appended:
-            for t in kv.tensors:
-                self._bind_appended(binding, kv, past_name(kv, t))
-        names = [name for name in self._outputs if name not in bound]
-        for name in names:
+        for _, kv, past, _ in self._appended:
+            self._bind_appended(binding, kv, past)
+        for name in self._fresh:
             binding.bind_output(name, self.device)
         self.session.run_with_iobinding(binding)
-        outputs = dict(zip(names, binding.get_outputs()[len(bound) :], strict=True))
+        outputs = binding.get_outputs_as_ortvaluevector()
         self.ledger.append(ids)
         self.prefilled_tokens += len(ids)
         self.calls += 1
         for slot in self.slots.values():
             slot.held += len(ids)
-        lengths = self.ledger.lengths()
-        for index, kv in enumerate(self.layout):
-            if kv.length_slot is None:
-                for t in kv.tensors:
-                    present = outputs[present_name(kv, t)]
-                    self._absorb(kv, past_name(kv, t), present, len(ids), lengths[index])
-        logits: FloatArray = outputs["logits"].numpy()[0]
+        if self._appended:
+            lengths = self.ledger.lengths()
+            for at, (index, kv, past, _) in enumerate(self._appended, start=1):
+                present = onnxruntime_value(outputs[at])
+                self._absorb(kv, past, present, len(ids), lengths[index])
+        logits: FloatArray = outputs[0].numpy()[0]
         return logits
 
     def _bind_appended(self, binding: Any, kv: KvLayer, name: str) -> None:
