@@ -9,14 +9,15 @@ Each layer's tensors are (1, n_kv_heads, tokens, head_dim). A layer is one of tw
   rollback only lowers that count. When a call would overflow a buffer, a sliding layer
   first drops the tokens no rollback can need (older than window + reserve) by moving the
   rest to the start (its buffer stays within `sliding_slack` of that); then the buffer
-  grows (doubling). All layers of a slot keep the same
-  count, as the graph reads one length per slot.
+  grows (doubling). All layers of a slot keep the same count, as the graph reads one
+  length per slot.
 - **Append**: the past holds exactly the cached tokens and the present returns them plus
   the new ones; the present is bound back as the next past without a copy (on CPU their
   numpy views share ONNX Runtime's buffers). A sliding layer keeps up to window + reserve
   tokens and is fed only its last `window`; a rollback slices.
 
-Calls go through IO binding: outputs are bound to the session's device.
+Calls go through one IO binding per conversation; outputs are bound to the session's
+device.
 """
 
 from __future__ import annotations
