@@ -34,7 +34,7 @@ from export.model_dir import MODEL_FILE
 from export.plan import PRECISIONS
 from subtitled.translate.kvcache import KvCache
 from subtitled.translate.manifest import Manifest
-from subtitled.translate.runtime import open_session
+from subtitled.translate.runtime import RuntimeConfig, open_session
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,9 @@ class _OnnxRunner:
         # spinning threads steal the cores the work needs), unless `--spin` (a dedicated
         # machine: no wake-up latency per parallel node).
         session = open_session(directory / MODEL_FILE, threads, spinning=spin)
-        self._cache = KvCache(session, manifest.kv_layout, reserve_tokens=256)
+        self._cache = KvCache(
+            session, manifest.kv_layout, reserve_tokens=RuntimeConfig().reserve_tokens
+        )
 
     def prefill(self, prompt: np.ndarray) -> int:
         self._cache.reset()

@@ -27,7 +27,7 @@ from export.errors import ExportError
 from export.model_dir import MODEL_FILE, REFERENCE_DIR, REFERENCE_LINK
 from subtitled.translate.kvcache import KvCache
 from subtitled.translate.manifest import Manifest, load_manifest
-from subtitled.translate.runtime import open_session
+from subtitled.translate.runtime import RuntimeConfig, open_session
 
 FP32_MAX_DIFF = 1e-3
 MIN_COSINE = 0.99
@@ -118,7 +118,7 @@ def _onnx_run(
     """ONNX logits for the same inputs through the daemon's cache (`KvCache`): the prompt
     in two chunks, then `tokens[:-1]`."""
     session = open_session(directory / MODEL_FILE, threads=0)
-    cache = KvCache(session, manifest.kv_layout, reserve_tokens=256)
+    cache = KvCache(session, manifest.kv_layout, reserve_tokens=RuntimeConfig().reserve_tokens)
     split = max(1, prompt.shape[1] // 2)
     logits = [cache.forward(prompt[0, :split].tolist())]
     if split < prompt.shape[1]:

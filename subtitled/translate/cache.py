@@ -3,16 +3,16 @@
 The cache holds the prompt prefilled so far plus the tokens decoded after it. For the next
 prompt the ledger finds the common prefix, rolls back only what changed (an ASR revision,
 the old translation tail) and says what to feed. It owns no tensors: the shell
-(`runtime.KvCache`) slices its arrays to the spans the ledger reports.
+(`kvcache.KvCache`) keeps its tensors to the spans the ledger reports.
 
 Sliding-window layers. To roll back `r` tokens, a sliding layer must still hold the
 `window` tokens before the new end, so the shell keeps up to `window + reserve` tokens of
 each sliding layer. A rollback deeper than that cannot be undone in place; the ledger then
 says to re-prefill from position 0 (the only point every layer can restart from without
-older state). A layer whose graph returns at most `window` cache tokens (`trims`; an
-append layer in standard ops, which masks by absolute position so a trimmed cache is
-exact) also loses the older part of a chunk longer than the window fed in one call; a
-shared-buffer layer keeps it.
+older state). A layer whose graph returns at most `window` cache tokens (`trims`: an
+append layer; the graph masks by absolute position, so a trimmed cache is exact) also
+loses the older part of a chunk longer than the window fed in one call; a shared-buffer
+layer keeps it.
 """
 
 from __future__ import annotations

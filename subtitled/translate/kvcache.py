@@ -100,9 +100,10 @@ class SlotBuffers:
     def _move(self, name: str, kv: KvLayer, drop: int, keep: int, capacity: int) -> None:
         import onnxruntime
 
-        old = self.arrays.get(name) if self.device == "cpu" else None
-        if old is None and name in self.values:
-            old = self.values[name].numpy()  # from the device
+        if self.device == "cpu":
+            old = self.arrays.get(name)
+        else:  # from the device
+            old = self.values[name].numpy() if name in self.values else None
         if capacity == self.capacity and old is not None and self.device == "cpu":
             old[:, :, :keep] = old[:, :, drop : drop + keep]  # numpy handles the overlap
             return
