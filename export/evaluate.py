@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from export import tatoeba
+from export.errors import ExportError
 
 FLORES_CODES = {"de": "deu", "es": "spa"}
 
@@ -50,25 +51,65 @@ def onnx_translate(
 
 
 def torch_translate(checkpoint: Path, language: str) -> Callable[[Sequence[str]], list[str]]:
-    """A function translating sentences with the PyTorch fp32 checkpoint (greedy)."""
+    """A function translating sentences with the PyTorch fp32 checkpoint (greedy), in the
+    prompt of its `subtitled.json` (pieces encoded apart and joined, as the runtime does)."""
+    import torch
     import transformers
     from tokenizers import Tokenizer
 
-    from export.train import translate_batch
+    from export.model_dir import read_sidecar
 
     auto: Any = transformers.AutoModelForCausalLM
     model = auto.from_pretrained(checkpoint, attn_implementation="eager").eval()
     tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    template = read_sidecar(checkpoint).prompt
+    if template is None:
+        raise ExportError(f"{checkpoint}/subtitled.json has no prompt to translate with")
+
+    def ids(text: str) -> list[int]:
+        return list(tokenizer.encode(text, add_special_tokens=False).ids) if text else []
+
+    stops = {ids(stop)[0] for stop in template["stop"]}
+    preamble = ids(template["preamble"])
+    pad = tokenizer.token_to_id("<pad>") or 0
+
+    @torch.no_grad()
+    def batch(sources: Sequence[str]) -> list[str]:
+        prompts = [preamble + ids(_turn(template, s, language)) for s in sources]
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            attention[row, width - len(prompt) :] = 1
+        output = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            max_new_tokens=128,
+            do_sample=False,
+            eos_token_id=sorted(stops),
+            pad_token_id=pad,
+        )
+        texts = []
+        for row in output[:, width:].tolist():
+            cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+            texts.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+        return texts
 
     def run(sources: Sequence[str]) -> list[str]:
         outputs: list[str] = []
-        for start in range(0, len(sources), 32):
-            outputs += translate_batch(
-                model, tokenizer, list(sources[start : start + 32]), language, 96
-            )
+        for start in range(0, len(sources), 16):
+            outputs += batch(sources[start : start + 16])
         return outputs
 
     return run
+
+
+def _turn(template: Mapping[str, Any], source: str, language: str) -> str:
+    name = template.get("languages", {}).get(language, language)
+    return str(template["source_turn"]).replace("{language}", name).replace(
+        "{code}", language
+    ).replace("{source}", source)
 
 
 def held_out_sets(

