@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from export.errors import UnsupportedArchitecture
+from export.errors import ConfigKeyError, UnsupportedArchitecture
 from export.families_base import final_norm, layer_kinds, legacy_rope, per_layer, reject
 from export.families_deepseek import deepseek_v3
 from export.families_llama4 import llama4_text
@@ -115,20 +115,7 @@ def _gemma4_text(config: ConfigReader) -> ModelSpec:
                     "num_key_value_heads", attention.n_kv_heads
                 ),
             )
-        vectors = [
-            *(
-                VectorSpec(f"{name}.weight", hidden)
-                for name in (
-                    "input_layernorm",
-                    "post_attention_layernorm",
-                    "pre_feedforward_layernorm",
-                    "post_feedforward_layernorm",
-                )
-            ),
-            VectorSpec("self_attn.q_norm.weight", attention.head_dim),
-            VectorSpec("self_attn.k_norm.weight", attention.head_dim),
-            VectorSpec("layer_scalar", 1),
-        ]
+        vectors = [*_gemma_layer_norms(hidden, attention), VectorSpec("layer_scalar", 1)]
         if moe is not None:
             vectors += [
                 *(
@@ -171,6 +158,143 @@ def _gemma4_rope(config: ConfigReader, layer_type: str) -> RopeSpec:
         rope_type=rope.get_one_of("rope_type", ("default", "proportional"), "default"),
         partial_rotary_factor=rope.get_float("partial_rotary_factor", 1.0),
     )
+
+
+def _gemma_layer_norms(hidden: int, attention: AttentionSpec) -> tuple[VectorSpec, ...]:
+    """The norms of a Gemma 3/4 decoder layer: sandwich norms around attention and the
+    feed-forward, and the per-head q/k norms."""
+    return (
+        *(
+            VectorSpec(f"{name}.weight", hidden)
+            for name in (
+                "input_layernorm",
+                "post_attention_layernorm",
+                "pre_feedforward_layernorm",
+                "post_feedforward_layernorm",
+            )
+        ),
+        VectorSpec("self_attn.q_norm.weight", attention.head_dim),
+        VectorSpec("self_attn.k_norm.weight", attention.head_dim),
+    )
+
+
+def _gemma3_text(config: ConfigReader) -> ModelSpec:
+    """Gemma 3 text (transformers `models/gemma3/modeling_gemma3.py`, `Gemma3DecoderLayer`).
+
+    Sliding and full layers share one geometry and cache K and V; they differ in the
+    window and the RoPE base (`rope_parameters` per layer type, full layers possibly with
+    linear scaling). Gemma 4's layer without its MoE and `layer_scalar`, and with
+    `Gemma3RMSNorm`'s (1 + weight) scale, no v_norm, and q·k scaled by
+    `query_pre_attn_scalar` ** -0.5 instead of 1.
+    """
+    reject(config, "attention_bias", bool, "biases on the attention projections")
+    reject(config, "use_bidirectional_attention", bool, "bidirectional attention")
+    reject(
+        config,
+        "attn_logit_softcapping",
+        lambda _: True,
+        "transformers' Gemma3Attention stores it but never applies it, so an export "
+        "could not be verified against it",
+    )
+    hidden = config.get_positive_int("hidden_size")
+    n_layers = config.get_positive_int("num_hidden_layers")
+    if config.has("layer_types"):
+        kinds = layer_kinds(config, n_layers)
+    else:  # Gemma3TextConfig: `sliding_window_pattern` - 1 sliding layers, then one full
+        pattern = config.get_positive_int("sliding_window_pattern", 6)
+        kinds = ["sliding" if (i + 1) % pattern else "full" for i in range(n_layers)]
+    scalar = config.get_float("query_pre_attn_scalar", 256.0)
+    if scalar <= 0:
+        raise ConfigKeyError(f"config key 'query_pre_attn_scalar' must be > 0, got {scalar}")
+    base = AttentionSpec(
+        kind="full",
+        n_heads=config.get_positive_int("num_attention_heads"),
+        n_kv_heads=config.get_positive_int("num_key_value_heads"),
+        head_dim=config.get_positive_int("head_dim"),
+        rope=_gemma3_rope(config, "full_attention"),
+        window=None,
+        k_eq_v=False,
+        qk_norm="rms",
+        v_norm=False,
+        scale=scalar**-0.5,
+    )
+    attentions = {"full": base}
+    if "sliding" in kinds:
+        attentions["sliding"] = dataclasses.replace(
+            base,
+            kind="sliding",
+            rope=_gemma3_rope(config, "sliding_attention"),
+            window=config.get_positive_int("sliding_window"),
+        )
+    mlp = MlpSpec(
+        config.get_positive_int("intermediate_size"),
+        config.get_str("hidden_activation", "gelu_pytorch_tanh"),
+    )
+    layers = tuple(
+        LayerSpec(
+            index,
+            attentions[kind],
+            mlp,
+            None,
+            _gemma_layer_norms(hidden, attentions[kind]),
+        )
+        for index, kind in enumerate(kinds)
+    )
+    return ModelSpec(
+        model_type="gemma3_text",
+        vocab_size=config.get_positive_int("vocab_size"),
+        hidden_size=hidden,
+        layers=layers,
+        tie_word_embeddings=config.get_bool("tie_word_embeddings", True),
+        final_logit_softcapping=config.get_optional_float("final_logit_softcapping"),
+        rms_norm_eps=config.get_float("rms_norm_eps", 1e-6),
+        max_position_embeddings=config.get_positive_int("max_position_embeddings"),
+        # Gemma3TextScaledWordEmbedding: a float32 tensor of hidden_size ** 0.5 at fp32
+        embed_scale=math.sqrt(hidden),
+        vectors=final_norm(hidden),
+        norm_offset=1.0,
+    )
+
+
+# Gemma3TextConfig.convert_rope_params_to_dict: layer type -> the older top-level key of
+# its RoPE base, and the default base.
+_GEMMA3_THETA = {
+    "full_attention": ("rope_theta", 1_000_000.0),
+    "sliding_attention": ("rope_local_base_freq", 10_000.0),
+}
+
+
+def _gemma3_rope(config: ConfigReader, layer_type: str) -> RopeSpec:
+    """`rope_parameters[layer_type]` (transformers >= 5), or the keys Gemma3TextConfig
+    converts from: the bases `rope_theta` and `rope_local_base_freq`, and `rope_scaling`
+    on full layers. Types "default" and "linear" (Gemma 3 4B-27B: factor 8 on full
+    layers)."""
+    legacy_key, default_theta = _GEMMA3_THETA[layer_type]
+    theta = config.get_float(legacy_key, default_theta)
+    params, where = None, ""
+    if config.has("rope_parameters"):
+        section = config.section("rope_parameters")
+        if section.has(layer_type):
+            params, where = section.section(layer_type), f"rope_parameters.{layer_type}."
+    elif layer_type == "full_attention" and config.has("rope_scaling"):
+        params, where = config.section("rope_scaling"), "rope_scaling."
+    if params is None:
+        return RopeSpec(theta, "default")
+    theta = params.get_float("rope_theta", theta)
+    type_key = "type" if params.has("type") and not params.has("rope_type") else "rope_type"
+    rope_type = params.get_one_of(type_key, ("default", "linear"), "default")
+    partial = params.get_float("partial_rotary_factor", 1.0)
+    if partial != 1.0:
+        raise UnsupportedArchitecture(
+            f"config key '{where}partial_rotary_factor' = {partial!r} is not supported yet: "
+            "Gemma 3's RoPE rotates the whole head"
+        )
+    if rope_type == "default":
+        return RopeSpec(theta, rope_type)
+    factor = params.get_float("factor")
+    if factor <= 0:
+        raise ConfigKeyError(f"config key '{where}factor' must be > 0, got {factor}")
+    return RopeSpec(theta, rope_type, linear_factor=factor)
 
 
 def _llama_like(
@@ -321,6 +445,7 @@ def _mixtral(config: ConfigReader) -> ModelSpec:
 
 
 READERS: Mapping[str, Callable[[ConfigReader], ModelSpec]] = {
+    "gemma3_text": _gemma3_text,
     "gemma4_text": _gemma4_text,
     "qwen3": _qwen3,
     "qwen3_moe": _qwen3_moe,

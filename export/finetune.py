@@ -449,7 +449,7 @@ def write_final(
     final.mkdir(exist_ok=True)
     model.eval()
     model.save_pretrained(final, safe_serialization=True)
-    tokenizer.save(str(final / "tokenizer.json"))
+    shutil.copy2(run / "tokenizer.json", final / "tokenizer.json")  # the exact bytes
     for document in LICENCE_DIR.iterdir():  # the Gemma terms travel with the weights
         shutil.copy2(document, final / document.name)
     meta = {

@@ -29,7 +29,7 @@ import numpy as np
 from onnx import TensorProto
 
 from export.errors import UnsupportedArchitecture
-from export.onnx_ops import MS, Graph, key_of, linear, rms_norm
+from export.onnx_ops import MS, Graph, key_of, linear, norm_weight, rms_norm
 from export.spec import AttentionSpec, LayerSpec, ModelSpec, RopeSpec
 
 _NEG = -1e30  # additive mask; a finite value keeps fully-masked padding rows NaN-free
@@ -51,10 +51,13 @@ class Positions:
 def inv_freq(rope: RopeSpec, head_dim: int) -> np.ndarray:
     """RoPE inverse frequencies (rotating dims / 2,), as transformers' rope init functions;
     the proportional type spaces the rotating frequencies over the whole head_dim and gives
-    the rest frequency 0 (`_compute_proportional_rope_parameters`)."""
-    if rope.rope_type in ("default", "llama3"):
+    the rest frequency 0 (`_compute_proportional_rope_parameters`); the linear type divides
+    the default ones by its factor (`_compute_linear_scaling_rope_parameters`)."""
+    if rope.rope_type in ("default", "llama3", "linear"):
         exponents = np.arange(0, head_dim, 2, dtype=np.float32) / head_dim
         freq = (1.0 / rope.theta**exponents).astype(np.float32)
+        if rope.rope_type == "linear":
+            return (freq / np.float32(rope.linear_factor)).astype(np.float32)
         if rope.llama3 is None:
             return freq
         # transformers `_compute_llama3_parameters`: long wavelengths slowed by `factor`,
@@ -349,7 +352,7 @@ def attention(
         f"{scope}/k_heads",
     )  # (B, S, kvh, d)
     if a.qk_norm == "rms":
-        q = rms_norm(g, q, f"{prefix}.q_norm.weight", eps, f"{scope}/q_norm")
+        q = rms_norm(g, q, f"{prefix}.q_norm.weight", eps, f"{scope}/q_norm", spec.norm_offset)
     cos = sin = ""
     if rope is not None and not in_gqa:
         tables = rope.tables(g)
@@ -367,7 +370,7 @@ def attention(
     else:
         k = raw_k
         if a.qk_norm == "rms":
-            k = rms_norm(g, k, f"{prefix}.k_norm.weight", eps, f"{scope}/k_norm")
+            k = rms_norm(g, k, f"{prefix}.k_norm.weight", eps, f"{scope}/k_norm", spec.norm_offset)
         if cos:
             k = apply_rope(g, k, cos, sin, a.head_dim, a.rope.interleaved, f"{scope}/k_rope")
         if a.qk_norm == "l2":
@@ -383,7 +386,7 @@ def attention(
             v = rms_norm(g, v, None, eps, f"{scope}/v_norm")
     slot = None
     if k is None or not runs_in_gqa(a):
-        context, present = _standard(g, layer, q, k, v, pos, scope)
+        context, present = _standard(g, layer, q, k, v, pos, scope, spec.norm_offset)
     else:
         slot = length_slots(spec, g.precision.shared_cache).get(layer.index)
         context, present = _fused(g, layer, q, k, v, pos, rope if in_gqa else None, slot, scope)
@@ -519,10 +522,18 @@ def _trim(g: Graph, a: AttentionSpec, present: dict[str, str], scope: str) -> di
 
 
 def _standard(
-    g: Graph, layer: LayerSpec, q: str, k: str | None, v: str, pos: Positions, scope: str
+    g: Graph,
+    layer: LayerSpec,
+    q: str,
+    k: str | None,
+    v: str,
+    pos: Positions,
+    scope: str,
+    norm_offset: float,
 ) -> tuple[str, dict[str, str]]:
     """Attention in standard ops on q (B, S, H, d), k (None for K=V) and v (B, S, kvh, d):
-    context (B, S, H * d) and the present cache."""
+    context (B, S, H * d) and the present cache (`norm_offset`: the model's, for the k_norm
+    scale a K=V layer applies itself)."""
     a = layer.attention
     past = {t: f"past_key_values.{layer.index}.{t}" for t in a.cache_tensors}
     q = g.op("Transpose", [q], f"{scope}/q_transpose", perm=[0, 2, 1, 3])  # (B, H, S, d)
@@ -532,7 +543,7 @@ def _standard(
     if k is None:
         # K = RoPE(k_norm(raw)) = RoPE(v_norm(raw) * k_norm.weight), over every cached token.
         k_cos, k_sin = rope_tables(g, keys, a.rope, a.head_dim, f"{scope}/k_rope_table")
-        weight = g.weight(f"{key_of(scope)}.k_norm.weight")
+        weight = norm_weight(g, f"{key_of(scope)}.k_norm.weight", norm_offset, f"{scope}/k_norm")
         scaled = g.op("Mul", [v_all, weight], f"{scope}/k_norm/Scale")
         k_all = apply_rope(
             g, scaled, k_cos, k_sin, a.head_dim, a.rope.interleaved, f"{scope}/k_rope", True

@@ -203,10 +203,10 @@ def llama_decoder_layer(
     x + attn(norm(x)) (MLA for DeepSeek), then x + ffn(norm(x)) where the FFN is the
     layer's MoE or its dense MLP."""
     scope = f"/model/layers.{layer.index}"
-    eps = spec.rms_norm_eps
+    eps, offset = spec.rms_norm_eps, spec.norm_offset
 
     def norm(t: str, name: str) -> str:
-        return rms_norm(g, t, f"{key_of(scope)}.{name}.weight", eps, f"{scope}/{name}")
+        return rms_norm(g, t, f"{key_of(scope)}.{name}.weight", eps, f"{scope}/{name}", offset)
 
     attend = mla_attention if layer.attention.mla is not None else attention
     attn_out, present = attend(
@@ -223,7 +223,7 @@ def llama_decoder_layer(
     return g.op("Add", [x, ffn], f"{scope}/ffn_residual"), present
 
 
-def gemma4_decoder_layer(
+def gemma_decoder_layer(
     g: Graph,
     spec: ModelSpec,
     layer: LayerSpec,
@@ -231,20 +231,22 @@ def gemma4_decoder_layer(
     pos: Positions,
     q_rope: Rope | None,
 ) -> tuple[str, dict[str, str]]:
-    """transformers `Gemma4TextDecoderLayer.forward`: sandwich norms around attention and
-    the feed-forward, the MoE (fed the residual) beside the dense MLP, then layer_scalar."""
+    """transformers `Gemma4TextDecoderLayer.forward` and `Gemma3DecoderLayer.forward`:
+    sandwich norms around attention and the feed-forward; Gemma 4's MoE (fed the
+    residual) beside the dense MLP when the layer has one, then its `layer_scalar` when
+    the layer has that weight."""
     scope = f"/model/layers.{layer.index}"
-    eps = spec.rms_norm_eps
+    eps, offset = spec.rms_norm_eps, spec.norm_offset
 
     def norm(t: str, name: str) -> str:
-        return rms_norm(g, t, f"{key_of(scope)}.{name}.weight", eps, f"{scope}/{name}")
+        return rms_norm(g, t, f"{key_of(scope)}.{name}.weight", eps, f"{scope}/{name}", offset)
 
     attn_out, present = attention(
         g, spec, layer, norm(x, "input_layernorm"), pos, q_rope, f"{scope}/self_attn"
     )
     x = g.op("Add", [x, norm(attn_out, "post_attention_layernorm")], f"{scope}/attn_residual")
     if layer.mlp is None:
-        raise UnsupportedArchitecture(f"gemma4 layer {layer.index} has no dense MLP")
+        raise UnsupportedArchitecture(f"gemma layer {layer.index} has no dense MLP")
     ffn = mlp(g, norm(x, "pre_feedforward_layernorm"), layer.mlp.activation, f"{scope}/mlp")
     if layer.moe is not None:
         dense = norm(ffn, "post_feedforward_layernorm_1")
@@ -264,6 +266,8 @@ def gemma4_decoder_layer(
             "Add", [dense, norm(experts, "post_feedforward_layernorm_2")], f"{scope}/combine"
         )
     x = g.op("Add", [x, norm(ffn, "post_feedforward_layernorm")], f"{scope}/ffn_residual")
+    if not any(vector.key == "layer_scalar" for vector in layer.vectors):
+        return x, present
     return g.op(
         "Mul", [x, g.weight(f"{key_of(scope)}.layer_scalar")], f"{scope}/layer_scalar"
     ), present
@@ -274,7 +278,8 @@ LayerBuilder = Callable[
     tuple[str, dict[str, str]],
 ]
 LAYER_BUILDERS: Mapping[str, LayerBuilder] = {
-    "gemma4_text": gemma4_decoder_layer,
+    "gemma3_text": gemma_decoder_layer,
+    "gemma4_text": gemma_decoder_layer,
     "qwen3": llama_decoder_layer,
     "qwen3_moe": llama_decoder_layer,
     "mixtral": llama_decoder_layer,
@@ -354,7 +359,7 @@ def build_model(
             shape[2] = f"present_{layer.index}"
             outputs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT, shape))
 
-    x = rms_norm(g, x, "model.norm.weight", spec.rms_norm_eps, "/model/norm")
+    x = rms_norm(g, x, "model.norm.weight", spec.rms_norm_eps, "/model/norm", spec.norm_offset)
     flat = g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], "/lm_head/Flatten")
     if spec.tie_word_embeddings:
         logits = tied_head(g, table, flat, "/lm_head")  # (N, V)

@@ -396,14 +396,25 @@ def expert_product(
     return g.op("Mul", [out, x_scale], f"{scope}/InputScale")  # (N, k, out)
 
 
-def rms_norm(g: Graph, x: str, key: str | None, eps: float, scope: str) -> str:
-    """Gemma RMSNorm: x * (mean(x^2) + eps)^-0.5 [* weight] over the last axis. With a
-    weight, one `SimplifiedLayerNormalization` node (ONNX Runtime's RMSNorm kernel) instead
-    of six elementwise ones; without, the elementwise form (no scale tensor to hand it)."""
+def norm_weight(g: Graph, key: str, offset: float, scope: str) -> str:
+    """The scale of an RMSNorm with the weight `key`: the weight as stored, or offset +
+    weight (Gemma 3's (1 + weight), `ModelSpec.norm_offset`). The initializer keeps the
+    checkpoint's value; ONNX Runtime folds the `Add` of two constants at load."""
+    weight = g.weight(key)
+    if offset == 0.0:
+        return weight
+    return g.op("Add", [weight, g.scalar(offset)], f"{scope}/WeightOffset")
+
+
+def rms_norm(g: Graph, x: str, key: str | None, eps: float, scope: str, offset: float = 0.0) -> str:
+    """Gemma RMSNorm: x * (mean(x^2) + eps)^-0.5 [* (offset + weight)] over the last axis.
+    With a weight, one `SimplifiedLayerNormalization` node (ONNX Runtime's RMSNorm kernel)
+    instead of six elementwise ones; without, the elementwise form (no scale tensor to hand
+    it)."""
     if key is not None:
         return g.op(
             "SimplifiedLayerNormalization",
-            [x, g.weight(key)],
+            [x, norm_weight(g, key, offset, scope)],
             f"{scope}/SimplifiedLayerNormalization",
             axis=-1,
             epsilon=eps,

@@ -50,6 +50,7 @@ _DEEPSEEK = PromptTemplate(
 )
 
 PROMPTS: dict[str, PromptTemplate] = {
+    "gemma3_text": _GEMMA,
     "gemma4_text": _GEMMA,
     "qwen3": _CHATML,
     "qwen3_moe": _CHATML,

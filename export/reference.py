@@ -28,6 +28,9 @@ def random_model(config: dict[str, Any], seed: int = 0) -> Any:
     hf_config._attn_implementation = "eager"
     auto: Any = transformers.AutoModelForCausalLM  # untyped
     model = auto.from_config(hf_config)
+    # Norm weights are drawn as the scale they stand for, less the family's offset
+    # (Gemma 3 scales by 1 + weight), so every family's norms scale alike.
+    offset = spec_from_config(config).norm_offset
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
@@ -38,9 +41,9 @@ def random_model(config: dict[str, Any], seed: int = 0) -> Any:
                 # q.k of unit-RMS heads reaches head_dim; d^-1/4 on each side keeps the
                 # scores O(1) as training does, so attention is not a brittle argmax
                 # (Gemma 4 applies no 1/sqrt(d) scale) and quantised verify is meaningful.
-                tensor.copy_(tensor.shape[0] ** -0.25 * (1.0 + 0.1 * noise))
+                tensor.copy_(tensor.shape[0] ** -0.25 * (1.0 + 0.1 * noise) - offset)
             elif tensor.dim() == 1:  # norm and router scales around 1
-                tensor.copy_(1.0 + 0.1 * noise)
+                tensor.copy_(1.0 + 0.1 * noise - (offset if "norm" in name else 0.0))
             else:  # (..., out, in): unit-variance outputs; embeddings too, once scaled
                 tensor.copy_(noise * tensor.shape[-1] ** -0.5)
     return model.eval()

@@ -43,6 +43,10 @@ class RopeSpec:
     yarn: tuple[float, float, float, float, bool] | None = None
     # cos and sin are multiplied by this (YaRN's attention factor; 1 otherwise).
     attention_factor: float = 1.0
+    # rope_type "linear": the inverse frequencies divided by this, i.e. positions slowed
+    # by it (transformers `_compute_linear_scaling_rope_parameters`; Gemma 3 4B-27B full
+    # layers use 8).
+    linear_factor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,10 @@ class ModelSpec:
     embed_scale: float
     # Model-level 1-D weights (the final norm), by checkpoint key.
     vectors: tuple[VectorSpec, ...]
+    # Every RMSNorm with a weight scales by (norm_offset + weight): 1 for Gemma 3
+    # (`Gemma3RMSNorm`, weights stored around 0), 0 elsewhere (Gemma 4's `Gemma4RMSNorm`
+    # and the Llama-style norms multiply by the weight as stored).
+    norm_offset: float = 0.0
 
     @property
     def num_layers(self) -> int:

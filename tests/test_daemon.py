@@ -18,6 +18,9 @@ from typing import IO
 import pytest
 from speech import clips, wer
 
+from subtitled.translate.manifest import load_manifest
+from subtitled.translate.models import resolve_model
+
 pytestmark = [pytest.mark.slow, pytest.mark.pulse]
 
 
@@ -109,7 +112,7 @@ def test_monitor_capture_to_websocket(pulse_sink) -> None:  # type: ignore[no-un
     hello = messages[0]
     # no configuration: German under the English, from the bundled model
     assert hello["type"] == "hello" and hello["mode"] == "translating"
-    assert hello["models"]["translation"] == "subtitled-moe-small"
+    assert hello["models"]["translation"] == load_manifest(resolve_model("bundled")).name
     finals = [m for m in messages if m.get("type") == "segment" and m["status"] == "final"]
     heard = " ".join(m["text"] for m in finals)
     assert wer([clip.transcript], [heard]) < 0.2, heard

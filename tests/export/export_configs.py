@@ -55,6 +55,41 @@ def tiny_gemma4() -> Config:
     }
 
 
+def tiny_gemma3() -> Config:
+    """Gemma 3 4B's shape family, shrunk: sliding layers (a window of 8, so verify's
+    prompt and decode run past it) around a full one, the last layer sliding, linear RoPE
+    scaling on the full layer, one KV head for two query heads, q·k scaled by
+    `query_pre_attn_scalar` ** -0.5 with the scalar unlike head_dim, tied embeddings."""
+    return {
+        "model_type": "gemma3_text",
+        "vocab_size": 384,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 32,
+        "query_pre_attn_scalar": 16,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "sliding_window": 8,
+        "max_position_embeddings": 1024,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+        "final_logit_softcapping": None,
+        "attn_logit_softcapping": None,
+        "rope_parameters": {
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 8.0},
+        },
+        "layer_types": [
+            "sliding_attention",
+            "full_attention",
+            "sliding_attention",
+            "sliding_attention",
+        ],
+    }
+
+
 def tiny_qwen3_moe() -> Config:
     """Qwen3-MoE with one dense layer (`mlp_only_layers`) and un-normalised top-k."""
     return {
@@ -212,6 +247,7 @@ def tiny_qwen3_yarn() -> Config:
 
 
 ALL = {
+    "gemma3_text": tiny_gemma3,
     "gemma4_text": tiny_gemma4,
     "qwen3_moe": tiny_qwen3_moe,
     "mixtral": tiny_mixtral,

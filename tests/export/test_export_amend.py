@@ -13,11 +13,13 @@ from subtitled.errors import ModelError
 from subtitled.translate.manifest import load_manifest
 from subtitled.translate.models import resolve_model
 
+TATOEBA_MODEL = "subtitled-moe-small"  # the Tatoeba-only model, kept for these tests
+
 
 @pytest.fixture()
 def model_dir(tmp_path: Path) -> Path:
     copy = tmp_path / "model"
-    shutil.copytree(resolve_model("bundled"), copy)
+    shutil.copytree(resolve_model(TATOEBA_MODEL), copy)
     return copy
 
 

@@ -27,6 +27,8 @@ from export.restore import restore  # noqa: E402
 from subtitled.translate import native  # noqa: E402
 from subtitled.translate.models import resolve_model  # noqa: E402
 
+TATOEBA_MODEL = "subtitled-moe-small"  # the Tatoeba-only model, kept for these tests
+
 
 def _dequantised(weight: np.ndarray, bits: int, k_axis: int) -> np.ndarray:
     """The values the export's int blocks along the input axis `k_axis` stand for."""
@@ -92,7 +94,7 @@ def test_every_stored_layout_restores_to_its_values(
 def test_the_bundled_models_weights_verify_against_its_export(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    directory = resolve_model("bundled")
+    directory = resolve_model(TATOEBA_MODEL)
     hf_config = transformers.AutoConfig.from_pretrained(directory)
     model: Any = transformers.AutoModelForCausalLM.from_config(hf_config)
     state = model.state_dict()
@@ -109,7 +111,7 @@ def test_the_bundled_models_weights_verify_against_its_export(
 
 
 def test_a_model_of_another_shape_is_refused() -> None:
-    directory = resolve_model("bundled")
+    directory = resolve_model(TATOEBA_MODEL)
     with pytest.raises(ExportError, match=r"'model\.layers\.0\.mlp\.gate_proj\.weight' restores"):
         restore(directory, {"model.layers.0.mlp.gate_proj.weight": (256, 256)})
     with pytest.raises(ExportError, match="not an exported model directory"):

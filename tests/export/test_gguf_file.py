@@ -88,9 +88,9 @@ def test_gemma3_270m_loads_and_still_knows_things(gemma3_path: Path) -> None:
     model = finetune.build_model(config)
     finetune.load_pretrained(model, gguf, list(range(config["vocab_size"])))
     model.eval()
-    prompt = "<bos>The capital of France is"
+    prompt = "<bos>The capital of France is Paris. The capital of Germany is"
     ids = torch.tensor([tokenizer.encode(prompt, add_special_tokens=False).ids])
     with torch.no_grad():
         out = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False)
     text = tokenizer.decode(out[0, ids.shape[1] :].tolist())
-    assert "Paris" in text, text
+    assert "Berlin" in text, text

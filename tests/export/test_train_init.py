@@ -15,6 +15,8 @@ from export.errors import ExportError  # noqa: E402
 from export.evaluate import onnx_translate  # noqa: E402
 from subtitled.translate.models import resolve_model  # noqa: E402
 
+TATOEBA_MODEL = "subtitled-moe-small"  # the Tatoeba-only model, kept for these tests
+
 SOURCES = [
     "I don't know where she lives.",
     "The train leaves at seven tomorrow morning.",
@@ -24,7 +26,7 @@ SOURCES = [
 
 
 def test_the_initialised_model_translates_as_the_export_does() -> None:
-    directory = resolve_model("bundled")
+    directory = resolve_model(TATOEBA_MODEL)
     tokenizer = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
     special = {name: tatoeba.special_id(tokenizer, name) for name in tatoeba.SPECIALS}
     config = train.model_config(tokenizer.get_vocab_size(), special)  # today's geometry
@@ -41,7 +43,7 @@ def test_the_initialised_model_translates_as_the_export_does() -> None:
 
 
 def test_another_geometry_is_refused() -> None:
-    directory = resolve_model("bundled")
+    directory = resolve_model(TATOEBA_MODEL)
     tokenizer = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
     special = {name: tatoeba.special_id(tokenizer, name) for name in tatoeba.SPECIALS}
     config = {**train.model_config(tokenizer.get_vocab_size(), special), "intermediate_size": 384}

@@ -9,6 +9,8 @@ from subtitled.translate.policy import clause_cut
 from subtitled.translate.runtime import OnnxModel, RuntimeConfig
 from subtitled.translate.stream import LanguageStream
 
+TATOEBA_MODEL = "subtitled-moe-small"  # the Tatoeba-only model, kept for these tests
+
 LONG = (
     "When the printers of Mainz had learned the craft in the year fourteen fifty five, "
     "they set up presses in many towns, and books became cheap enough for students to buy."
@@ -17,7 +19,7 @@ LONG = (
 
 @pytest.fixture(scope="module")
 def model() -> OnnxModel:
-    return OnnxModel(resolve_model("bundled"), RuntimeConfig(threads=1))
+    return OnnxModel(resolve_model(TATOEBA_MODEL), RuntimeConfig(threads=1))
 
 
 def clauses(text: str, max_words: int) -> list[str]:
