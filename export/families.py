@@ -226,17 +226,39 @@ def _gemma3_text(config: ConfigReader) -> ModelSpec:
             rope=_gemma3_rope(config, "sliding_attention"),
             window=config.get_positive_int("sliding_window"),
         )
-    mlp = MlpSpec(
-        config.get_positive_int("intermediate_size"),
-        config.get_str("hidden_activation", "gelu_pytorch_tanh"),
-    )
+    activation = config.get_str("hidden_activation", "gelu_pytorch_tanh")
+    mlp: MlpSpec | None = MlpSpec(config.get_positive_int("intermediate_size"), activation)
+    moe: MoeSpec | None = None
+    router: tuple[VectorSpec, ...] = ()
+    if config.has("num_experts"):
+        # subtitled's split Gemma 3 (`export.moe_split`): each MLP's neurons as routed
+        # experts under Gemma 4's router, in the MLP's place and fed the MLP's input.
+        moe = MoeSpec(
+            num_experts=config.get_positive_int("num_experts"),
+            top_k=config.get_positive_int("top_k_experts"),
+            expert_intermediate_size=config.get_positive_int("moe_intermediate_size"),
+            activation=activation,
+            normalize_top_k=True,
+            router_key="router.proj.weight",
+            experts_key="experts",
+        )
+        if moe.top_k > moe.num_experts:
+            raise UnsupportedArchitecture(
+                f"config key 'top_k_experts' ({moe.top_k}) exceeds "
+                f"'num_experts' ({moe.num_experts})"
+            )
+        mlp = None
+        router = (
+            VectorSpec("router.scale", hidden),
+            VectorSpec("router.per_expert_scale", moe.num_experts),
+        )
     layers = tuple(
         LayerSpec(
             index,
             attentions[kind],
             mlp,
-            None,
-            _gemma_layer_norms(hidden, attentions[kind]),
+            moe,
+            (*_gemma_layer_norms(hidden, attentions[kind]), *router),
         )
         for index, kind in enumerate(kinds)
     )

@@ -40,12 +40,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import transformers
 from tokenizers import Tokenizer
 
-from export import tatoeba, vocab
+from export import moe_split, tatoeba, vocab
 from export.errors import ExportError
 from export.gguf_file import GgufFile, gemma3_config, hf_tokenizer_json, packaged_gemma3_270m
+from export.moe_split import MOE_KEYS
 
 SEQ_LEN = 256
 BATCH = 8
@@ -138,41 +138,10 @@ def trimmed_tokenizer(
     return Tokenizer.from_str(trimmed.tokenizer_json), trimmed.old_ids
 
 
-MOE_KEYS = ("num_experts", "top_k_experts", "moe_intermediate_size")
-
-
 def build_model(config: dict[str, Any]) -> Any:
     """transformers' Gemma3ForCausalLM of `config`; with `num_experts` in it, each layer's
     MLP split into routed experts (`export.moe_split`)."""
-    from export.moe_split import attach_experts
-
-    skip = ("model_type", "architectures", *MOE_KEYS)
-    settings = {k: v for k, v in config.items() if k not in skip}
-    hf_config = transformers.AutoConfig.for_model(config["model_type"], **settings)
-    hf_config._attn_implementation = "sdpa"
-    auto: Any = transformers.AutoModelForCausalLM
-    model = auto.from_config(hf_config)
-    if config.get("num_experts"):
-        attach_experts(model, int(config["num_experts"]), int(config["top_k_experts"]))
-    return model
-
-
-def load_checkpoint(model: Any, directory: Path) -> None:
-    """A Hugging Face checkpoint directory's safetensors into `model` (same geometry)."""
-    from safetensors.torch import load_file
-
-    files = sorted(directory.glob("*.safetensors"))
-    if not files:
-        raise ExportError(f"{directory} has neither manifest.json nor *.safetensors")
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        state.update(load_file(str(file)))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k != "lm_head.weight"]
-    if missing or unexpected:
-        raise ExportError(
-            f"{directory} does not fit: missing {missing[:5]}, extra {unexpected[:5]}"
-        )
+    return moe_split.from_config(config)
 
 
 def load_pretrained(model: Any, gguf: GgufFile, old_ids: Sequence[int]) -> None:
@@ -307,6 +276,8 @@ def run(args: argparse.Namespace) -> int:
     if args.init is not None:  # its geometry: dense, or already split into experts
         init_config = json.loads((args.init / "config.json").read_text())
         config.update({k: init_config[k] for k in MOE_KEYS if k in init_config})
+        if not (args.init / "manifest.json").exists() and not list(args.init.glob("*.safetensors")):
+            raise ExportError(f"--init {args.init}: neither an exported model nor a checkpoint")
     checkpoint = args.out / "checkpoint.pt"
     resuming = args.resume and checkpoint.exists()
     if resuming:  # a run that split its MLPs resumes split
@@ -328,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
             restore_into(model, config, args.init)
             print(f"initialised from the exported model {args.init}", flush=True)
         else:
-            load_checkpoint(model, args.init)
+            moe_split.load_safetensors(model, args.init)
             print(f"initialised from the checkpoint {args.init}", flush=True)
         if args.experts and not config.get("num_experts"):
             _split(model, config, stream, args)

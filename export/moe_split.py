@@ -19,8 +19,9 @@ MLP's own input (after `pre_feedforward_layernorm`). A config with `num_experts`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,6 +32,48 @@ from export.errors import ExportError
 
 ROUTER_STEPS = 300
 RECORD_TOKENS = 8192
+MOE_KEYS = ("num_experts", "top_k_experts", "moe_intermediate_size")
+
+
+def is_split(config: Mapping[str, Any]) -> bool:
+    """A Gemma 3 config whose MLPs are routed experts (`num_experts` set)."""
+    return config.get("model_type") == "gemma3_text" and bool(config.get("num_experts"))
+
+
+def from_config(config: Mapping[str, Any], attention: str = "sdpa") -> Any:
+    """transformers' causal LM of `config` (weights as initialised); a split Gemma 3 gets
+    its routers and experts attached."""
+    import transformers
+
+    settings = {
+        k: v for k, v in config.items() if k not in ("model_type", "architectures", *MOE_KEYS)
+    }
+    hf_config = transformers.AutoConfig.for_model(config["model_type"], **settings)
+    hf_config._attn_implementation = attention
+    auto: Any = transformers.AutoModelForCausalLM
+    model = auto.from_config(hf_config)
+    if is_split(config):
+        attach_experts(model, int(config["num_experts"]), int(config["top_k_experts"]))
+    return model
+
+
+def load_safetensors(model: Any, directory: Path) -> None:
+    """A checkpoint directory's safetensors into `model`: every tensor, nothing left over
+    (a tied head aside)."""
+    from safetensors.torch import load_file
+
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise ExportError(f"{directory} has no *.safetensors")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(load_file(str(file)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k != "lm_head.weight"]
+    if missing or unexpected:
+        raise ExportError(
+            f"{directory} does not fit: missing {missing[:5]}, extra {unexpected[:5]}"
+        )
 
 
 class _Routed(nn.Module):

@@ -245,10 +245,18 @@ def gemma_decoder_layer(
         g, spec, layer, norm(x, "input_layernorm"), pos, q_rope, f"{scope}/self_attn"
     )
     x = g.op("Add", [x, norm(attn_out, "post_attention_layernorm")], f"{scope}/attn_residual")
-    if layer.mlp is None:
+    if layer.mlp is None and layer.moe is not None:
+        # routed experts in the MLP's place (a split Gemma 3, `export.moe_split`)
+        h = norm(x, "pre_feedforward_layernorm")
+        flat = _expert_tokens(g, spec, layer.moe, h, scope)
+        index, weights = gemma4_router(g, spec, layer.moe, flat, f"{scope}/router")
+        routed = routed_experts(g, spec, layer.moe, flat, index, weights, f"{scope}/experts")
+        ffn = _from_expert_tokens(g, routed, h, flat, scope)
+    elif layer.mlp is None:
         raise UnsupportedArchitecture(f"gemma layer {layer.index} has no dense MLP")
-    ffn = mlp(g, norm(x, "pre_feedforward_layernorm"), layer.mlp.activation, f"{scope}/mlp")
-    if layer.moe is not None:
+    else:
+        ffn = mlp(g, norm(x, "pre_feedforward_layernorm"), layer.mlp.activation, f"{scope}/mlp")
+    if layer.moe is not None and layer.mlp is not None:
         dense = norm(ffn, "post_feedforward_layernorm_1")
         flat = _expert_tokens(g, spec, layer.moe, x, scope)
         index, weights = gemma4_router(g, spec, layer.moe, flat, f"{scope}/router")

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import transformers
 
+from export import moe_split
+from export.checkpoint import load_config
 from export.errors import ExportError
 from export.model_dir import MODEL_FILE, REFERENCE_DIR, REFERENCE_LINK
 from subtitled.translate.kvcache import KvCache
@@ -140,9 +142,15 @@ def verify(
     checkpoint = reference_dir(directory, reference)
     auto: Any = transformers.AutoModelForCausalLM  # untyped
     try:
-        model = auto.from_pretrained(
-            checkpoint, dtype=torch.float32, attn_implementation="eager"
-        ).eval()
+        config = load_config(checkpoint / "config.json")
+        if moe_split.is_split(config):  # not a transformers architecture: built here
+            model = moe_split.from_config(config, "eager")
+            moe_split.load_safetensors(model, checkpoint)
+            model = model.eval()
+        else:
+            model = auto.from_pretrained(
+                checkpoint, dtype=torch.float32, attn_implementation="eager"
+            ).eval()
     except (OSError, ValueError) as exc:
         raise ExportError(f"cannot load the reference checkpoint {checkpoint}: {exc}") from exc
     vocab = int(model.config.get_text_config().vocab_size)

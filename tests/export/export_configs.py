@@ -255,3 +255,9 @@ ALL = {
     "llama4_text": tiny_llama4,
     "deepseek_v3": tiny_deepseek_v3,
 }
+
+
+def tiny_gemma3_split() -> Config:
+    """tiny_gemma3() with each MLP split into 4 routed experts, top-2 (`export.moe_split`):
+    expert size 32, the native kernel's block."""
+    return tiny_gemma3() | {"num_experts": 4, "top_k_experts": 2, "moe_intermediate_size": 32}
