@@ -60,7 +60,7 @@ quarter of the shipped size, which must stay under 150 MB at int8."""
 PREAMBLE = "<bos>"
 SOURCE_TURN = "English: {source}\n{language}:"
 TARGET_END = "\n"
-STOPS = ("\n", "\n\n", "<eos>")
+STOPS = ("\n", "<eos>")
 """The prompt: the base model's own few-shot format (it already continues `English: ...\\n
 German:` with German), one line per sentence, so the context reads as a parallel text."""
 

@@ -19,7 +19,7 @@ from subtitled.translate.stream import Translator
 log = logging.getLogger(__name__)
 
 BUNDLED = "bundled"
-BUNDLED_MODEL = "subtitled-moe-small"
+BUNDLED_MODEL = "subtitled-gemma3-translate"
 """The folder name of the bundled model in `models/`."""
 
 
