@@ -45,9 +45,9 @@ def from_config(config: Mapping[str, Any], attention: str = "sdpa") -> Any:
     its routers and experts attached."""
     import transformers
 
-    settings = {
-        k: v for k, v in config.items() if k not in ("model_type", "architectures", *MOE_KEYS)
-    }
+    # MoE keys are Gemma 4's own; only a split Gemma 3 has them attached here instead
+    skip = ("model_type", "architectures", *(MOE_KEYS if is_split(config) else ()))
+    settings = {k: v for k, v in config.items() if k not in skip}
     hf_config = transformers.AutoConfig.for_model(config["model_type"], **settings)
     hf_config._attn_implementation = attention
     auto: Any = transformers.AutoModelForCausalLM
