@@ -88,20 +88,7 @@ def _gemma4_text(config: ConfigReader) -> ModelSpec:
     mlp = MlpSpec(config.get_positive_int("intermediate_size"), activation)
     moe = None
     if config.get_bool("enable_moe_block", False):
-        moe = MoeSpec(
-            num_experts=config.get_positive_int("num_experts"),
-            top_k=config.get_positive_int("top_k_experts"),
-            expert_intermediate_size=config.get_positive_int("moe_intermediate_size"),
-            activation=activation,
-            normalize_top_k=True,
-            router_key="router.proj.weight",
-            experts_key="experts",
-        )
-        if moe.top_k > moe.num_experts:
-            raise UnsupportedArchitecture(
-                f"config key 'top_k_experts' ({moe.top_k}) exceeds "
-                f"'num_experts' ({moe.num_experts})"
-            )
+        moe = _gemma_moe(config, activation)
 
     layers = []
     for index, kind in enumerate(kinds):
@@ -158,6 +145,24 @@ def _gemma4_rope(config: ConfigReader, layer_type: str) -> RopeSpec:
         rope_type=rope.get_one_of("rope_type", ("default", "proportional"), "default"),
         partial_rotary_factor=rope.get_float("partial_rotary_factor", 1.0),
     )
+
+
+def _gemma_moe(config: ConfigReader, activation: str) -> MoeSpec:
+    """Gemma 4's routed experts (`Gemma4TextRouter`, `Gemma4TextExperts`) as configured."""
+    moe = MoeSpec(
+        num_experts=config.get_positive_int("num_experts"),
+        top_k=config.get_positive_int("top_k_experts"),
+        expert_intermediate_size=config.get_positive_int("moe_intermediate_size"),
+        activation=activation,
+        normalize_top_k=True,
+        router_key="router.proj.weight",
+        experts_key="experts",
+    )
+    if moe.top_k > moe.num_experts:
+        raise UnsupportedArchitecture(
+            f"config key 'top_k_experts' ({moe.top_k}) exceeds 'num_experts' ({moe.num_experts})"
+        )
+    return moe
 
 
 def _gemma_layer_norms(hidden: int, attention: AttentionSpec) -> tuple[VectorSpec, ...]:
@@ -233,20 +238,7 @@ def _gemma3_text(config: ConfigReader) -> ModelSpec:
     if config.has("num_experts"):
         # subtitled's split Gemma 3 (`export.moe_split`): each MLP's neurons as routed
         # experts under Gemma 4's router, in the MLP's place and fed the MLP's input.
-        moe = MoeSpec(
-            num_experts=config.get_positive_int("num_experts"),
-            top_k=config.get_positive_int("top_k_experts"),
-            expert_intermediate_size=config.get_positive_int("moe_intermediate_size"),
-            activation=activation,
-            normalize_top_k=True,
-            router_key="router.proj.weight",
-            experts_key="experts",
-        )
-        if moe.top_k > moe.num_experts:
-            raise UnsupportedArchitecture(
-                f"config key 'top_k_experts' ({moe.top_k}) exceeds "
-                f"'num_experts' ({moe.num_experts})"
-            )
+        moe = _gemma_moe(config, activation)
         mlp = None
         router = (
             VectorSpec("router.scale", hidden),

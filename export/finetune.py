@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import shutil
 import sys
@@ -46,6 +45,7 @@ from export import moe_split, tatoeba, vocab
 from export.errors import ExportError
 from export.gguf_file import GgufFile, gemma3_config, hf_tokenizer_json, packaged_gemma3_270m
 from export.moe_split import MOE_KEYS
+from export.train import _save, learning_rate
 
 SEQ_LEN = 256
 BATCH = 8
@@ -235,19 +235,6 @@ def translation_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch
         logits = rows @ model.model.embed_tokens.weight.T  # (N, V)
     labels = torch.roll(ids, -1, dims=1)[mask]
     return torch.nn.functional.cross_entropy(logits.float(), labels)
-
-
-def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def _save(path: Path, state: dict[str, Any]) -> None:
-    temporary = path.with_suffix(".tmp")
-    torch.save(state, temporary)
-    temporary.replace(path)
 
 
 def _base_gguf(args: argparse.Namespace) -> Path:

