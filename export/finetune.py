@@ -267,15 +267,17 @@ def run(args: argparse.Namespace) -> int:
             raise ExportError(f"--init {args.init}: neither an exported model nor a checkpoint")
     checkpoint = args.out / "checkpoint.pt"
     resuming = args.resume and checkpoint.exists()
-    if resuming:  # a run that split its MLPs resumes split
-        config.update(torch.load(checkpoint, weights_only=False).get("moe", {}))
+    state: dict[str, Any] = torch.load(checkpoint, weights_only=False) if resuming else {}
+    config.update(state.get("moe", {}))  # a run that split its MLPs resumes split
     model = build_model(config)
     bos, pad = _special(tokenizer, "<bos>"), _special(tokenizer, "<pad>")
     items, long = {}, {}
     for code, pairs in corpus.train.items():
         items[code], long[code] = encode(tokenizer, pairs)
         print(f"  en-{code}: {len(items[code])} pairs, {sum(long[code])} long", flush=True)
-    stream = Stream(items, long, args.seed, bos, pad)
+    order_seed = args.seed if args.order_seed is None else args.order_seed
+    order_seed = state.get("order_seed", order_seed)
+    stream = Stream(items, long, order_seed, bos, pad)
     if not resuming:
         if args.init is None:
             load_pretrained(model, gguf, old_ids)
@@ -290,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"initialised from the checkpoint {args.init}", flush=True)
         if args.experts and not config.get("num_experts"):
             _split(model, config, stream, args)
-            stream = Stream(items, long, args.seed, bos, pad)  # the split read some batches
+            stream = Stream(items, long, order_seed, bos, pad)  # the split read some batches
     model.model.embed_tokens.weight.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     print(
@@ -307,7 +309,6 @@ def run(args: argparse.Namespace) -> int:
     optimiser = torch.optim.AdamW(trainable, lr=args.peak_lr, betas=(0.9, 0.98), weight_decay=0.0)
     step, total, elapsed, tokens_seen = 0, args.steps, 0.0, 0
     if resuming:
-        state = torch.load(checkpoint, weights_only=False)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         step, elapsed, tokens_seen = state["step"], state["elapsed"], state.get("tokens", 0)
@@ -316,6 +317,7 @@ def run(args: argparse.Namespace) -> int:
         stream.__post_init__()
         stream.index = state["index"]
         print(f"resumed at step {step}/{total}", flush=True)
+        state.clear()  # the model and optimiser hold their own copies
     model.train()
     budget_s = args.minutes * 60.0
     started = time.monotonic() - elapsed
@@ -364,6 +366,7 @@ def run(args: argparse.Namespace) -> int:
                         "tokens": tokens_seen,
                         "epoch": stream.epoch,
                         "index": stream.index,
+                        "order_seed": order_seed,
                         "moe": {k: config[k] for k in MOE_KEYS if k in config},
                     },
                 )

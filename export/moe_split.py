@@ -201,8 +201,8 @@ def split_from_dense(
 ) -> list[LayerSplit]:
     """Turn the dense `model` into its routed-expert form in place (see the module doc):
     neurons clustered by co-activation on `batches`, routers fitted to the experts'
-    output norms, per-expert scales set to k (renormalised top-k weights average 1 / k,
-    where the dense MLP weighs every neuron 1)."""
+    output norms and tempered so the chosen experts weigh alike, per-expert scales set to k
+    (renormalised top-k weights average 1 / k, where the dense MLP weighs every neuron 1)."""
     recorded = _record(model, batches)
     dense = [layer.mlp for layer in model.model.layers]
     attach_experts(model, experts, top_k)
@@ -220,6 +220,7 @@ def split_from_dense(
             layer.router.per_expert_scale.fill_(float(top_k))
             target = _expert_outputs(mlp, x, assign, experts)  # (N, E)
         _fit_router(layer.router, x, target)
+        _temper_router(layer, mlp, x)
         report.append(_measure(index, layer, mlp, x, target, top_k))
         progress(
             f"layer {index}: {experts} experts top-{top_k}, MLP output error "
@@ -241,6 +242,26 @@ def _fit_router(router: Any, x: torch.Tensor, target: torch.Tensor) -> None:
         optimiser.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         optimiser.step()
+
+
+@torch.no_grad()
+def _temper_router(layer: Any, mlp: Any, x: torch.Tensor) -> None:
+    """Flatten the fitted router's weights among its chosen experts. The fit makes the
+    softmax sharp, and with the per-expert scale k a token's top expert would count up to k
+    times where the dense MLP counts every neuron once; dividing the logits keeps which
+    experts win and evens their weights. The divisor is the one (of powers of two) with the
+    least MLP output error on the recorded tokens."""
+    reference = mlp(x)
+    weight = layer.router.proj.weight
+    fitted = weight.clone()
+    best_error, best_factor = math.inf, 1.0
+    for power in range(9):
+        factor = 0.5**power
+        weight.copy_(fitted * factor)
+        error = float((layer.mlp(x) - reference).norm())
+        if error < best_error:
+            best_error, best_factor = error, factor
+    weight.copy_(fitted * best_factor)
 
 
 @torch.no_grad()

@@ -38,6 +38,13 @@ def add_parser(commands: Any) -> None:
         "--steps", type=int, default=0, help="optimiser steps (0: fit the time budget)"
     )
     train.add_argument("--seed", type=int, default=1234)
+    train.add_argument(
+        "--order-seed",
+        type=int,
+        help="with --base: the seed of the order pairs are read in (default: --seed; "
+        "the held-out split always follows --seed). A run continuing another with --init "
+        "takes a new order so it reads pairs the first run had not reached",
+    )
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument(
         "--init",

@@ -68,7 +68,9 @@ def _score(model: OnnxModel, language: str, sources: list[str], refs: list[str])
         translator.reset()
         result = translator.translate(SourceUpdate(number, source, final=True))[language]
         assert result.final and not result.unstable
-        hypotheses.append(result.stable.strip())
+        # a subtitle starts at its first letter (Gemma's word mark is no leading space)
+        assert result.stable == result.stable.strip(), repr(result.stable)
+        hypotheses.append(result.stable)
     assert all(hypotheses), [s for s, h in zip(sources, hypotheses, strict=True) if not h]
     return float(sacrebleu.corpus_bleu(hypotheses, [refs]).score)
 

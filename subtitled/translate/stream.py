@@ -227,10 +227,14 @@ class LanguageStream:
         spent.decode_steps += decoded.decode_steps
         spent.compute_s += decoded.compute_s
         self._turn = turn
+        # A target's first token may carry its word mark (Gemma's "▁Die" after "German:"),
+        # which decodes as a leading space
+        stable = tokenizer.decode(verdict.stable).lstrip()
+        full = tokenizer.decode(verdict.stable + verdict.unstable).lstrip()
         clause = _Clause(
-            stable=tokenizer.decode(verdict.stable),
-            full=tokenizer.decode(verdict.stable + verdict.unstable),
-            unstable=tokenizer.decode(verdict.unstable),
+            stable=stable,
+            full=full,
+            unstable=_split_text(stable, full, tokenizer.decode(verdict.unstable)),
             stable_tokens=len(verdict.stable),
             total_tokens=len(verdict.stable) + len(verdict.unstable),
         )
