@@ -88,8 +88,34 @@ class _Routed(nn.Module):
         layer: Any = self._layer
         flat = hidden.reshape(-1, hidden.shape[-1])  # (N, H)
         _, weights, index = layer.router(flat)
-        out: torch.Tensor = layer.experts(flat, index, weights.to(flat.dtype))
+        if self.training:
+            out = _all_experts(layer.experts, flat, index, weights.to(flat.dtype))
+        else:
+            out = layer.experts(flat, index, weights.to(flat.dtype))
         return out.reshape(hidden.shape)
+
+
+def _all_experts(
+    experts: Any, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """The routed experts' output computed as one masked dense MLP: every expert runs on
+    every token and a token's unchosen experts weigh 0. The same sum as transformers'
+    expert loop (which gathers each expert's tokens), at E / k times its arithmetic but in
+    three large matrix products: on a CPU, training runs at the dense model's speed
+    instead of a third of it."""
+    count, _, hidden = experts.gate_up_proj.shape
+    size = experts.intermediate_dim
+    gate = experts.gate_up_proj[:, :size].reshape(count * size, hidden)
+    up = experts.gate_up_proj[:, size:].reshape(count * size, hidden)
+    down = experts.down_proj.permute(1, 0, 2).reshape(hidden, count * size)
+    dense_weights = torch.zeros(x.shape[0], count, dtype=weights.dtype, device=x.device)
+    dense_weights = dense_weights.scatter(1, index, weights)  # (N, E)
+    act = experts.act_fn(nn.functional.linear(x, gate)) * nn.functional.linear(x, up)
+    act = (act.reshape(x.shape[0], count, size) * dense_weights[:, :, None]).reshape(
+        x.shape[0], count * size
+    )
+    out: torch.Tensor = nn.functional.linear(act, down)
+    return out
 
 
 def _moe_settings(config: Any, experts: int, top_k: int) -> SimpleNamespace:

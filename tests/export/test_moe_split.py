@@ -62,6 +62,31 @@ def test_the_router_picks_close_to_the_best_experts() -> None:
     assert torch.isfinite(logits).all()
 
 
+def test_training_runs_the_experts_as_one_masked_mlp_with_the_same_output() -> None:
+    """In training the routed layer computes every expert and weighs the unchosen ones 0
+    (fast on a CPU); the sum is the expert loop's, and the router still learns."""
+    _, model, _ = _split(4, 2)
+    ids = _batches(384, 1)[0]
+    model.eval()
+    with torch.no_grad():
+        looped = model(input_ids=ids).logits
+    model.train()
+    masked = model(input_ids=ids).logits
+    assert torch.allclose(masked, looped, atol=1e-4), (masked - looped).abs().max()
+    masked.float().pow(2).mean().backward()
+    router = model.model.layers[0].router.proj.weight
+    assert router.grad is not None and router.grad.abs().sum() > 0
+
+
+def test_a_sharp_router_is_tempered_to_weigh_its_choices_alike() -> None:
+    """A fitted router's softmax is sharp; times the per-expert scale k its top expert
+    would count up to k times. After the split each layer's routed output is near the
+    best choice of experts, not past the dense output's own size."""
+    _, _, report = _split(4, 2)
+    for layer in report:
+        assert layer.relative_error <= layer.oracle_error + 0.25, layer
+
+
 def test_the_spec_puts_routed_experts_in_the_mlps_place() -> None:
     spec = spec_from_config(tiny_gemma3_split())
     for layer in spec.layers:
