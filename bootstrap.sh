@@ -39,7 +39,10 @@ echo "bootstrap: installing subtitled$extra into .venv" >&2
 # The export tooling (tests only; the runtime never imports torch) needs torch: the
 # pinned CPU build first, or a bare requirement would pull a multi-GB CUDA build.
 [ "$mode" = test ] && .venv/bin/python -m pip install -q torch==2.13.0
-.venv/bin/python -m pip install -q -e ".$extra"
+# setuptools cautions on every editable install of this layout ("Please be careful with
+# folders in your working directory with the same name as your package"): that is the
+# checkout itself, and nothing to act on. Other warnings still show.
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e ".$extra"
 
 if [ "$mode" = demo ]; then
   exec .venv/bin/subtitled demo

@@ -4,6 +4,7 @@
     subtitled demo                              the pipeline on the bundled recording
     subtitled transcribe FILE --format srt      a file through the streaming pipeline
     subtitled devices                           capture devices, monitors included
+    subtitled bench MANIFEST --out R.json       evaluation report (WER, latency, cost)
     subtitled models                            known and installed models
     subtitled translate [--target de] [FILE]    text in, translations out (one per line)
 """
@@ -18,13 +19,17 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from subtitled import __version__
 from subtitled.bench.cli import add_parser as add_bench_parser
 from subtitled.config import Config, load_config, replace_path, with_overrides
 from subtitled.errors import ConfigError, SubtitledError
 from subtitled.memory import limit_malloc_arenas
+
+if TYPE_CHECKING:
+    from subtitled.daemon import Daemon
+    from subtitled.pipeline import PipelineStats
 
 log = logging.getLogger("subtitled")
 
@@ -66,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the subtitle daemon")
     _config_flags(run)
     run.add_argument("--source", help="'default', a device name or index, 'monitor', "
-                     "'file:PATH' or 'stdin' (default: capture.source in the config)")
+                     "'file:PATH' or 'stdin' (default: capture.source in the config); "
+                     "with a file or stdin, run exits at its end and prints a summary")
     run.add_argument("--print", dest="print_captions", action="store_true",
                      help="also print captions in the terminal")
     run.set_defaults(handler=_cmd_run)
@@ -79,13 +85,15 @@ def _parser() -> argparse.ArgumentParser:
     transcribe = commands.add_parser(
         "transcribe", help="a file through the streaming pipeline, subtitles out"
     )
-    _config_flags(transcribe)
+    _config_flags(transcribe, server=False)
     transcribe.add_argument("file", type=Path, help="any audio or video file PyAV decodes")
     transcribe.add_argument("--format", choices=("jsonl", "srt", "vtt", "txt"), default="srt")
     transcribe.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     transcribe.add_argument("--language", metavar="LANG",
-                            help="write this target language's translation, not the source "
-                                 "(jsonl always has every translation)")
+                            help="the language the srt/vtt/txt file holds: a target's "
+                                 "translation (default with --target: the first target), or "
+                                 "the source language for the transcript (jsonl always has "
+                                 "every translation)")
     transcribe.add_argument("--realtime", action="store_true",
                             help="feed the file at 1x speed, as a live source would be")
     transcribe.set_defaults(handler=_cmd_transcribe)
@@ -141,11 +149,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_flags(parser: argparse.ArgumentParser) -> None:
+def _config_flags(parser: argparse.ArgumentParser, *, server: bool = True) -> None:
+    """The flags every pipeline command shares; `server`: it serves the feed and overlay."""
     parser.add_argument("-c", "--config", type=Path,
                         help="config file (default: $XDG_CONFIG_HOME/subtitled/config.toml)")
-    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port for the feed and overlay (default 8765)")
+    if server:
+        parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+        parser.add_argument("--port", type=int,
+                            help="port for the feed and overlay (default 8765)")
     parser.add_argument("--asr-model", help="'tiny.en' (bundled) or a CTranslate2 model dir")
     parser.add_argument("--threads", type=int, help="CPU threads for the ASR model")
     parser.add_argument("--target", metavar="LANGS",
@@ -159,8 +170,8 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace) -> Config:
     config = load_config(args.config, explicit=args.config is not None)
     flags: dict[str, Any] = {
-        "server.host": args.host,
-        "server.port": args.port,
+        "server.host": getattr(args, "host", None),
+        "server.port": getattr(args, "port", None),
         "asr.model": args.asr_model,
         "asr.threads": args.threads,
         "capture.source": getattr(args, "source", None),
@@ -227,31 +238,46 @@ def _run_daemon(
         if banner and daemon.server is not None:
             print(f"overlay: {daemon.server.overlay_url}\nfeed:    {daemon.server.url}",
                   flush=True)
+            if not demo and options.source.kind in ("file", "stdin"):
+                print(f"captioning {options.source}; subtitled exits at its end", flush=True)
         try:
             stats = await daemon.serve()
         finally:
             await daemon.close()
         log.info("%.1f s of audio, %d segments, ASR compute %.1f s",
                  stats.audio_s, stats.segments_final, stats.asr_compute_s)
+        if banner:
+            print(_summary(daemon, stats), flush=True)
         return 0
 
     return asyncio.run(go())
+
+
+def _summary(daemon: Daemon, stats: PipelineStats) -> str:
+    """What a run did, for the terminal: its source, audio, segments, and where the
+    transcript is (`run` keeps it in the journal; the demo keeps none)."""
+    ended = "stopped" if daemon.stop_requested else "ended"
+    segments = f"{stats.segments_final} segment{'' if stats.segments_final == 1 else 's'}"
+    line = f"{daemon.options.source} {ended} after {stats.audio_s:.1f} s of audio, {segments}"
+    journal = None if daemon.server is None else daemon.server.journal
+    if journal is not None:
+        line += (f"; transcript journal {journal.path} "
+                 "(export: subtitled transcript --format srt)")
+    return line
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from subtitled.capture import parse_source
     from subtitled.daemon import Daemon, RunOptions
     from subtitled.events import SegmentUpdate
-    from subtitled.publish.files import render
+    from subtitled.publish.files import cues, render
 
     config = _load(args)
-    if not args.file.is_file():
-        raise ConfigError(f"{args.file}: no such file")
-    if args.target is None and args.language is None and args.format != "jsonl":
-        # srt/vtt/txt of the source show no translation: do not spend the CPU on one
-        config = replace_path(config, "translation.targets", ())
-    elif args.target is None and args.language is not None:
-        config = replace_path(config, "translation.targets", (args.language,))
+    targets, language = transcribe_languages(
+        args.format, config.translation.targets, target_given=args.target is not None,
+        language=args.language, source_language=config.asr.language,
+    )
+    config = replace_path(config, "translation.targets", targets)
     finals: list[SegmentUpdate] = []
     progress = _Progress(args.file) if sys.stderr.isatty() else None
 
@@ -273,17 +299,55 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     asyncio.run(go())
     if progress is not None:
         progress.done()
-    language = args.language
-    if language is not None and language not in config.translation.targets:
-        raise ConfigError(f"--language {language}: not among the targets "
-                          f"({', '.join(config.translation.targets) or 'none'})")
     text = render(finals, args.format, language)
     if args.output:
         args.output.write_text(text, encoding="utf-8")
-        print(f"wrote {len(finals)} segments to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    count = (f"{len(cues(finals, language))} cues" if args.format in ("srt", "vtt")
+             else f"{len(finals)} segments")
+    source = config.asr.language or "source"
+    if args.format == "jsonl" and targets:
+        what = f"the {source} transcript with its translations ({', '.join(targets)})"
+    elif language is None:
+        what = f"the {source} transcript"
+    else:
+        what = f"the {language} translation (--language {source} for the transcript)"
+    print(f"wrote {what}, {count}, to {args.output or 'standard output'}", file=sys.stderr)
     return 0
+
+
+def transcribe_languages(
+    fmt: str,
+    targets: tuple[str, ...],
+    *,
+    target_given: bool,
+    language: str | None,
+    source_language: str | None,
+) -> tuple[tuple[str, ...], str | None]:
+    """What `transcribe` translates into, and which language its srt/vtt/txt file holds.
+
+    Returns (the targets to translate into, the language to write: None for the source).
+    Whoever asks for a target wants it: `--target de` writes German, the first target when
+    there are several; `--language LANG` picks another target, or the source language (or
+    `source`) for the transcript. jsonl holds every target's translation. A source file
+    asked for with no `--target` translates nothing: that would only spend the CPU.
+    """
+    if language is not None and language in ("source", source_language):
+        language = None
+        if fmt != "jsonl":
+            return (), None
+    if language is None and fmt != "jsonl" and target_given:
+        language = targets[0] if targets else None
+    if language is None:
+        return (targets if fmt == "jsonl" else ()), None
+    if not target_given:
+        targets = (language,)
+    if language not in targets:
+        raise ConfigError(f"--language {language}: not among the targets "
+                          f"({', '.join(targets) or 'none'}); --language "
+                          f"{source_language or 'source'} writes the transcript")
+    return targets, language
 
 
 class _Progress:
@@ -310,12 +374,29 @@ class _Progress:
         print(file=sys.stderr)
 
 
+NO_DEVICE_SOURCES = """\
+Sources that need no capture device:
+  --source file:PATH  an audio or video file, in real time (`run` exits at its end)
+  --source stdin      raw s16le mono 16 kHz PCM, e.g.
+                      ffmpeg -i talk.mp4 -f s16le -ac 1 -ar 16000 - | subtitled run --source stdin
+  --source monitor    what this machine plays, once PulseAudio or PipeWire runs
+                      (Debian: apt install pulseaudio-utils libasound2-plugins)
+`subtitled transcribe FILE` and `subtitled demo` need no device either."""
+
+
 def _cmd_devices(args: argparse.Namespace) -> int:
     from subtitled.capture import list_devices
+    from subtitled.errors import CaptureError
 
-    devices = list_devices()
+    try:
+        devices = list_devices()
+    except CaptureError as exc:  # no PortAudio: the sources without a device still work
+        print(f"subtitled: error: {exc}", file=sys.stderr)
+        print(NO_DEVICE_SOURCES)
+        return exc.exit_code
     if not devices:
         print("no capture devices found (is a sound server running?)")
+        print(NO_DEVICE_SOURCES)
         return 0
     print(f"{'source':<28} {'kind':<8} {'ch':>3} {'rate':>6}  name")
     for d in devices:

@@ -121,10 +121,12 @@ def build(cls: type[T], data: Any, prefix: str) -> T:
 def replace_path(config: T, key: str, value: Any, _prefix: str = "") -> T:
     """Return `config` with the dotted `key` (e.g. 'server.port') set and validated."""
     head, _, rest = key.partition(".")
-    if not dataclasses.is_dataclass(config) or head not in {
-        f.name for f in dataclasses.fields(config)
-    }:
-        raise ConfigError(f"unknown key {_prefix + key!r}")
+    where = _prefix.rstrip(".") or "the top level"
+    if not dataclasses.is_dataclass(config):
+        raise ConfigError(f"unknown key {_prefix + key!r}: {where} is a value, not a section")
+    names = sorted(f.name for f in dataclasses.fields(config) if f.init)
+    if head not in names:
+        raise ConfigError(f"unknown key {_prefix + key!r}; allowed in {where}: {', '.join(names)}")
     if rest:
         new = replace_path(getattr(config, head), rest, value, f"{_prefix}{head}.")
     else:

@@ -1,6 +1,6 @@
 """The daemon's lifecycle, in uvicorn's order: start, wait for the stop event, drain, close.
 
-`Daemon.start` loads the models and binds the port; `Daemon.serve` runs the
+`Daemon.start` checks the source, loads the models and binds the port; `Daemon.serve` runs the
 pipeline until the source ends or a stop is requested; `Daemon.close` finalises
 open segments (the pipeline drains the audio it has) and closes the server within
 a timeout. Signal handlers only set flags: SIGINT/SIGTERM `request_stop` (a second
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from subtitled.asr.stream import StreamingAsr
 from subtitled.asr.whisper import WhisperTranscriber
-from subtitled.capture import SourceSpec, open_source
+from subtitled.capture import SourceSpec, check_source, open_source
 from subtitled.config import Config
 from subtitled.events import AudioChunk, SegmentUpdate, StatusUpdate
 from subtitled.pipeline import Pipeline, PipelineStats, QueuePolicy, SegmentSink
@@ -105,7 +105,12 @@ class Daemon:
         )
 
     async def start(self) -> None:
-        """Load the ASR model (in a thread: it takes a second) and bind the server."""
+        """Check the source, load the ASR model (in a thread: it takes a second), bind the server.
+
+        The source comes first: a missing file or device fails before any model loads and
+        before the port is bound or announced.
+        """
+        await asyncio.to_thread(check_source, self.options.source)
         transcriber = await model_thread("asr").call(WhisperTranscriber, self.config.asr)
         self._asr = await model_thread("asr").call(StreamingAsr, transcriber, self.config.streaming)
         self._asr_name = transcriber.name
@@ -176,6 +181,11 @@ class Daemon:
                  translator.name)
         if self.server is not None:
             self.server.update_info(self.service_info(self._asr_name))
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once a stop was requested (a signal), rather than the source ending."""
+        return self._stop.is_set()
 
     def request_stop(self) -> None:
         """Signal handler body: first call stops gracefully, the second exits at once."""

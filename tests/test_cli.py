@@ -86,12 +86,36 @@ def test_non_audio_file_is_a_clear_error(tmp_path: Path) -> None:
     assert "notes.wav" in run.stderr and "Traceback" not in run.stderr
 
 
-def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command", [["transcribe", "{}"], ["run", "--source", "file:{}", "--port", "0"]]
+)
+def test_missing_file_is_a_clear_error(tmp_path: Path, command: list[str]) -> None:
+    """A file that cannot be read exits 3 (a capture error) from every command, as the
+    README says."""
+    absent = str(tmp_path / "absent.flac")
     run = subprocess.run(
-        [sys.executable, "-m", "subtitled", "transcribe", str(tmp_path / "absent.flac")],
+        [sys.executable, "-m", "subtitled", *(a.format(absent) for a in command)],
         capture_output=True, text=True, timeout=120,
     )
-    assert run.returncode != 0 and "absent.flac" in run.stderr
+    assert run.returncode == 3, run.stderr
+    assert "absent.flac" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("name", ["absent.flac", "notes.wav"])
+def test_run_checks_its_source_before_it_announces_anything(tmp_path: Path, name: str) -> None:
+    """A `run` whose source cannot be read fails before it loads a model, binds the port
+    or prints the overlay and feed URLs: the error is the last thing it says."""
+    (tmp_path / "notes.wav").write_text("this is not audio\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "subtitled", "run", "--source", f"file:{tmp_path / name}",
+         "--port", "0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 3, run.stderr
+    assert "overlay:" not in run.stdout and "feed:" not in run.stdout
+    assert "listening" not in run.stderr and "loaded" not in run.stderr, run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith(f"subtitled: error: cannot decode "
+                                                          f"{tmp_path / name}")
 
 
 def test_demo_prints_the_spoken_words() -> None:
@@ -141,3 +165,75 @@ def test_malformed_config_names_the_key(tmp_path: Path) -> None:
     )
     assert run.returncode == 2
     assert "asr.threads" in run.stderr and "expected an integer" in run.stderr
+
+
+def check_readable(cues: list[tuple[str, str, str]], duration_s: float) -> None:
+    """The rules every cue follows, source or translation: at most 2 lines of 42
+    characters, at most 7 s, in order, within the clip."""
+    times = [(seconds(a), seconds(b)) for a, b, _ in cues]
+    for (start, end), (_, _, text) in zip(times, cues, strict=True):
+        lines = text.split("\n")
+        assert len(lines) <= 2 and all(len(line) <= 42 for line in lines), text
+        assert 0 <= start < end <= start + 7.0 and end <= duration_s + 0.5, (start, end, text)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(times))
+
+
+def test_transcribe_with_a_target_writes_the_translation_in_readable_cues(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--target de` alone writes German (the bundled model), split into cues by the same
+    rules as the source's, timed within the speech; stderr says what was written."""
+    clip = next(c for c in clips() if c.path.name == "LJ001-0001.flac")  # one long sentence
+    out = tmp_path / "lj.de.srt"
+    code = main(["transcribe", str(clip.path), "--format", "srt", "--target", "de",
+                 "-o", str(out)])
+    assert code == 0
+    assert "the de translation" in capsys.readouterr().err
+    text = out.read_text(encoding="utf-8")
+    cues = [(a, b, t) for _, a, b, t in SRT.findall(text)]
+    assert len(cues) >= 2, text
+    german = " ".join(t.replace("\n", " ") for _, _, t in cues)
+    assert wer([clip.transcript], [german]) > 0.6, german  # not the English
+    assert re.search(r"\b(der|die|das|und|von|mit|den|dem|in)\b", german), german
+    check_readable(cues, clip.duration_s)
+
+
+def test_run_on_a_file_exits_at_its_end_with_a_summary(tmp_path: Path) -> None:
+    """`run --source file:` says it exits at the end of the file, and then says what it
+    did: the audio, the segments, and where the transcript is."""
+    clip = next(c for c in clips() if c.path.name == "LJ001-0002.flac")  # 1.9 s
+    journal = tmp_path / "journal.jsonl"
+    run = subprocess.run(
+        [sys.executable, "-m", "subtitled", "run", "--source", f"file:{clip.path}",
+         "--port", "0", "--target", "none", "--set", f"journal.path='{journal}'"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"captioning file:{clip.path}; subtitled exits at its end" in run.stdout
+    summary = run.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"file:{re.escape(str(clip.path))} ended after 1\.9 s of audio, 1 segment; "
+        rf"transcript journal {re.escape(str(journal))} "
+        r"\(export: subtitled transcript --format srt\)", summary), summary
+    exported = subprocess.run(
+        [sys.executable, "-m", "subtitled", "transcript", str(journal)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert "modern" in exported.stdout.lower()
+
+
+def test_runs_on_one_journal_number_on_without_a_jump(tmp_path: Path) -> None:
+    """Two `run`s on the same journal: the second's first seq follows the first's last
+    (a clean shutdown gives back the unused reservation), and its transcript is kept."""
+    clip = next(c for c in clips() if c.path.name == "LJ001-0002.flac")  # 1.9 s
+    journal = tmp_path / "journal.jsonl"
+    for _ in range(2):
+        run = subprocess.run(
+            [sys.executable, "-m", "subtitled", "run", "--source", f"file:{clip.path}",
+             "--port", "0", "--target", "none", "--set", f"journal.path='{journal}'"],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    seqs = [r["seq"] for r in records if r["kind"] == "final"]
+    assert len(seqs) == 2 and seqs[1] - seqs[0] < 10, records

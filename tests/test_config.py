@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from subtitled.config import Config, load_config, replace_path
+from subtitled.config import Config, load_config, replace_path, with_overrides
 from subtitled.errors import ConfigError
 
 
@@ -93,3 +93,19 @@ def test_replace_path_validates(tmp_path: Path) -> None:
 def test_replace_path_unknown_key() -> None:
     with pytest.raises(ConfigError, match=r"unknown key 'server\.prot'"):
         replace_path(Config(), "server.prot", 1)
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("server.prot", r"unknown key 'server\.prot'; allowed in server: .*\bport\b"),
+        ("asr.foo", r"unknown key 'asr\.foo'; allowed in asr: .*\bthreads\b"),
+        ("captions.source",
+         r"unknown key 'captions\.source'; allowed in the top level: .*\bcapture\b"),
+        ("asr.threads.x", r"unknown key 'asr\.threads\.x': asr\.threads is a value"),
+    ],
+)
+def test_set_unknown_key_lists_the_allowed_ones(key: str, expected: str) -> None:
+    """`--set` with a typo names the key and what the section allows (as the README says)."""
+    with pytest.raises(ConfigError, match=expected):
+        with_overrides(Config(), {}, [f"{key}=1"])

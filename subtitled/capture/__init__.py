@@ -20,8 +20,9 @@ import sys
 from collections.abc import AsyncGenerator, Callable
 from typing import BinaryIO, TextIO
 
+from subtitled.capture import portaudio, pulse
 from subtitled.capture.device import DeviceCapture, PortAudioOpener, RetryPolicy
-from subtitled.capture.file import decode_file, file_chunks
+from subtitled.capture.file import decode_file, file_chunks, probe_file
 from subtitled.capture.portaudio import DeviceInfo, list_devices
 from subtitled.capture.source import SourceSpec, parse_source
 from subtitled.capture.stdin import pcm_chunks
@@ -33,6 +34,7 @@ __all__ = [
     "DeviceInfo",
     "RetryPolicy",
     "SourceSpec",
+    "check_source",
     "decode_file",
     "list_devices",
     "open_source",
@@ -74,6 +76,31 @@ def open_source(
         block_s=block_s,
         on_status=on_status,
     )
+
+
+def check_source(spec: SourceSpec) -> None:
+    """Raise the error that opening `spec` would raise, without capturing anything.
+
+    A missing or undecodable file (`AudioDecodeError`), no such device or monitor
+    (`DeviceNotFound`), PortAudio missing or no standard input (`CaptureError`). The
+    daemon calls it before it loads models and binds its port, so a bad source fails
+    before anything is announced. Blocking (it may enumerate devices or open a file):
+    call it from a worker thread in async code.
+    """
+    if spec.kind == "file":
+        if spec.path is None:
+            raise ConfigError("a file source needs a path")
+        probe_file(spec.path)
+    elif spec.kind == "stdin":
+        if sys.stdin is None:
+            raise CaptureError("the source is stdin, but this process has no standard input")
+    else:
+        sd = portaudio.load_sounddevice()
+        if spec.kind == "monitor":
+            pulse.find_monitor(spec.sink)
+            portaudio.find_pulse_device(sd)
+        else:
+            portaudio.find_input(sd, spec.device)
 
 
 def _unbuffered(stream: TextIO) -> BinaryIO:

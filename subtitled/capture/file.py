@@ -129,6 +129,16 @@ class FileDecoder:
         self.close()
 
 
+def probe_file(path: Path | str) -> None:
+    """Raise the `AudioDecodeError` that decoding `path` would start with (no such file, not
+    a media file, no audio stream) without decoding any audio: a check before a run starts."""
+    decoder = FileDecoder(path)
+    try:
+        decoder._open()
+    finally:
+        decoder.close()
+
+
 def decode_file(path: Path | str) -> FloatArray:
     """The whole first audio stream of `path` as 16 kHz mono float32 (blocking)."""
     with FileDecoder(path) as decoder:

@@ -5,13 +5,16 @@ One JSON object per line, appended and fsync'ed:
     {"kind": "stream", "id": "3f9c..."}
     {"kind": "final", "seq": 42, "message": {...the segment message as sent...}}
     {"kind": "reserve", "through": 2000}
+    {"kind": "release", "through": 1042}
 
 Sequence numbers must never repeat across restarts, or a client resuming with
 `?since=SEQ` would skip or repeat messages. Partials are not journaled, so the
 journal also records *reservations* (the hi/lo scheme): before the feed hands out
 seq N it has written `reserve` through at least N. A restarted daemon continues
 after the highest reservation, so every seq it sends is new, and a client that
-saw seq N gets replayed exactly the finals after N. A torn last line (power loss,
+saw seq N gets replayed exactly the finals after N. A daemon that shuts down cleanly
+releases what it did not use (`release` through its last seq): the next run goes on
+from there, so numbering jumps only after a crash. A torn last line (power loss,
 `kill -9` mid-write) is dropped on open; everything before it is intact because
 each line was fsync'ed before the next was written. The `stream` id names this
 numbering; it is sent in hello, so a client can tell "the daemon restarted and went
@@ -94,6 +97,9 @@ def read_journal(path: Path) -> Restored:
                 restored.stream_id = restored.stream_id or str(record["id"])
             elif kind == "reserve":
                 restored.reserved_through = max(restored.reserved_through, int(record["through"]))
+            elif kind == "release":
+                # Written after the last send: nothing above it was ever handed out.
+                restored.reserved_through = int(record["through"])
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("%s:%d: skipped an unreadable journal line (%s)", path, number, exc)
     return restored
@@ -138,6 +144,14 @@ class Journal:
             through = seq + RESERVE_BLOCK - 1
             self._write({"kind": "reserve", "through": through})
             self.reserved_through = through
+
+    def release(self, last_seq: int) -> None:
+        """A clean shutdown: no seq above `last_seq` was handed out, so the reservation
+        beyond it is given back and the next run numbers on from `last_seq + 1`. Call it
+        only once nothing more will be sent."""
+        if self._file is not None and last_seq < self.reserved_through:
+            self._write({"kind": "release", "through": last_seq})
+            self.reserved_through = last_seq
 
     def append_final(self, seq: int, message: Mapping[str, Any]) -> None:
         self._write({"kind": "final", "seq": seq, "message": message})

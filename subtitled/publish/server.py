@@ -225,6 +225,8 @@ class SubtitleServer:
         await server.wait_closed()
         if self._tasks:
             await asyncio.wait(self._tasks)
+        if self.journal is not None:
+            self.journal.release(self._feed.last_seq)  # nothing is sent after this
         logger.info("subtitle server closed")
 
     async def __aenter__(self) -> SubtitleServer:

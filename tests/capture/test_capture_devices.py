@@ -178,3 +178,32 @@ def test_opening_a_device_without_portaudio_says_what_to_install() -> None:
     for line in lines:
         assert line.startswith("CaptureError")
         assert "libportaudio2" in line
+
+
+@pytest.mark.parametrize("portaudio", [True, False])
+def test_devices_without_any_says_what_works_instead(
+    portaudio: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`subtitled devices` on a machine with no input device (or no PortAudio) lists the
+    sources that need none: a file, stdin, and the monitor once a sound server runs."""
+    from subtitled.capture import portaudio as portaudio_module
+    from subtitled.capture import pulse
+    from subtitled.cli import main
+    from subtitled.errors import CaptureError
+
+    if portaudio:
+        monkeypatch.setattr(portaudio_module, "load_sounddevice", lambda: None)
+        monkeypatch.setattr(portaudio_module, "input_devices", lambda sd: [])
+        monkeypatch.setattr(pulse, "pactl_available", lambda: False)
+    else:
+        def missing() -> None:
+            raise CaptureError(portaudio_module.PORTAUDIO_MISSING)
+
+        monkeypatch.setattr(portaudio_module, "load_sounddevice", missing)
+    code = main(["devices"])
+    out, err = capsys.readouterr()
+    assert code == (0 if portaudio else CaptureError.exit_code)
+    assert ("no capture devices found" in out) if portaudio else ("libportaudio2" in err)
+    for source in ("--source file:PATH", "--source stdin", "--source monitor", "PipeWire",
+                   "subtitled transcribe FILE"):
+        assert source in out, out

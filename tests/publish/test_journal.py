@@ -48,6 +48,36 @@ def test_numbering_continues_after_reservations(tmp_path: Path) -> None:
     assert [m.payload["text"] for m in feed2.since(sent_through).messages] == ["after restart"]
 
 
+def test_a_clean_shutdown_gives_back_the_unused_numbers(tmp_path: Path) -> None:
+    """After a clean shutdown the next run numbers on from the last seq sent, not from the
+    end of the reservation (that jump is only needed after a crash)."""
+    path = tmp_path / "j.jsonl"
+    sent: list[int] = []
+    for run in range(3):
+        journal = Journal(path)
+        feed = Feed()
+        restored = journal.open()
+        feed.restore(restored.finals, restored.last_seq)
+        for i in range(2):
+            journal.ensure_reserved(feed.last_seq + 1)
+            message = feed.publish_segment(final(2 * run + i, f"run {run} segment {i}"))
+            journal.append_final(message.seq, message.payload)
+            sent.append(message.seq)
+        journal.ensure_reserved(feed.last_seq + 1)
+        sent.append(feed.publish_segment(
+            SegmentUpdate(2 * run + 2, 0, "partial", (), (Word(" x", 0, 1),), 1.0)).seq)
+        journal.release(feed.last_seq)
+        journal.close()
+    assert sent == list(range(1, 10))
+    assert read_journal(path).last_seq == 9
+    # A crash (no release) still skips the whole reservation: partials were not journaled.
+    crashed = Journal(path)
+    crashed.open()
+    crashed.ensure_reserved(10)
+    crashed.close()
+    assert read_journal(path).last_seq == 9 + RESERVE_BLOCK
+
+
 def test_torn_last_line_is_dropped(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
     journal = Journal(path)

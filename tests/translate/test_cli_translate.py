@@ -100,3 +100,40 @@ def test_translation_config_keys() -> None:
         replace_path(Config(), "translation.backend", "cloud")
     with pytest.raises(ConfigError, match="repeat"):
         replace_path(Config(), "translation.targets", "de,de")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "target", "language", "expected"),
+    [
+        # (format, --target, --language) -> (targets translated, language written)
+        ("srt", None, None, ((), None)),  # the source: nothing to translate
+        ("srt", "de", None, (("de",), "de")),  # whoever asks for a target wants it
+        ("vtt", "de,es", None, (("de", "es"), "de")),  # the first of several
+        ("txt", "de,es", "es", (("de", "es"), "es")),
+        ("srt", None, "de", (("de",), "de")),
+        ("srt", "de", "en", ((), None)),  # the source language: the transcript
+        ("srt", "de", "source", ((), None)),
+        ("srt", "none", None, ((), None)),
+        ("jsonl", None, None, (("de",), None)),  # jsonl: every translation, default German
+        ("jsonl", "es", None, (("es",), None)),
+    ],
+)
+def test_transcribe_languages(
+    fmt: str, target: str | None, language: str | None,
+    expected: tuple[tuple[str, ...], str | None],
+) -> None:
+    from subtitled.cli import transcribe_languages
+
+    config = Config() if target is None else replace_path(Config(), "translation.targets", target)
+    got = transcribe_languages(fmt, config.translation.targets, target_given=target is not None,
+                               language=language, source_language="en")
+    assert got == expected
+
+
+def test_transcribe_language_not_among_the_targets_fails_before_the_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["transcribe", str(CLIP), "--target", "de", "--language", "fr"])
+    assert code == ConfigError.exit_code
+    err = capsys.readouterr().err
+    assert "--language fr" in err and "--language en writes the transcript" in err
