@@ -7,7 +7,7 @@ never revised. The buffer is trimmed at committed sentence ends (and, past
 `max_buffer_s`, at the last committed word), so the cost of a step follows the length
 of the current sentence, not of the stream.
 
-Three refinements, each from error analysis on long-form speech:
+Four refinements, each from error analysis on long-form speech or short utterances:
 
 - A word is taken as agreed only if, in the earlier hypothesis, it ended at least
   `cut_margin_s` before the end of the audio: otherwise the buffer may have cut it
@@ -15,6 +15,9 @@ Three refinements, each from error analysis on long-form speech:
 - A sentence end on the last word of a hypothesis is no evidence (Whisper ends a
   sentence wherever the audio ends): that word waits until a hypothesis has words
   after it, or the speaker pauses. An ellipsis, "Mr." or an initial ends no sentence.
+- The first words of a fresh buffer (start of speech, after a pause) wait for
+  `first_context_s` of audio after them: guessed from the first half second, two
+  hypotheses agree on the wrong word as readily as on the right one.
 - A trim keeps the last committed word in the buffer as the forced prefix and cuts at
   its start. Word boundaries are approximate, and a buffer cut at a word's end starts
   with a fragment of it, which Whisper turns into a word ("It", "And") or a repeat of
@@ -36,9 +39,9 @@ from dataclasses import dataclass, field
 from subtitled.errors import ConfigError
 from subtitled.events import SegmentUpdate, Word
 
-_CLOSING = "'\"\u201d\u2019)"  # quotes and brackets that may follow the mark
-_SENTENCE_END = re.compile(f"[.?!…][{_CLOSING}]*$")
-_ELLIPSIS = re.compile(f"(\\.\\.\\.|…)[{_CLOSING}]*$")
+CLOSING_MARKS = "'\"\u201d\u2019)"  # quotes and brackets that may follow the mark
+_SENTENCE_END = re.compile(f"[.?!…][{CLOSING_MARKS}]*$")
+_ELLIPSIS = re.compile(f"(\\.\\.\\.|…)[{CLOSING_MARKS}]*$")
 _NORMALISE = re.compile(r"[^\w']+")
 _HISTORY_CHARS = 2000
 MAX_BUFFER_S = 28.0
@@ -64,7 +67,7 @@ def ends_sentence(word: Word) -> bool:
     text = word.text.strip()
     if not _SENTENCE_END.search(text) or _ELLIPSIS.search(text):
         return False
-    if re.search(f"\\.[{_CLOSING}]*$", text):
+    if re.search(f"\\.[{CLOSING_MARKS}]*$", text):
         key = _NORMALISE.sub("", text)
         initial = len(key) == 1 and key.isupper() and key != "I"
         if initial or key.lower() in _ABBREVIATIONS:
@@ -89,6 +92,12 @@ class PolicyConfig:
     hypothesis that heard audio past it says the same."""
     max_segment_words: int = 60
     """A segment (caption line group) is closed after this many committed words."""
+    first_context_s: float = 1.0
+    """In a buffer with no committed word (the start of speech, after a pause), a word is
+    not taken as agreed until the hypothesis that heard it also heard this much audio
+    after it. Two early hypotheses agree on a first word guessed from half a second of
+    sound ("the air type" for "their type"); with a second more they correct it. Once a
+    word is committed it anchors the rest, and `cut_margin_s` applies."""
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.max_buffer_s <= MAX_BUFFER_S:
@@ -104,6 +113,11 @@ class PolicyConfig:
         if self.cut_margin_s < 0.0:
             raise ConfigError(
                 f"streaming.policy.cut_margin_s: {self.cut_margin_s} is invalid; expected >= 0"
+            )
+        if not 0.0 <= self.first_context_s <= 10.0:
+            raise ConfigError(
+                f"streaming.policy.first_context_s: {self.first_context_s} is invalid; "
+                "expected 0 to 10"
             )
         if self.max_segment_words < 1:
             raise ConfigError(
@@ -277,9 +291,13 @@ class CommitPolicy:
         """How many leading pending words ended well before the audio they were heard in.
 
         A word ending within `cut_margin_s` of the end of that audio may be cut short
-        there ("wood" of "woodcutters").
+        there ("wood" of "woodcutters"); with nothing committed in the buffer, the first
+        words need `first_context_s` of audio after them.
         """
-        heard_past = self._pending_audio_end_s - self.config.cut_margin_s
+        margin = self.config.cut_margin_s
+        if not self._prefix:
+            margin = max(margin, self.config.first_context_s)
+        heard_past = self._pending_audio_end_s - margin
         n = 0
         while n < len(self._pending) and self._pending[n].end_s <= heard_past:
             n += 1

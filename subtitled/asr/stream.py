@@ -6,7 +6,8 @@ words, and hands the words to the policy, after the guards (`subtitled.asr.guard
 have dropped repetition loops, echoes and known hallucinations. Once the VAD has heard
 `VadConfig.pause_s` of silence, the step transcribes up to just after the pause and
 commits that hypothesis whole, closing the segment. Silence moves the buffer start
-forward, so it is never transcribed.
+forward, so it is never transcribed. The policy's revisions go out through
+`SentenceCase` (`subtitled.asr.captions`), so captions read as sentences.
 
 Synchronous and clock-free like the cores it joins (the caller passes `now_unix`),
 so the daemon runs it in a worker thread and the benchmark drives it on a
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from subtitled import SAMPLE_RATE_HZ
+from subtitled.asr.captions import SentenceCase
 from subtitled.asr.guards import (
     drop_context_echo,
     drop_repetition_loops,
@@ -44,6 +46,13 @@ MAX_STEP_S = 2.0
 """Longest allowed `step_s`: commits need two steps, so latency grows with it."""
 GAP_S = 0.25
 """A jump in chunk start times larger than this is a gap (a device was lost)."""
+TAIL_GAP_S = 0.5
+"""A closing transcription whose last word ends this long before the last voiced frame
+left words out: the rest is transcribed again from that word's end."""
+STALL_S = 1.0
+"""A transcription with no new word after the prefix while speech went on this long
+after it stalled: the rest is transcribed again from the prefix's end."""
+MAX_TAIL_PASSES = 2
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,7 @@ class StreamingAsr:
         self.config = config or StreamConfig()
         self.transcriber = transcriber
         self.policy = CommitPolicy(self.config.policy)
+        self.captions = SentenceCase()
         self.speech = SpeechTracker(self.config.vad)
         self._vad = vad if vad is not None else SileroStream()
         self._audio = np.zeros(0, dtype=np.float32)
@@ -114,6 +124,9 @@ class StreamingAsr:
 
     def step(self, now_unix: float) -> list[SegmentUpdate]:
         """Transcribe the buffer if it holds speech; return the segment revisions."""
+        return self.captions.apply(self._step(now_unix))
+
+    def _step(self, now_unix: float) -> list[SegmentUpdate]:
         self._last_step_end_s = self.audio_end_s
         policy, speech = self.policy, self.speech
         uncommitted_from = policy.committed_end_s
@@ -128,11 +141,13 @@ class StreamingAsr:
             return updates
         if speech.silence_s() >= self.config.vad.pause_s:
             pause_start_s = speech.last_speech_end_s
-            words = self._transcribe(end_s=min(self.audio_end_s, pause_start_s + PAUSE_TAIL_S))
+            words = self._heard(
+                closing=True, end_s=min(self.audio_end_s, pause_start_s + PAUSE_TAIL_S)
+            )
             updates = policy.on_pause(words, pause_start_s, now_unix)
             self._trim_audio()
             return updates
-        words = self._transcribe(end_s=self.audio_end_s)
+        words = self._heard(self.audio_end_s, closing=False)
         updates = policy.on_hypothesis(words, self.audio_end_s, now_unix)
         self._trim_audio()
         return updates
@@ -141,23 +156,69 @@ class StreamingAsr:
         """End of stream (or of a span before a gap): commit everything, close the segment."""
         words: list[Word] = []
         if self.speech.has_speech(self.policy.committed_end_s, self.audio_end_s):
-            words = self._transcribe(end_s=self.audio_end_s)
+            words = self._heard(closing=True, end_s=self.audio_end_s)
         updates = self.policy.on_pause(words, self.audio_end_s, now_unix)
         self._trim_audio()
-        return updates
+        return self.captions.apply(updates)
 
-    def _transcribe(self, end_s: float) -> list[Word]:
-        start_s = self.policy.buffer_start_s
+    def _heard(self, end_s: float, closing: bool) -> list[Word]:
+        """Transcribe the buffer up to `end_s`; seek and continue where Whisper stopped.
+
+        After a forced prefix that ends a sentence, Whisper often ends its text at once
+        though speech follows (the prefix reads as the end of the transcript), and it
+        sometimes stops short of the end of a buffer. Where the last word heard ends
+        well before the last voiced frame (`TAIL_GAP_S` for the transcription that
+        closes a segment, after which nothing re-reads the audio; `STALL_S` with no new
+        word at all for any other), the rest is transcribed again from that word's end,
+        without the prefix, with everything before as context.
+        """
+        words = self._transcribe(end_s)
+        for _ in range(MAX_TAIL_PASSES):
+            heard = [*self.policy.prefix_words, *words]
+            if not heard or (words and not closing):
+                break
+            voiced_end_s = min(self.speech.last_speech_end_s, end_s)
+            if voiced_end_s - heard[-1].end_s < (TAIL_GAP_S if closing else STALL_S):
+                break
+            last = heard[-1]
+            context = self.policy.context(self.config.context_chars) + "".join(
+                w.text for w in heard
+            )
+            more = self._transcribe(end_s, last.end_s, (), context)
+            if not more:
+                break
+            log.info(
+                "Whisper stopped %.1f s before the speech did: %d more words",
+                voiced_end_s - last.end_s,
+                len(more),
+            )
+            words += more
+        return words
+
+    def _transcribe(
+        self,
+        end_s: float,
+        start_s: float | None = None,
+        prefix: tuple[Word, ...] | None = None,
+        context: str | None = None,
+    ) -> list[Word]:
+        """Transcribe the buffer up to `end_s` (from the policy's buffer start, with its
+        prefix and context, unless given)."""
+        if start_s is None:
+            start_s = self.policy.buffer_start_s
+        prefix = self.policy.prefix_words if prefix is None else prefix
+        if context is None:
+            context = self.policy.context(self.config.context_chars)
+        context = context[-self.config.context_chars :] if self.config.context_chars else ""
         first = max(int((start_s - self._audio_start_s) * SAMPLE_RATE_HZ), 0)
         last = int((end_s - self._audio_start_s) * SAMPLE_RATE_HZ)
         audio = self._audio[first:last]
         if len(audio) < SAMPLE_RATE_HZ // 10:
             return []
-        context = self.policy.context(self.config.context_chars)
-        hypothesis = self.transcriber.transcribe(audio, start_s, self.policy.prefix_words, context)
+        hypothesis = self.transcriber.transcribe(audio, start_s, prefix, context.strip())
         self.transcriptions += 1
-        words = self._guard(hypothesis)
-        if not self.policy.prefix_words:
+        words = self._guard(hypothesis, prefix)
+        if not prefix:
             # A fresh buffer (after a sentence end or a pause) that recites the prompt.
             kept = drop_context_echo(words, context)
             if len(kept) < len(words):
@@ -168,9 +229,9 @@ class StreamingAsr:
             words = kept
         return words
 
-    def _guard(self, hypothesis: Hypothesis) -> list[Word]:
-        words = drop_repetition_loops(hypothesis.words, context=self.policy.prefix_words)
-        words = drop_trailing_echo(words, context=self.policy.prefix_words)
+    def _guard(self, hypothesis: Hypothesis, prefix: tuple[Word, ...]) -> list[Word]:
+        words = drop_repetition_loops(hypothesis.words, context=prefix)
+        words = drop_trailing_echo(words, context=prefix)
         if len(words) < len(hypothesis.words):
             log.debug("dropped a repetition loop of %d words", len(hypothesis.words) - len(words))
         if words:

@@ -12,6 +12,10 @@ audio stream, so "audio time" and "clock time" are directly comparable):
   "Hello, World!" and "hello world" are the same text; "don't" keeps its apostrophe;
   "forty-two" becomes two words "forty two". This is the normalisation of the shared
   data README, used by every WER in the project.
+- Standard normalisation (reported beside it): Whisper's English text normaliser
+  (`whisper-normalizer`, the one the Open ASR Leaderboard uses): numbers, spellings,
+  contractions and titles in one form, so "1813" and "eighteen thirteen" or "Mr." and
+  "mister" count as the same.
 - WER: corpus word error rate, (substitutions + deletions + insertions) / reference words,
   summed over all pairs (jiwer's alignment), of normalised texts.
 - Committed latency of a word: the first time it appears in a revision's `committed` list,
@@ -32,11 +36,13 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
+from subtitled.errors import ConfigError
 from subtitled.events import SegmentUpdate
 
 _DROP = re.compile(r"[^a-z0-9' ]+")
@@ -51,6 +57,27 @@ NORMALISATION = (
 def normalise(text: str) -> str:
     """Lower-case, keep ``[a-z0-9']`` and single spaces (see the module docstring)."""
     return " ".join(_DROP.sub(" ", text.lower()).split())
+
+
+STANDARD_NORMALISATION = "Whisper's English text normaliser (whisper-normalizer)"
+
+
+@cache
+def _english_normaliser() -> Callable[[str], str]:
+    try:
+        from whisper_normalizer.english import EnglishTextNormalizer
+    except ImportError as exc:  # the bench extra
+        raise ConfigError(
+            "the standard WER needs the whisper-normalizer package: "
+            "pip install 'subtitled[bench]'"
+        ) from exc
+    normaliser: Callable[[str], str] = EnglishTextNormalizer()
+    return normaliser
+
+
+def standard_normalise(text: str) -> str:
+    """Whisper's English normaliser (see the module docstring), single-spaced."""
+    return " ".join(_english_normaliser()(text).split())
 
 
 @dataclass(frozen=True)
@@ -93,8 +120,13 @@ class WordErrors:
         )
 
 
-def word_errors(references: Sequence[str], hypotheses: Sequence[str]) -> WordErrors:
-    """Align each hypothesis with its reference (jiwer) and sum the error counts.
+def word_errors(
+    references: Sequence[str],
+    hypotheses: Sequence[str],
+    normaliser: Callable[[str], str] = normalise,
+) -> WordErrors:
+    """Align each hypothesis with its reference (jiwer) and sum the error counts, texts
+    normalised by `normaliser` (`normalise`, or `standard_normalise`).
 
     A pair whose reference is empty after normalisation counts every hypothesis word as
     an insertion (jiwer refuses empty references).
@@ -103,8 +135,8 @@ def word_errors(references: Sequence[str], hypotheses: Sequence[str]) -> WordErr
         raise ValueError(
             f"{len(references)} references but {len(hypotheses)} hypotheses: they pair up"
         )
-    refs = [normalise(r) for r in references]
-    hyps = [normalise(h) for h in hypotheses]
+    refs = [normaliser(r) for r in references]
+    hyps = [normaliser(h) for h in hypotheses]
     total = WordErrors(0, 0, 0, 0)
     scored_refs: list[str] = []
     scored_hyps: list[str] = []

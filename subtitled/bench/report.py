@@ -4,6 +4,7 @@
 `to_json` is the report file's schema; `format_table` is what the command prints.
 
 Report keys (top level): `items` (per-item detail), `audio_seconds`, `wer`, `offline_wer`,
+`wer_standard` and `offline_wer_standard` (Whisper's English normaliser),
 `latency_ms` and `partial_latency_ms` ({p50, p90} over committed source words),
 `translation_latency_ms` ({p50, p90}, pooled over target languages), `flicker`, `bleu` and
 `chrf` ({language: score}), `rtf`, `cpu_seconds`, `asr_cpu_s_per_audio_s`, `peak_rss_mb`
@@ -93,6 +94,9 @@ class BenchResult:
     audio_s: float
     errors: WordErrors
     offline_errors: WordErrors | None
+    standard_errors: WordErrors
+    """`errors` with Whisper's English normaliser (`metrics.standard_normalise`)."""
+    offline_standard_errors: WordErrors | None
     latency: Percentiles | None
     partial_latency: Percentiles | None
     committed_words: int
@@ -140,8 +144,9 @@ def analyse(
 ) -> BenchResult:
     """Compute every metric from the recorded streams (and the offline baseline's words)."""
     item_results: list[ItemResult | None] = [None] * len(items)
-    total = WordErrors(0, 0, 0, 0)
+    total = standard = WordErrors(0, 0, 0, 0)
     offline_total: WordErrors | None = WordErrors(0, 0, 0, 0) if offline is not None else None
+    offline_standard = offline_total
     all_timings: list[tuple[float, metrics.WordTiming]] = []
     retractions = committed = 0
     lags: list[TimedPoint] = []
@@ -149,7 +154,9 @@ def analyse(
         plan = run.plan
         stream_items = [items[i] for i in plan.items]
         reference = " ".join(i.transcript for i in stream_items)
-        total += metrics.word_errors([reference], [metrics.final_text(run.emissions)])
+        text = metrics.final_text(run.emissions)
+        total += metrics.word_errors([reference], [text])
+        standard += metrics.word_errors([reference], [text], metrics.standard_normalise)
         timings = metrics.word_timings(run.emissions)
         all_timings += [(plan.timeline_offset_s, t) for t in timings]
         committed += len(timings)
@@ -158,6 +165,10 @@ def analyse(
         stream_offline = offline[n] if offline is not None else None
         if offline_total is not None and stream_offline is not None:
             offline_total += metrics.word_errors([reference], [_text(stream_offline)])
+        if offline_standard is not None and stream_offline is not None:
+            offline_standard += metrics.word_errors(
+                [reference], [_text(stream_offline)], metrics.standard_normalise
+            )
         # A word belongs to the item its speech ends in (a gap goes to the item before).
         # Not its middle: Whisper's alignment often starts a word early, in the pause.
         owner = metrics.assign_to_items([t.end_s for t in timings], plan.item_starts_s)
@@ -198,6 +209,8 @@ def analyse(
         audio_s=sum(run.plan.duration_s for run in runs),
         errors=total,
         offline_errors=offline_total,
+        standard_errors=standard,
+        offline_standard_errors=offline_standard,
         latency=metrics.percentiles_ms([t.latency_s for _, t in all_timings]),
         partial_latency=metrics.percentiles_ms([t.partial_latency_s for _, t in all_timings]),
         committed_words=committed,
@@ -281,6 +294,11 @@ def to_json(result: BenchResult) -> dict[str, Any]:
         "audio_seconds": round(result.audio_s, 2),
         "wer": _round(result.wer, 4),
         "offline_wer": _round(result.offline_wer, 4),
+        "standard_normalisation": metrics.STANDARD_NORMALISATION,
+        "wer_standard": _round(result.standard_errors.rate, 4),
+        "offline_wer_standard": _round(
+            result.offline_standard_errors.rate if result.offline_standard_errors else None, 4
+        ),
         "latency_ms": _percentiles(result.latency),
         "partial_latency_ms": _percentiles(result.partial_latency),
         "translation_latency_ms": _percentiles(result.translation_latency),
@@ -360,6 +378,10 @@ def format_table(result: BenchResult) -> str:
         ("WER (streaming)", _fmt(result.wer, "{:.4f}")
          + f"  ({result.errors.errors}/{result.errors.reference_words} words)"),
         ("WER (offline, whole clip, beam 5)", _fmt(result.offline_wer, "{:.4f}")),
+        ("WER, Whisper normaliser: streaming / offline",
+         _fmt(result.standard_errors.rate, "{:.4f}") + " / "
+         + _fmt(result.offline_standard_errors.rate
+                if result.offline_standard_errors else None, "{:.4f}")),
         ("latency p50 / p90, committed", _fmt_p(result.latency)),
         ("latency p50 / p90, first shown", _fmt_p(result.partial_latency)),
         ("translation latency p50 / p90", _fmt_p(result.translation_latency)),

@@ -13,6 +13,9 @@ from subtitled.events import SegmentUpdate, Word
 NOW = 1_000.0
 WORD_S = 0.5
 """Each hand-made word lasts 0.4 s, then 0.1 s of gap."""
+NO_FIRST_WAIT = PolicyConfig(first_context_s=0.0)
+"""For tests of other rules that start agreeing on a fresh buffer's first words at once
+(the first-word wait has its own tests)."""
 
 
 def ws(text: str, start_s: float = 0.0) -> list[Word]:
@@ -110,7 +113,7 @@ def test_first_hypothesis_is_shown_as_partial_and_commits_nothing() -> None:
 def test_a_word_heard_at_the_very_end_of_the_audio_waits_for_more() -> None:
     """'wood' at the end of one hypothesis and the start of the next is not agreement:
     the audio may have cut 'woodcutters' short."""
-    policy = CommitPolicy(PolicyConfig(cut_margin_s=0.1))
+    policy = CommitPolicy(PolicyConfig(cut_margin_s=0.1, first_context_s=0.0))
     feed(policy, "before the wood", buffer_end_s=1.45)  # "wood" ends at 1.4
     updates = feed(policy, "before the wood cutters", buffer_end_s=2.0)
     assert committed(updates) == "before the"
@@ -118,6 +121,30 @@ def test_a_word_heard_at_the_very_end_of_the_audio_waits_for_more() -> None:
     assert committed(updates) == "before the"
     updates = feed(policy, "before the woodcutters of the", buffer_end_s=3.0)
     assert committed(updates) == "before the woodcutters of"
+
+
+def test_first_words_of_a_fresh_buffer_wait_for_a_second_of_audio_after_them() -> None:
+    """Guessed from the first half second, "the air" agrees with itself as readily as
+    "their": the first words wait until a hypothesis heard 1 s past them."""
+    waiting = CommitPolicy(PolicyConfig(first_context_s=1.0))
+    eager = CommitPolicy(NO_FIRST_WAIT)
+    for policy in (waiting, eager):
+        feed(policy, "their type", buffer_end_s=1.2)
+    assert committed(feed(eager, "their type is", buffer_end_s=1.7)) == "their type"
+    assert committed(feed(waiting, "their type is", buffer_end_s=1.7)) == ""
+    # "their" ended at 0.4, 1.3 s before the end of the 1.7 s hypothesis: agreed
+    assert committed(feed(waiting, "their type is on", buffer_end_s=2.2)) == "their"
+    # once a word anchors the buffer, the usual margin applies
+    assert committed(feed(waiting, "their type is on the", buffer_end_s=2.7)) == "their type is on"
+
+
+def test_the_first_word_wait_ends_with_the_pause() -> None:
+    """A short utterance that ends before a second of audio follows it still commits
+    whole at the pause."""
+    policy = CommitPolicy(PolicyConfig(first_context_s=1.0))
+    feed(policy, "yes", buffer_end_s=0.6)
+    assert committed(feed(policy, "yes", buffer_end_s=1.0)) == ""
+    assert finals(policy.on_pause(ws("yes"), pause_start_s=0.5, now_unix=NOW)) == ["yes"]
 
 
 def test_revisions_never_change_committed_words() -> None:
@@ -141,7 +168,7 @@ def test_revisions_never_change_committed_words() -> None:
 
 
 def test_sentence_end_closes_the_segment_and_trims_the_buffer() -> None:
-    policy = CommitPolicy()
+    policy = CommitPolicy(NO_FIRST_WAIT)
     feed(policy, "it is done. the next", 3.0)
     updates = feed(policy, "it is done. the next one", 3.5)
     assert finals(updates) == ["it is done."]
@@ -184,7 +211,7 @@ def test_abbreviations_and_ellipses_do_not_close(word: str) -> None:
 
 
 def test_a_long_segment_is_closed_after_max_segment_words() -> None:
-    policy = CommitPolicy(PolicyConfig(max_segment_words=4))
+    policy = CommitPolicy(PolicyConfig(max_segment_words=4, first_context_s=0.0))
     feed(policy, "one two three four five six", 3.5)
     updates = feed(policy, "one two three four five six seven", 4.0)
     assert finals(updates) == ["one two three four"]
@@ -208,7 +235,7 @@ def test_pause_commits_everything_and_closes() -> None:
 
 
 def test_pause_after_everything_was_agreed_closes_with_no_new_words() -> None:
-    policy = CommitPolicy()
+    policy = CommitPolicy(NO_FIRST_WAIT)
     feed(policy, "yes it is. and", 2.5)
     feed(policy, "yes it is. and so", 3.0)
     assert policy.segment_open
@@ -256,7 +283,7 @@ def test_forced_commit_past_max_buffer_when_whisper_never_agrees() -> None:
 
 
 def test_mid_sentence_trim_keeps_the_sentence_start_as_prompt_context() -> None:
-    policy = CommitPolicy(PolicyConfig(max_buffer_s=3.0))
+    policy = CommitPolicy(PolicyConfig(max_buffer_s=3.0, first_context_s=0.0))
     feed(policy, "printing then for our purpose", 2.6)
     feed(policy, "printing then for our purpose may", 3.1)
     assert policy.buffer_start_s > 0.0
@@ -280,6 +307,7 @@ def test_audio_without_any_words_is_dropped_past_max_buffer() -> None:
         ({"force_commit_margin_s": -1.0}, "streaming.policy.force_commit_margin_s"),
         ({"max_buffer_s": 4.0, "force_commit_margin_s": 4.0}, "force_commit_margin_s"),
         ({"cut_margin_s": -0.1}, "streaming.policy.cut_margin_s"),
+        ({"first_context_s": -1.0}, "streaming.policy.first_context_s"),
         ({"max_segment_words": 0}, "streaming.policy.max_segment_words"),
     ],
 )

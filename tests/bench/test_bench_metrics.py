@@ -299,3 +299,12 @@ def test_assign_to_items(times_s: list[float], expected: list[int]) -> None:
 def test_assign_to_no_items() -> None:
     with pytest.raises(ValueError, match="no items"):
         metrics.assign_to_items([1.0], [])
+
+
+def test_the_standard_normaliser_counts_spellings_of_one_text_as_the_same() -> None:
+    """Whisper's English normaliser, reported beside the simple one: numbers, titles,
+    contractions and British spellings in one form."""
+    references = ["In 1813, Mr. Smith couldn't colour the type."]
+    hypotheses = ["in eighteen thirteen mister smith could not color the type"]
+    assert metrics.word_errors(references, hypotheses, metrics.standard_normalise).errors == 0
+    assert metrics.word_errors(references, hypotheses).errors >= 4
