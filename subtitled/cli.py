@@ -131,6 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     transcript.add_argument("--format", choices=("jsonl", "srt", "vtt", "txt"), default="txt")
     transcript.add_argument("--language", help="a translation's language instead of the source")
     transcript.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    transcript.add_argument("--session", default="last", metavar="last|N|all",
+                            help="which run to export: the last (default), session N (see "
+                            "--sessions), or all of them")
+    transcript.add_argument("--sessions", action="store_true",
+                            help="list the journal's sessions (one per run) and exit")
     transcript.set_defaults(handler=_cmd_transcript)
 
     soak = commands.add_parser("soak", help="hours-style endurance run: memory, drift, delivery")
@@ -261,8 +266,8 @@ def _summary(daemon: Daemon, stats: PipelineStats) -> str:
     line = f"{daemon.options.source} {ended} after {stats.audio_s:.1f} s of audio, {segments}"
     journal = None if daemon.server is None else daemon.server.journal
     if journal is not None:
-        line += (f"; transcript journal {journal.path} "
-                 "(export: subtitled transcript --format srt)")
+        line += (f"; transcript journal {journal.path}, session {journal.session} "
+                 f"(export: subtitled transcript --session {journal.session} --format srt)")
     return line
 
 
@@ -410,10 +415,13 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 def _cmd_transcript(args: argparse.Namespace) -> int:
     from subtitled.publish.files import render
-    from subtitled.publish.journal import default_journal_path, journal_segments
+    from subtitled.publish.journal import default_journal_path, format_sessions, journal_segments
 
     path = args.journal or load_config().journal.path or default_journal_path()
-    text = render(list(journal_segments(path)), args.format, args.language)
+    if args.sessions:
+        sys.stdout.write(format_sessions(path))
+        return 0
+    text = render(list(journal_segments(path, args.session)), args.format, args.language)
     if args.output:
         args.output.write_text(text, encoding="utf-8")
     else:

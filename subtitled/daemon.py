@@ -124,7 +124,9 @@ class Daemon:
         if self.options.serve:
             journal = None
             if self.options.journal and self.config.journal.enabled:
-                journal = Journal(self.config.journal.path or default_journal_path())
+                journal = Journal(
+                    self.config.journal.path or default_journal_path(), str(self.options.source)
+                )
             self.server = SubtitleServer(
                 self.service_info(transcriber.name), self.config.server, journal
             )

@@ -213,8 +213,8 @@ def test_run_on_a_file_exits_at_its_end_with_a_summary(tmp_path: Path) -> None:
     summary = run.stdout.strip().splitlines()[-1]
     assert re.fullmatch(
         rf"file:{re.escape(str(clip.path))} ended after 1\.9 s of audio, 1 segment; "
-        rf"transcript journal {re.escape(str(journal))} "
-        r"\(export: subtitled transcript --format srt\)", summary), summary
+        rf"transcript journal {re.escape(str(journal))}, session 1 "
+        r"\(export: subtitled transcript --session 1 --format srt\)", summary), summary
     exported = subprocess.run(
         [sys.executable, "-m", "subtitled", "transcript", str(journal)],
         capture_output=True, text=True, timeout=60,
@@ -237,3 +237,24 @@ def test_runs_on_one_journal_number_on_without_a_jump(tmp_path: Path) -> None:
     records = [json.loads(line) for line in journal.read_text().splitlines()]
     seqs = [r["seq"] for r in records if r["kind"] == "final"]
     assert len(seqs) == 2 and seqs[1] - seqs[0] < 10, records
+
+    def transcript(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "subtitled", "transcript", str(journal), *args],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    # each run is a session: the default exports the last one only, not a mix of runs
+    assert transcript().lower().count("modern") == 1
+    assert transcript("--session", "1").lower().count("modern") == 1
+    assert transcript("--session", "all").lower().count("modern") == 2
+    listing = transcript("--sessions").splitlines()
+    assert len(listing) == 3, listing  # a header and two sessions
+    assert all(f"file:{clip.path}" in line for line in listing[1:]), listing
+    missing = subprocess.run(
+        [sys.executable, "-m", "subtitled", "transcript", str(journal), "--session", "7"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert missing.returncode != 0 and "no session 7" in missing.stderr, missing.stderr

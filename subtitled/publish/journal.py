@@ -3,6 +3,7 @@
 One JSON object per line, appended and fsync'ed:
 
     {"kind": "stream", "id": "3f9c..."}
+    {"kind": "session", "number": 3, "started": 1733390000.0, "source": "file:talk.flac"}
     {"kind": "final", "seq": 42, "message": {...the segment message as sent...}}
     {"kind": "reserve", "through": 2000}
     {"kind": "release", "through": 1042}
@@ -19,6 +20,10 @@ from there, so numbering jumps only after a crash. A torn last line (power loss,
 each line was fsync'ed before the next was written. The `stream` id names this
 numbering; it is sent in hello, so a client can tell "the daemon restarted and went
 on" (same id) from "numbering began again" (a new journal, or none: a new id).
+
+Each `run` is a *session*: a `session` record opens it and the finals after it belong to
+it, so `subtitled transcript --session last|N|all` exports one run (or all of them) and
+`--sessions` lists them. Finals journaled before sessions were recorded form session 0.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,12 +63,48 @@ class JournalError(SubtitledError):
 
 
 @dataclass
+class Session:
+    """One run of the daemon on the journal: when it started, what it listened to, and
+    its finals (indexes into `Restored.finals`)."""
+
+    number: int
+    started_unix: float | None
+    source: str
+    finals: list[int] = field(default_factory=list)
+
+
+@dataclass
 class Restored:
     """What a journal held: the final messages, in order, and where numbering resumes."""
 
     finals: list[dict[str, Any]] = field(default_factory=list)
     reserved_through: int = 0
     stream_id: str | None = None
+    sessions: list[Session] = field(default_factory=list)
+    """In order; session 0 (finals from before sessions were recorded) only if it has any."""
+
+    def session(self, which: str) -> list[dict[str, Any]]:
+        """The finals of session `which`: 'all', 'last' or a session number."""
+        if which == "all":
+            return list(self.finals)
+        numbered = [s for s in self.sessions if s.number > 0 or s.finals]
+        if not numbered:
+            raise JournalError("the journal holds no session yet")
+        if which == "last":
+            chosen = numbered[-1]
+        else:
+            try:
+                number = int(which)
+            except ValueError:
+                raise JournalError(
+                    f"--session {which!r}: give 'last', 'all' or a session number"
+                ) from None
+            found = [s for s in numbered if s.number == number]
+            if not found:
+                known = ", ".join(str(s.number) for s in numbered)
+                raise JournalError(f"no session {number} in the journal (sessions: {known})")
+            chosen = found[0]
+        return [self.finals[i] for i in chosen.finals]
 
     @property
     def last_seq(self) -> int:
@@ -92,7 +134,19 @@ def read_journal(path: Path) -> Restored:
                 message = record["message"]
                 if message["seq"] != record["seq"] or not isinstance(message["id"], int):
                     raise ValueError("seq or id mismatch")
+                if not restored.sessions:
+                    restored.sessions.append(Session(0, None, "before sessions were recorded"))
+                restored.sessions[-1].finals.append(len(restored.finals))
                 restored.finals.append(message)
+            elif kind == "session":
+                started = record.get("started")
+                restored.sessions.append(
+                    Session(
+                        int(record["number"]),
+                        float(started) if started is not None else None,
+                        str(record.get("source", "")),
+                    )
+                )
             elif kind == "stream":
                 restored.stream_id = restored.stream_id or str(record["id"])
             elif kind == "reserve":
@@ -108,8 +162,11 @@ def read_journal(path: Path) -> Restored:
 class Journal:
     """Appends finals and seq reservations to the journal file, durably."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, source: str = "") -> None:
         self.path = path
+        self.source = source
+        """What this run listens to, recorded with its session."""
+        self.session = 0
         self.reserved_through = 0
         self.restored = Restored()
         self._file: TextIO | None = None
@@ -127,6 +184,12 @@ class Journal:
         if restored.stream_id is None:
             restored.stream_id = new_stream_id()
             self._write({"kind": "stream", "id": restored.stream_id})
+        self.session = max((s.number for s in restored.sessions), default=0) + 1
+        started = round(time.time(), 3)
+        self._write(
+            {"kind": "session", "number": self.session, "started": started, "source": self.source}
+        )
+        restored.sessions.append(Session(self.session, started, self.source))
         self.restored = restored
         return restored
 
@@ -193,9 +256,34 @@ def segment_from_message(message: Mapping[str, Any]) -> SegmentUpdate:
     )
 
 
-def journal_segments(path: Path) -> Iterator[SegmentUpdate]:
-    """The final segments of a journal, for `subtitled transcript`."""
+def journal_segments(path: Path, session: str = "all") -> Iterator[SegmentUpdate]:
+    """The final segments of a journal (of one session: 'last', a number, or 'all'), for
+    `subtitled transcript`."""
     if not path.exists():
         raise JournalError(f"no transcript journal at {path}")
-    for message in read_journal(path).finals:
+    for message in read_journal(path).session(session):
         yield segment_from_message(message)
+
+
+def format_sessions(path: Path) -> str:
+    """One line per session: number, start, source, segments, speech time."""
+    if not path.exists():
+        raise JournalError(f"no transcript journal at {path}")
+    restored = read_journal(path)
+    lines = [f"{'session':>7}  {'started':<19}  {'segments':>8}  {'speech':>8}  source"]
+    for entry in restored.sessions:
+        messages = [restored.finals[i] for i in entry.finals]
+        if entry.number == 0 and not messages:
+            continue
+        started = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.started_unix))
+            if entry.started_unix is not None
+            else "-"
+        )
+        ends = [w["end"] for m in messages for w in m["words"] if w.get("end") is not None]
+        starts = [w["start"] for m in messages for w in m["words"] if w.get("start") is not None]
+        speech = f"{max(ends) - min(starts):7.1f}s" if ends and starts else f"{'-':>8}"
+        lines.append(
+            f"{entry.number:>7}  {started:<19}  {len(messages):>8}  {speech}  {entry.source}"
+        )
+    return "\n".join(lines) + "\n"

@@ -178,3 +178,32 @@ def test_kill_9_loses_nothing_and_resume_has_no_gaps(tmp_path: Path) -> None:
     assert len({m["id"] for m in finals}) == len(finals)
     texts = " ".join(m["text"] for m in finals).lower()
     assert "printing" in texts and "country" in texts
+
+
+def test_each_open_is_a_session_and_old_finals_are_session_zero(tmp_path: Path) -> None:
+    """A journal written before sessions were recorded keeps its finals as session 0;
+    each open after that starts a session whose finals can be read on their own."""
+    path = tmp_path / "j.jsonl"
+    old = {"seq": 1, "id": 0, "rev": 0, "text": "old", "words": [], "emitted": 1.0}
+    path.write_text(
+        json.dumps({"kind": "stream", "id": "abc"}) + "\n"
+        + json.dumps({"kind": "final", "seq": 1, "message": old}) + "\n"
+    )
+    for number, text in [(1, "first run"), (2, "second run")]:
+        journal = Journal(path, source=f"file:{number}.flac")
+        feed = Feed()
+        restored = journal.open()
+        assert journal.session == number
+        feed.restore(restored.finals, restored.last_seq)
+        journal.ensure_reserved(feed.last_seq + 1)
+        message = feed.publish_segment(final(number, text))
+        journal.append_final(message.seq, message.payload)
+        journal.close()
+    restored = read_journal(path)
+    assert [(s.number, s.source, len(s.finals)) for s in restored.sessions] == [
+        (0, "before sessions were recorded", 1), (1, "file:1.flac", 1), (2, "file:2.flac", 1)
+    ]
+    assert [m["text"] for m in restored.session("last")] == ["second run"]
+    assert [m["text"] for m in restored.session("1")] == ["first run"]
+    assert [m["text"] for m in restored.session("all")] == ["old", "first run", "second run"]
+    assert [u.segment_id for u in journal_segments(path, "0")] == [0]
