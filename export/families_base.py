@@ -69,14 +69,22 @@ def per_layer(
     return layers
 
 
+DEFAULT_ROPE_THETA = {"mixtral": 1_000_000.0, "gpt_oss": 150_000.0}
+"""transformers' `default_theta` where it is not 10,000 (the rest: Llama, Qwen3,
+Qwen3-MoE, DeepSeek-V3), used when a config leaves `rope_theta` out, as transformers does."""
+
+
 def legacy_rope(config: ConfigReader) -> RopeSpec:
     """RoPE of families with one rope for all layers: `rope_parameters` (transformers >= 5)
     or the older top-level `rope_theta`; `default` or `yarn` (DeepSeek-V3/R1's released
-    configs, long-context Qwen3)."""
+    configs, long-context Qwen3). A config without `rope_theta` gets transformers' default
+    for its model type (`DEFAULT_ROPE_THETA`), as transformers reads it."""
+    model_type = config.get_str("model_type", "") if config.has("model_type") else ""
+    default_theta = DEFAULT_ROPE_THETA.get(model_type, 10_000.0)
     if not config.has("rope_parameters"):
-        return RopeSpec(theta=config.get_float("rope_theta"), rope_type="default")
+        return RopeSpec(theta=config.get_float("rope_theta", default_theta), rope_type="default")
     rope = config.section("rope_parameters")
-    theta = rope.get_float("rope_theta")
+    theta = rope.get_float("rope_theta", default_theta)
     rope_type = rope.get_str("rope_type", "default")
     partial = rope.get_float("partial_rotary_factor", 1.0)
     if rope_type == "default":

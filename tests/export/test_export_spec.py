@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from export_configs import tiny_gemma4, tiny_mixtral, tiny_qwen3, tiny_qwen3_moe
+from export_configs import (
+    tiny_deepseek_v3,
+    tiny_gemma4,
+    tiny_mixtral,
+    tiny_qwen3,
+    tiny_qwen3_moe,
+)
 
 from export.errors import ConfigKeyError, UnsupportedArchitecture
 from export.families import spec_from_config
@@ -117,7 +123,7 @@ def _without(config: dict[str, Any], key: str) -> dict[str, Any]:
         (tiny_gemma4() | {"attention_k_eq_v": 1}, "attention_k_eq_v", "true or false"),
         (tiny_gemma4() | {"final_logit_softcapping": "x"}, "final_logit_softcapping", "number"),
         (_without(tiny_mixtral(), "num_local_experts"), "num_local_experts", "missing"),
-        (_without(tiny_qwen3(), "rope_theta"), "rope_theta", "missing"),
+        (tiny_qwen3() | {"rope_theta": "fast"}, "rope_theta", "number"),
         (
             {"model_type": "gemma4", "text_config": _without(tiny_gemma4(), "vocab_size")},
             "text_config.vocab_size",
@@ -130,6 +136,20 @@ def test_bad_key_is_named(config: dict[str, Any], key: str, kind: str) -> None:
         spec_from_config(config)
     assert f"'{key}'" in str(err.value)
     assert kind in str(err.value)
+
+
+@pytest.mark.parametrize("make", [tiny_qwen3, tiny_qwen3_moe, tiny_mixtral, tiny_deepseek_v3])
+def test_a_key_transformers_fills_in_is_read_with_its_default(make: Any) -> None:
+    """A config without `rope_theta` (Qwen3-MoE, Mixtral and DeepSeek-V3 configs in the
+    wild) loads in transformers with its model type's default base: so here too."""
+    transformers = pytest.importorskip("transformers")
+    config = _without(make(), "rope_theta")
+    config.pop("rope_parameters", None)
+    expected = transformers.AutoConfig.for_model(
+        config["model_type"], **{k: v for k, v in config.items() if k != "model_type"}
+    ).rope_parameters["rope_theta"]
+    spec = spec_from_config(config)
+    assert {layer.attention.rope.theta for layer in spec.layers} == {expected}
 
 
 def test_bad_rope_type_names_the_nested_key_and_allowed_values() -> None:
