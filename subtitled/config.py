@@ -67,6 +67,42 @@ class Config:
     journal: JournalConfig = field(default_factory=JournalConfig)
 
 
+WHISPER_TARGET = "en"
+"""The one target Whisper's translate task produces."""
+
+
+@dataclass(frozen=True)
+class LanguagePlan:
+    """Which stage produces which language (`plan_languages`)."""
+
+    asr: WhisperConfig
+    translation: TranslationConfig
+    """The targets the translation model serves (English-source text in, as today)."""
+    whisper_targets: tuple[str, ...]
+    """Targets the ASR itself produces: ('en',) with Whisper's translate task, or ()."""
+
+
+def plan_languages(config: Config) -> LanguagePlan:
+    """Split the targets between Whisper and the translation model.
+
+    English wanted from speech that is not (known to be) English is Whisper's own translate
+    task: the caption words are then English, and the 'en' track is those words. Other
+    targets go to the translation model, which reads the English captions. English speech
+    (`asr.language = "en"`) keeps every target on the translation model, as before.
+    """
+    asr, translation = config.asr, config.translation
+    if WHISPER_TARGET not in translation.targets:
+        return LanguagePlan(asr, translation, ())
+    if asr.task == "transcribe" and asr.language == "en":
+        return LanguagePlan(asr, translation, ())
+    rest = tuple(t for t in translation.targets if t != WHISPER_TARGET)
+    return LanguagePlan(
+        dataclasses.replace(asr, task="translate"),
+        dataclasses.replace(translation, targets=rest),
+        (WHISPER_TARGET,),
+    )
+
+
 def default_config_path() -> Path:
     """`$XDG_CONFIG_HOME/subtitled/config.toml` (default `~/.config/...`)."""
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")

@@ -8,6 +8,12 @@ one forces exit), SIGHUP `request_reload`, which re-reads the configuration and
 restarts the capture/ASR stages if they changed, while the server and its clients
 stay up. Under systemd the daemon reports READY/STATUS and pings the watchdog.
 
+Languages (`config.plan_languages`): English wanted from speech in another language is
+Whisper's translate task, whose English words are also published as the 'en' track; the
+other targets go to the translation model. The language the ASR identifies
+(`asr.language = "auto"`) is in every segment, and a change of it is announced in a new
+hello.
+
 Translation (`translation.targets`) sits between the ASR and the sinks
 (`translate.stage.TranslationStage`). Its model loads in the background while captions
 already flow; when it is live, clients get a new hello naming it. A missing or corrupt
@@ -29,8 +35,8 @@ from dataclasses import dataclass
 from subtitled.asr.stream import StreamingAsr
 from subtitled.asr.whisper import WhisperTranscriber
 from subtitled.capture import SourceSpec, check_source, open_source
-from subtitled.config import Config
-from subtitled.events import AudioChunk, SegmentUpdate, StatusUpdate
+from subtitled.config import Config, LanguagePlan, plan_languages
+from subtitled.events import AudioChunk, SegmentUpdate, StatusUpdate, Translation
 from subtitled.pipeline import Pipeline, PipelineStats, QueuePolicy, SegmentSink
 from subtitled.publish import ServiceInfo, SubtitleServer
 from subtitled.publish.journal import Journal, default_journal_path
@@ -94,6 +100,11 @@ class Daemon:
         self._loading: asyncio.Task[None] | None = None
         # Segment ids stay unique across reloads and restarts (see the journal).
         self._next_segment_id = 0
+        self._detected_language: str | None = None
+
+    @property
+    def languages(self) -> LanguagePlan:
+        return plan_languages(self.config)
 
     def service_info(self, asr_name: str) -> ServiceInfo:
         translator = self._translator
@@ -101,7 +112,9 @@ class Daemon:
             asr_model=asr_name,
             translation_model=None if translator is None else translator.name,
             source_language=self.config.asr.language,
-            target_languages=() if translator is None else translator.languages,
+            target_languages=self.languages.whisper_targets
+            + (() if translator is None else translator.languages),
+            detected_language=self._detected_language,
         )
 
     async def start(self) -> None:
@@ -111,10 +124,12 @@ class Daemon:
         before the port is bound or announced.
         """
         await asyncio.to_thread(check_source, self.options.source)
-        transcriber = await model_thread("asr").call(WhisperTranscriber, self.config.asr)
+        transcriber = await model_thread("asr").call(WhisperTranscriber, self.languages.asr)
         self._asr = await model_thread("asr").call(StreamingAsr, transcriber, self.config.streaming)
         self._asr_name = transcriber.name
-        sinks: list[SegmentSink] = [self._publish, *self._extra_sinks]
+        sinks: list[SegmentSink] = [
+            self._with_whisper_targets(sink) for sink in [self._publish, *self._extra_sinks]
+        ]
         self.translation = TranslationStage(
             sinks, include_partial=self.config.translation.include_partial
         )
@@ -159,7 +174,10 @@ class Daemon:
         """Load the configured translator in a thread; make it live, or stay captions-only."""
         from subtitled.translate.models import load_translator
 
-        config = self.config.translation
+        config = self.languages.translation
+        if not config.targets and self.languages.whisper_targets:
+            log.info("English from Whisper's translate task; no translation model needed")
+            return
         if not config.targets:
             from subtitled.translate.models import installed_models
 
@@ -273,8 +291,9 @@ class Daemon:
             return
         if new.server != self.config.server:
             log.warning("server settings changed: they take effect at the next restart")
-        if new.asr != self.config.asr or new.streaming != self.config.streaming:
-            transcriber = await model_thread("asr").call(WhisperTranscriber, new.asr)
+        new_asr = plan_languages(new).asr
+        if new_asr != self.languages.asr or new.streaming != self.config.streaming:
+            transcriber = await model_thread("asr").call(WhisperTranscriber, new_asr)
             self._asr = await model_thread("asr").call(StreamingAsr, transcriber, new.streaming)
             self._asr_name = transcriber.name
             if self.server is not None:
@@ -316,7 +335,20 @@ class Daemon:
             if self.server.journal is not None:
                 self.server.journal.close()
 
+    def _with_whisper_targets(self, sink: SegmentSink) -> SegmentSink:
+        """`sink`, given each update with the tracks Whisper produced (see `whisper_tracks`)."""
+
+        def stamped(update: SegmentUpdate) -> None:
+            sink(whisper_tracks(update, self.languages.whisper_targets))
+
+        return stamped
+
     def _publish(self, update: SegmentUpdate) -> None:
+        spoken = update.spoken_language or update.language
+        if self.config.asr.language == "auto" and spoken != self._detected_language:
+            self._detected_language = spoken
+            if self.server is not None:
+                self.server.update_info(self.service_info(self._asr_name))
         if self.server is not None:
             self.server.publish_segment(update)
 
@@ -329,3 +361,16 @@ class Daemon:
             self.server.publish_status(status)
         for sink in self._status_sinks:
             sink(status)
+
+
+def whisper_tracks(update: SegmentUpdate, targets: tuple[str, ...]) -> SegmentUpdate:
+    """`update` with a translation per target Whisper produced: its own words, the
+    committed ones `stable` (they never change within a segment), the rest `unstable`."""
+    if not targets or update.language not in targets:
+        return update
+    track = Translation(
+        stable=update.committed_text, unstable="".join(w.text for w in update.partial).strip()
+    )
+    return dataclasses.replace(
+        update, translations={**update.translations, **{lang: track for lang in targets}}
+    )

@@ -76,6 +76,10 @@ class SegmentUpdate:
     partial: tuple[Word, ...]
     emitted_unix: float
     translations: dict[str, Translation] = field(default_factory=dict)
+    language: str | None = None
+    """The language of the words (a Whisper code), when the ASR knows it."""
+    spoken_language: str | None = None
+    """The language spoken, when it differs from `language` (Whisper's translate task)."""
 
     @property
     def words(self) -> tuple[Word, ...]:

@@ -80,7 +80,15 @@ class Recogniser:
             updates += self.asr.finish(now())
         elif self.asr.due():
             updates += self.asr.step(now())
-        return updates
+        return [self._with_languages(u) for u in updates]
+
+    def _with_languages(self, update: SegmentUpdate) -> SegmentUpdate:
+        """The update with the languages the transcriber worked in for it."""
+        transcriber = self.asr.transcriber
+        text, spoken = transcriber.text_language, transcriber.spoken_language
+        return dataclasses.replace(
+            update, language=text, spoken_language=spoken if spoken != text else None
+        )
 
 
 class Pipeline:

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from subtitled.config import Config, load_config, replace_path, with_overrides
+from subtitled.config import (
+    Config,
+    load_config,
+    plan_languages,
+    replace_path,
+    with_overrides,
+)
 from subtitled.errors import ConfigError
 
 
@@ -67,6 +73,11 @@ allowed_origins = ["http://localhost:3000"]
         ("asr = 3\n", r"asr: expected a table, got int"),
         ("[server\n", r"not valid TOML"),
         ("[translation]\nsentence_words = -1\n", r"translation.*sentence_words must be >= 0"),
+        ("[asr]\nlanguage = 'klingon'\n", r"asr.language: 'klingon' is not a Whisper language"),
+        ("[asr]\nlanguage = 'de'\n", r"asr.language 'de' needs a multilingual model.*'tiny.en'"),
+        ("[asr]\nlanguage = 'auto'\n", r"needs a multilingual model.*asr.model = \"base\""),
+        ("[asr]\ntask = 'translate'\n", r"asr.task 'translate' needs a multilingual model"),
+        ("[asr]\ntask = 'summarise'\n", r"asr.task: 'summarise' is not allowed"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -109,3 +120,27 @@ def test_set_unknown_key_lists_the_allowed_ones(key: str, expected: str) -> None
     """`--set` with a typo names the key and what the section allows (as the README says)."""
     with pytest.raises(ConfigError, match=expected):
         with_overrides(Config(), {}, [f"{key}=1"])
+
+
+@pytest.mark.parametrize(
+    ("sets", "task", "model_targets", "whisper_targets"),
+    [
+        # English speech: every target is the translation model's, as before.
+        (["translation.targets=['de']"], "transcribe", ("de",), ()),
+        (["translation.targets=['en', 'de']"], "transcribe", ("en", "de"), ()),
+        # Other speech, English wanted: Whisper's translate task; the rest read its English.
+        (["asr.language='de'", "translation.targets=['en']"], "translate", (), ("en",)),
+        (["asr.language='auto'", "translation.targets=['en', 'es']"], "translate", ("es",),
+         ("en",)),
+        (["asr.language='fr'", "translation.targets=[]"], "transcribe", (), ()),
+        (["asr.language='fr'", "translation.targets=['de']"], "transcribe", ("de",), ()),
+    ],
+)
+def test_plan_languages(
+    sets: list[str], task: str, model_targets: tuple[str, ...], whisper_targets: tuple[str, ...]
+) -> None:
+    config = with_overrides(Config(), {"asr.model": "base"}, sets)
+    plan = plan_languages(config)
+    assert plan.asr.task == task
+    assert plan.translation.targets == model_targets
+    assert plan.whisper_targets == whisper_targets

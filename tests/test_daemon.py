@@ -196,3 +196,24 @@ def test_lost_device_is_reported_and_recovered(pulse_sink) -> None:  # type: ign
         err = stop_daemon(proc)
     assert proc.returncode == 0, err
     assert wer([clip.transcript], [" ".join(heard)]) < 0.3, heard
+
+
+def test_whisper_translation_is_the_english_track() -> None:
+    """With Whisper's translate task the caption words are English: they are also the
+    'en' track, committed words stable (never revised within a segment)."""
+    from subtitled.daemon import whisper_tracks
+    from subtitled.events import SegmentUpdate, Translation, Word
+
+    update = SegmentUpdate(
+        segment_id=3, revision=1, status="partial",
+        committed=(Word(" It", 0.0, 0.2), Word(" also", 0.2, 0.5)),
+        partial=(Word(" attacked", 0.5, 0.9),), emitted_unix=0.0,
+        translations={"es": Translation("También")}, language="en", spoken_language="de",
+    )
+    stamped = whisper_tracks(update, ("en",))
+    assert stamped.translations == {
+        "es": Translation("También"), "en": Translation("It also", "attacked")
+    }
+    assert whisper_tracks(update, ()) is update
+    german = SegmentUpdate(3, 1, "partial", update.committed, (), 0.0, language="de")
+    assert whisper_tracks(german, ("en",)) is german  # not English words: no English track

@@ -25,6 +25,8 @@ class FailsOnce:
     def __init__(self, model: WhisperTranscriber, fail_on_call: int) -> None:
         self.model = model
         self.name = model.name
+        self.spoken_language = model.spoken_language
+        self.text_language = model.text_language
         self.calls = 0
         self.fail_on_call = fail_on_call
 

@@ -37,14 +37,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from subtitled import SAMPLE_RATE_HZ
+from subtitled.asr.language import AUTO, WHISPER_LANGUAGES, LanguageConfig, LanguageTracker
+from subtitled.asr.packaged import PACKAGED_MODELS, UNAVAILABLE, packaged_model_path
 from subtitled.errors import ConfigError, ModelError
 from subtitled.events import Word
 from subtitled.memory import release_free_memory
@@ -76,6 +78,9 @@ PREPEND_PUNCTUATION = "\"'“¿([{-"
 APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"  # noqa: RUF001 (full-width forms)
 
 
+Task = Literal["transcribe", "translate"]
+
+
 @dataclass(frozen=True)
 class Hypothesis:
     """One transcription of the buffer: the words after the forced prefix."""
@@ -89,6 +94,16 @@ class Transcriber(Protocol):
     """What the streaming shell needs from an ASR model."""
 
     name: str
+
+    @property
+    def spoken_language(self) -> str | None:
+        """The language spoken: configured, or the last one identified (None: not yet)."""
+        ...
+
+    @property
+    def text_language(self) -> str | None:
+        """The language of the words `transcribe` returns (English for Whisper's translate)."""
+        ...
 
     def transcribe(
         self,
@@ -121,8 +136,16 @@ class WhisperConfig:
     """ASR model settings."""
 
     model: str = "tiny.en"
-    """'tiny.en' (the bundled default), a model directory, or a faster-whisper model name."""
+    """'tiny.en' (the bundled default, English only), 'base' (multilingual, from the
+    `multilingual` extra's packages, verified: `subtitled.asr.packaged`), or the path of
+    a CTranslate2 Whisper model directory."""
     language: str = "en"
+    """The spoken language (a Whisper code: 'en', 'de', 'es', 'fr', ...), or 'auto' to
+    identify it from the audio (`language_id`). Not 'en' needs a multilingual model."""
+    task: Task = "transcribe"
+    """'transcribe' (captions in the spoken language) or 'translate' (Whisper's own
+    translation into English; `--target en` on non-English speech selects it)."""
+    language_id: LanguageConfig = field(default_factory=LanguageConfig)
     compute_type: str = "int8"
     threads: int = 1
     min_window_s: float = 8.0
@@ -134,6 +157,20 @@ class WhisperConfig:
     beam_size: int = 1
 
     def __post_init__(self) -> None:
+        if self.language != AUTO and self.language not in WHISPER_LANGUAGES:
+            raise ConfigError(
+                f"asr.language: {self.language!r} is not a Whisper language; use 'auto' or "
+                f"a code such as en, de, es, fr ({len(WHISPER_LANGUAGES)} known)"
+            )
+        if self.model.endswith(".en") and (self.language != "en" or self.task != "transcribe"):
+            wants = f"asr.language {self.language!r}" if self.language != "en" else (
+                f"asr.task {self.task!r}"
+            )
+            raise ConfigError(
+                f"{wants} needs a multilingual model, and asr.model {self.model!r} is "
+                "English-only: set asr.model = \"base\" (--asr-model base; pip install "
+                "'subtitled[multilingual]')"
+            )
         if self.threads < 1:
             raise ConfigError(f"asr.threads: {self.threads} is invalid; expected an integer >= 1")
         if not 1 <= self.beam_size <= 16:
@@ -158,7 +195,6 @@ class WhisperTranscriber:
         # oneDNN reads this when it creates its first primitive, i.e. at the first encode.
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
         from faster_whisper import WhisperModel
-        from faster_whisper.tokenizer import Tokenizer
 
         try:
             self._model = WhisperModel(
@@ -171,25 +207,73 @@ class WhisperTranscriber:
         except Exception as exc:  # CTranslate2 raises RuntimeError/ValueError/OSError
             raise ModelError(f"cannot load the ASR model at {path}: {exc}") from exc
         multilingual = self._model.model.is_multilingual
-        self._tokenizer = Tokenizer(
-            self._model.hf_tokenizer,
-            multilingual,
-            task="transcribe",
-            language=self.config.language if multilingual else "en",
+        if not multilingual and (self.config.language != "en" or self.config.task != "transcribe"):
+            raise ConfigError(
+                f"asr.language {self.config.language!r} / asr.task {self.config.task!r} need "
+                f"a multilingual model, and {path} is English-only: set asr.model = \"base\""
+            )
+        self._multilingual = multilingual
+        self._tokenizers: dict[str, Any] = {}
+        self.languages = LanguageTracker(self.config.language, self.config.language_id)
+        self._tokenizer = self._tokenizer_for(self.languages.language or "en")
+        self.name = (
+            f"whisper-{self.config.model}"
+            if self.config.model in ("tiny.en", *PACKAGED_MODELS)
+            else self.config.model
         )
-        self.name = self.config.model if self.config.model != "tiny.en" else "whisper-tiny.en"
+
+    @property
+    def spoken_language(self) -> str | None:
+        return self.languages.language
+
+    def reset_language(self) -> None:
+        """Forget the identified language: the next audio is a new stream."""
+        self.languages = LanguageTracker(self.config.language, self.config.language_id)
+
+    @property
+    def text_language(self) -> str | None:
+        return "en" if self.config.task == "translate" else self.languages.language
+
+    def _tokenizer_for(self, language: str) -> Any:
+        from faster_whisper.tokenizer import Tokenizer
+
+        if language not in self._tokenizers:
+            self._tokenizers[language] = Tokenizer(
+                self._model.hf_tokenizer,
+                self._multilingual,
+                task=self.config.task,
+                language=language if self._multilingual else "en",
+            )
+        return self._tokenizers[language]
+
+    def _identify(self, encoder_output: Any, offset_s: float, audio_s: float) -> None:
+        """Language ID on this buffer when `LanguageTracker` asks for it."""
+        if not self.languages.needs_detection(offset_s, audio_s):
+            return
+        ranked = self._model.model.detect_language(encoder_output)[0]
+        token, probability = ranked[0]
+        language = str(token)[2:-2]  # "<|de|>"
+        previous = self.languages.language
+        self.languages.detected(language, float(probability), audio_s)
+        if language != previous:
+            log.info("language identified: %s (p=%.2f, %.1f s of audio)",
+                     language, probability, audio_s)
+        self._tokenizer = self._tokenizer_for(language)
 
     @staticmethod
     def _resolve(model: str) -> Path:
         if model == "tiny.en":
             return default_model_path()
+        if model in PACKAGED_MODELS or model in UNAVAILABLE:
+            return packaged_model_path(model)
         path = Path(model).expanduser()
         if path.is_dir():
             if not (path / "model.bin").is_file():
                 raise ModelError(f"{path} is not a CTranslate2 Whisper model: no model.bin in it")
             return path
         raise ModelError(
-            f"ASR model {model!r} not found: give 'tiny.en' (bundled) or the path of a "
+            f"ASR model {model!r} not found: give 'tiny.en' (bundled), 'base' (the "
+            "multilingual extra) or the path of a "
             "CTranslate2 Whisper model directory (nothing is downloaded at run time)"
         )
 
@@ -216,10 +300,15 @@ class WhisperTranscriber:
     ) -> Hypothesis:
         from faster_whisper.transcribe import get_ctranslate2_storage
 
-        tok = self._tokenizer
         features = self._features(audio)
         n_frames = min(len(audio) * FRAMES_PER_S // SAMPLE_RATE_HZ, MAX_FRAMES)
         encoder_output = self._model.model.encode(get_ctranslate2_storage(features[None]))
+        audio_s = len(audio) / SAMPLE_RATE_HZ
+        if self.languages.auto:
+            self._identify(encoder_output, offset_s, audio_s)
+            if self.languages.language is None:  # too little audio to tell yet
+                return Hypothesis((), 0.0, 0.0)
+        tok = self._tokenizer
 
         prefix_tokens = tok.encode("".join(w.text for w in prefix)) if prefix else []
         head: list[int] = []
@@ -228,7 +317,6 @@ class WhisperTranscriber:
         head += tok.sot_sequence
         # Cap the tail by the audio the prefix does not cover: a loop stops early
         # (and cheaply) instead of running for the length of the whole buffer.
-        audio_s = len(audio) / SAMPLE_RATE_HZ
         covered_s = prefix[-1].end_s - offset_s if prefix else 0.0
         budget = 10 + int(TOKENS_PER_AUDIO_S * max(audio_s - covered_s, 0.0))
         forced = [tok.timestamp_begin, *prefix_tokens]
@@ -262,6 +350,8 @@ class WhisperTranscriber:
         alignment = aligned[0]
         merge_punctuations(alignment, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)
         words = _words_after_prefix(alignment, len(prefix_tokens), offset_s)
+        if words:
+            self.languages.heard(words[-1].end_s)
         return Hypothesis(tuple(words), no_speech_prob, avg_logprob)
 
     def _generate(

@@ -348,6 +348,10 @@ def model_path(config: WhisperConfig) -> Path:
 
     if config.model == "tiny.en":
         return default_model_path()
+    from subtitled.asr.packaged import PACKAGED_MODELS, packaged_model_path
+
+    if config.model in PACKAGED_MODELS:
+        return packaged_model_path(config.model)
     path = Path(config.model).expanduser()
     if not (path / "model.bin").is_file():
         raise ModelError(f"ASR model {config.model!r}: no CTranslate2 model.bin in {path}")
@@ -377,7 +381,8 @@ def offline_words(plans: Sequence[StreamPlan], config: WhisperConfig) -> list[tu
     for plan in plans:
         segments, _info = model.transcribe(
             plan.audio,
-            language=config.language,
+            language=None if config.language == "auto" else config.language,
+            task=config.task,
             beam_size=OFFLINE_BEAM_SIZE,
             word_timestamps=True,
         )

@@ -253,6 +253,8 @@ def segment_from_message(message: Mapping[str, Any]) -> SegmentUpdate:
         partial=(),
         emitted_unix=float(message["emitted"] or 0.0),
         translations=translations,
+        language=message.get("language"),
+        spoken_language=message.get("spoken"),
     )
 
 

@@ -65,6 +65,8 @@ class ServiceInfo:
     translation_model: str | None
     source_language: str
     target_languages: tuple[str, ...] = ()
+    detected_language: str | None = None
+    """The spoken language the ASR identified last (`source_language` 'auto')."""
 
     @property
     def mode(self) -> Mode:
@@ -109,7 +111,7 @@ def _translation_payload(translation: Translation) -> JsonObject:
 
 def segment_payload(update: SegmentUpdate, seq: int) -> JsonObject:
     """The `segment` message for one revision of a caption segment."""
-    return {
+    payload: JsonObject = {
         "type": "segment",
         "seq": seq,
         "id": update.segment_id,
@@ -128,6 +130,21 @@ def segment_payload(update: SegmentUpdate, seq: int) -> JsonObject:
         "translations": {
             lang: _translation_payload(t) for lang, t in sorted(update.translations.items())
         },
+    }
+    # Added in 0.2 (optional; clients that do not know them ignore them).
+    if update.language is not None:
+        payload["language"] = update.language
+    if update.spoken_language is not None and update.spoken_language != update.language:
+        payload["spoken"] = update.spoken_language
+    return payload
+
+
+def languages_payload(info: ServiceInfo) -> JsonObject:
+    """`languages` of `hello` and `/healthz`: configured source, targets, identified."""
+    return {
+        "source": info.source_language,
+        "targets": list(info.target_languages),
+        "detected": info.detected_language,
     }
 
 
@@ -171,7 +188,7 @@ def hello_payload(
         "protocol": PROTOCOL_VERSION,
         "version": __version__,
         "models": {"asr": info.asr_model, "translation": info.translation_model},
-        "languages": {"source": info.source_language, "targets": list(info.target_languages)},
+        "languages": languages_payload(info),
         "mode": info.mode,
         "seq": seq,
         "stream": stream,

@@ -44,6 +44,7 @@ from subtitled.publish.protocol import (
     encode,
     encode_for,
     hello_payload,
+    languages_payload,
     parse_connect_query,
 )
 from subtitled.publish.session import (
@@ -515,7 +516,7 @@ class SubtitleServer:
             "version": __version__,
             "mode": info.mode,
             "models": {"asr": info.asr_model, "translation": info.translation_model},
-            "languages": {"source": info.source_language, "targets": list(info.target_languages)},
+            "languages": languages_payload(info),
             "capture": self._feed.capture,
             "capture_detail": self._feed.capture_detail,
             "clients": len(self._clients),

