@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -41,6 +43,8 @@ class ScriptedAsr:
         self.accepted: list[tuple[float, float]] = []  # (chunk end, now at accept)
         self.steps: list[float] = []
         self.revision = 0
+        # The languages `Recogniser` stamps on each update (English speech, English text).
+        self.transcriber = SimpleNamespace(text_language="en", spoken_language="en")
 
     def accept(self, chunk: AudioChunk, now: float) -> list[SegmentUpdate]:
         self.accepted.append((chunk.end_s, now))

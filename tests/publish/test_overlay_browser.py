@@ -225,8 +225,9 @@ def test_restart_resumes_without_duplicates_or_gaps(
                                                         partial="cha"))
     overlay.wait_lines([*expected, "cha"])
 
-    # 1. A restart with the journal (`subtitled run`): numbering goes on (from the
-    # reserved 1000). The new daemon speaks before the page is back; `since=4`.
+    # 1. A restart with the journal (`subtitled run`): numbering goes on from the
+    # last journaled message, without a gap. The new daemon speaks before the page
+    # is back; `since=4`.
     feed.stop()
     overlay.wait_badge("reconnecting")
     feed.start(CAPTIONS_ONLY, port, journal=journal, then=[
@@ -269,7 +270,7 @@ def test_restart_resumes_without_duplicates_or_gaps(
     assert "since=" not in overlay.sockets[0]
     # The last restart: `since=2` gets a hello naming a new stream; the page resyncs.
     resumes = [re.search(r"since=(\d+)", url)[1] for url in overlay.sockets[1:]]
-    assert resumes == ["4", "1005", "2", "0"], overlay.sockets
+    assert resumes == ["4", "9", "2", "0"], overlay.sockets
 
 
 def wait_for_client(feed: ScriptedFeed, timeout_s: float = 5) -> None:
