@@ -80,6 +80,9 @@ class SegmentUpdate:
     """The language of the words (a Whisper code), when the ASR knows it."""
     spoken_language: str | None = None
     """The language spoken, when it differs from `language` (Whisper's translate task)."""
+    retranslated: bool = False
+    """This is revision `revision` again (the same words, already published) with new
+    translations: the feed sends it as a `translation` message, not a new revision."""
 
     @property
     def words(self) -> tuple[Word, ...]:

@@ -22,6 +22,7 @@ class PublishMetrics:
     slow_clients_closed: Counter
     protocol_errors: Counter
     segments_published: Counter
+    translations_published: Counter
     statuses_published: Counter
 
     @classmethod
@@ -56,6 +57,11 @@ class PublishMetrics:
                 "subtitled_segments_published",
                 "Segment revisions published, by status",
                 ["status"],
+                registry=registry,
+            ),
+            translations_published=Counter(
+                "subtitled_translations_published",
+                "New translations of a published partial revision (`translation` messages)",
                 registry=registry,
             ),
             statuses_published=Counter(

@@ -79,7 +79,7 @@ class ServiceInfo:
 
 @dataclass(frozen=True, eq=False)
 class FeedMessage:
-    """One numbered message of the feed (`segment` or `status`).
+    """One numbered message of the feed (`segment`, `translation` or `status`).
 
     `payload` is the full JSON object, every translation included; per-client
     language filtering happens in `encode_for`.
@@ -137,6 +137,21 @@ def segment_payload(update: SegmentUpdate, seq: int) -> JsonObject:
     if update.spoken_language is not None and update.spoken_language != update.language:
         payload["spoken"] = update.spoken_language
     return payload
+
+
+def translation_payload(update: SegmentUpdate, seq: int) -> JsonObject:
+    """The `translation` message: new translations for revision `rev` of segment `id`,
+    whose words were sent before (added in 0.2)."""
+    return {
+        "type": "translation",
+        "seq": seq,
+        "id": update.segment_id,
+        "rev": update.revision,
+        "emitted": _seconds(update.emitted_unix),
+        "translations": {
+            lang: _translation_payload(t) for lang, t in sorted(update.translations.items())
+        },
+    }
 
 
 def languages_payload(info: ServiceInfo) -> JsonObject:
@@ -223,13 +238,16 @@ def encode(payload: Mapping[str, Any]) -> str:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
 
-def encode_for(message: FeedMessage, languages: frozenset[str] | None) -> str:
-    """Encode a feed message for a client subscribed to `languages` (None: all)."""
+def encode_for(message: FeedMessage, languages: frozenset[str] | None) -> str | None:
+    """Encode a feed message for a client subscribed to `languages` (None: all); None
+    when it has nothing for that client (a `translation` in no language it wants)."""
     payload = message.payload
     translations = payload.get("translations")
     if languages is not None and translations:
         payload = dict(payload)
         payload["translations"] = {k: v for k, v in translations.items() if k in languages}
+    if payload.get("type") == "translation" and not payload.get("translations"):
+        return None
     return encode(payload)
 
 
@@ -353,9 +371,11 @@ class Feed:
 
     Every message gets the next `seq` (1, 2, ...). The history keeps the last
     `history_size` finals, the latest partial of each still-open segment (at most
-    `max_open_segments`), and the latest status. A partial superseded by a later
-    revision or by its final, and a status superseded by a later one, is not
-    replayed: the newer message carries everything a client needs.
+    `max_open_segments`) with the latest `translation` of it, and the latest status.
+    A partial superseded by a later revision or by its final, a translation superseded
+    by a later one or by a revision (which carries the translations as they stand), and
+    a status superseded by a later one, is not replayed: the newer message carries
+    everything a client needs.
     """
 
     history_size: int = 10_000
@@ -367,6 +387,7 @@ class Feed:
     _open: OrderedDict[int, FeedMessage] = field(
         default_factory=OrderedDict, init=False, repr=False
     )
+    _retranslated: dict[int, FeedMessage] = field(default_factory=dict, init=False, repr=False)
     _status: _Latest = field(default_factory=_Latest, init=False, repr=False)
     _evicted_through: int = field(default=0, init=False, repr=False)
 
@@ -391,7 +412,8 @@ class Feed:
 
     def __len__(self) -> int:
         """Messages held in the history."""
-        return len(self._finals) + len(self._open) + (self._status.message is not None)
+        held = len(self._finals) + len(self._open) + len(self._retranslated)
+        return held + (self._status.message is not None)
 
     def restore(
         self, finals: Sequence[Mapping[str, Any]], last_seq: int, stream_id: str | None = None
@@ -422,6 +444,7 @@ class Feed:
             final=final,
         )
         self._open.pop(update.segment_id, None)
+        self._retranslated.pop(update.segment_id, None)
         if final:
             self._finals.append(message)
             if len(self._finals) > self.history_size:
@@ -430,7 +453,20 @@ class Feed:
             self._open[update.segment_id] = message
             if len(self._open) > self.max_open_segments:
                 # A segment that never finalised: its partial is stale, not missed.
-                self._open.popitem(last=False)
+                stale, _ = self._open.popitem(last=False)
+                self._retranslated.pop(stale, None)
+        return message
+
+    def publish_translation(self, update: SegmentUpdate) -> FeedMessage:
+        """Number new translations of a published revision (`update.retranslated`)."""
+        self.last_seq += 1
+        message = FeedMessage(
+            seq=self.last_seq,
+            payload=translation_payload(update, self.last_seq),
+            segment_id=update.segment_id,
+        )
+        if update.segment_id in self._open:
+            self._retranslated[update.segment_id] = message
         return message
 
     def publish_status(self, status: StatusUpdate) -> FeedMessage:
@@ -459,6 +495,7 @@ class Feed:
         start = bisect.bisect_right(self._finals, seq, key=lambda m: m.seq)
         finals = list(itertools.islice(self._finals, start, None))
         others = [m for m in self._open.values() if m.seq > seq]
+        others += [m for m in self._retranslated.values() if m.seq > seq]
         status = self._status.message
         if status is not None and status.seq > seq:
             others.append(status)

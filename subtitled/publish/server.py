@@ -281,9 +281,15 @@ class SubtitleServer:
     # ------------------------------------------------------------------ publishing
 
     def publish_segment(self, update: SegmentUpdate) -> int:
-        """Publish one segment revision to every client; never blocks. Returns its seq."""
+        """Publish one segment revision (or, when `update.retranslated`, new translations
+        of the last one) to every client; never blocks. Returns its seq."""
         if self.journal is not None:
             self.journal.ensure_reserved(self._feed.last_seq + 1)
+        if update.retranslated:
+            message = self._feed.publish_translation(update)
+            self._metrics.translations_published.inc()
+            self._fan_out(message)
+            return message.seq
         message = self._feed.publish_segment(update)
         if self.journal is not None and message.final:
             # On disk before any client sees it: a final is never lost, even to kill -9.
@@ -311,14 +317,17 @@ class SubtitleServer:
                 client.wake()
 
     def _fan_out(self, message: FeedMessage) -> None:
-        encoded: dict[frozenset[str] | None, str] = {}  # one encoding per subscription
+        encoded: dict[frozenset[str] | None, str | None] = {}  # one encoding per subscription
         for client in list(self._clients):
             if client.closing:
                 continue
             languages = client.session.languages
-            text = encoded.get(languages)
-            if text is None:
+            if languages in encoded:
+                text = encoded[languages]
+            else:
                 text = encoded[languages] = encode_for(message, languages)
+            if text is None:
+                continue  # nothing in it for this client
             item = Outgoing(text, message.seq, message.segment_id, droppable=message.is_partial)
             result = client.session.outbox.push(item)
             self._count_dropped(result.dropped)
@@ -364,6 +373,8 @@ class SubtitleServer:
         session.outbox.push_backlog(Outgoing(encode(self._hello(params.languages, replay))))
         for message in replay.messages if replay is not None else ():
             text = encode_for(message, params.languages)
+            if text is None:
+                continue
             session.outbox.push_backlog(Outgoing(text, message.seq, message.segment_id))
         client = _Client(ws, session)
         self._clients.add(client)

@@ -3,10 +3,11 @@
 Captions never wait for translation: every ASR revision is passed on at once, carrying
 the segment's translations as they stand. The model works in a worker thread on the
 newest revision of each segment (older queued revisions of a segment are superseded;
-a final never is); when it is done, a new revision of the segment with the new
-translations is published. A segment's `final` revision is published once its
-translation is final (until then a partial revision with every word committed stands in
-for it), so the final carries the final translation.
+a final never is); when it is done, the segment's latest revision is passed on again
+with the new translations, marked `retranslated` (the feed sends it as a `translation`
+message that names the revision, not as a new one). A segment's `final` revision is
+published once its translation is final (until then a partial revision with every word
+committed stands in for it), so the final carries the final translation.
 
 A failing translator is logged, restarted with fresh state, and the stage goes on; a
 final whose translation failed is published with what was stable. Until a translator is
@@ -186,9 +187,11 @@ class TranslationStage:
             self._emit(dataclasses.replace(update, emitted_unix=now), translations)
             self._forget(sid)
         elif sid not in self._pending or self._pending[sid].status != "final":
-            # Newer words may have arrived: show them with the new translation.
+            # The latest revision was passed on when it came (with the translation as
+            # it stood then): this adds the new translation to it.
             latest = self._latest.get(sid, update)
-            self._emit(dataclasses.replace(latest, emitted_unix=now), translations)
+            self._emit(dataclasses.replace(latest, emitted_unix=now, retranslated=True),
+                       translations)
 
     # ------------------------------------------------------------------ output side
 
@@ -198,9 +201,15 @@ class TranslationStage:
         self._revisions.pop(sid, None)
 
     def _emit(self, update: SegmentUpdate, translations: dict[str, Translation]) -> None:
+        """Pass `update` on with `translations`: a new revision of its segment, or (when
+        `update.retranslated`) the segment's last revision again."""
         sid = update.segment_id
         revision = self._revisions.get(sid, 0)
-        self._revisions[sid] = revision + 1
+        if update.retranslated and revision > 0:
+            revision -= 1
+        else:
+            update = dataclasses.replace(update, retranslated=False)
+            self._revisions[sid] = revision + 1
         out = dataclasses.replace(update, revision=revision, translations=dict(translations))
         for sink in self._sinks:
             try:

@@ -7,6 +7,7 @@ go to artifacts/overlay/.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -156,6 +157,17 @@ def test_stable_and_unstable_text_look_different(overlay: Overlay, feed: Scripte
     assert page.inner_text(f"{de} .unstable").strip() == "für euch tun"
     assert style(page, f"{de} .unstable", "color") != style(page, f"{de} .stable", "color")
     screenshot(page, "stable-unstable")
+
+    # A new translation of the same revision comes as a `translation` message.
+    german = Translation("fragt nicht, was euer Land", "für euch tun kann")
+    retranslated = segment(2, 0, "partial", committed="ask not what your country",
+                           partial="can do for", translations={"de": german})
+    feed.publish(dataclasses.replace(retranslated, retranslated=True))
+    overlay.wait_lines(
+        ["Und so, meine amerikanischen Mitbürger,", "fragt nicht, was euer Land für euch tun kann"],
+        track="de",
+    )
+    assert page.inner_text(f"{live} .unstable").strip() == "can do for"
 
     x_before = page.eval_on_selector(f"{live} .unstable", "el => el.getBoundingClientRect().x")
     german = Translation("fragt nicht, was euer Land für euch tun kann,")
@@ -437,6 +449,46 @@ FEED_JS = """async (messages) => {
                   texts: records.map((r) => r.text)};
   return resync ? {...result, resync} : result;
 }"""
+
+
+TRANSLATION_JS = """async (messages) => {
+  const {CaptionFeed} = await import("/static/captions.js");
+  const feed = new CaptionFeed();
+  feed.connecting();
+  for (const m of messages) feed.apply(m);
+  return [...feed.records.values()].map((r) => [r.rev, r.text, r.textFor("de").stable]);
+}"""
+
+
+def test_feed_core_applies_a_translation_to_its_revision_only(
+    overlay: Overlay, feed: ScriptedFeed
+) -> None:
+    feed.start(CAPTIONS_ONLY)
+    overlay.open(feed.url)
+
+    def revision(seq: int, rev: int, text: str, de: str) -> dict[str, object]:
+        return {"type": "segment", "seq": seq, "id": 1, "rev": rev, "status": "partial",
+                "text": text, "committed": "", "partial": text,
+                "translations": {"de": {"stable": de, "unstable": ""}}}
+
+    def translation(seq: int, rev: int, de: str) -> dict[str, object]:
+        return {"type": "translation", "seq": seq, "id": 1, "rev": rev,
+                "translations": {"de": {"stable": de, "unstable": ""}}}
+
+    start = [hello(0), revision(1, 0, "hi", "")]
+    cases = {
+        "applied to the revision shown": (
+            [*start, translation(2, 0, "Hallo")], [[0, "hi", "Hallo"]]),
+        "stale: a later revision is shown": (
+            [*start, revision(2, 1, "hi there", "Hallo"), translation(3, 0, "Hi")],
+            [[1, "hi there", "Hallo"]]),
+        "already applied (seq not newer)": (
+            [*start, translation(2, 0, "Hallo"), translation(2, 0, "Hi")],
+            [[0, "hi", "Hallo"]]),
+        "unknown segment": ([*start, {**translation(2, 0, "X"), "id": 9}], [[0, "hi", ""]]),
+    }
+    for name, (messages, expected) in cases.items():
+        assert overlay.page.evaluate(TRANSLATION_JS, messages) == expected, name
 
 
 def test_feed_core(overlay: Overlay, feed: ScriptedFeed) -> None:

@@ -23,6 +23,7 @@ from subtitled.publish.protocol import (
     ClientMessageError,
     ConnectParams,
     Feed,
+    FeedMessage,
     Ping,
     Replay,
     ServiceInfo,
@@ -153,9 +154,35 @@ def test_encode_for_filters_translations(
     feed = Feed()
     translations = {"de": Translation("Hallo"), "es": Translation("Hola")}
     message = feed.publish_segment(segment(1, translations=translations))
-    decoded = json.loads(encode_for(message, languages))
+    text = encode_for(message, languages)
+    assert text is not None
+    decoded = json.loads(text)
     assert set(decoded["translations"]) == expected
     assert set(message.payload["translations"]) == {"de", "es"}  # the feed copy is untouched
+    # A `translation` message goes only to clients that want one of its languages.
+    update = dataclasses.replace(partial(1, 0), translations=translations, retranslated=True)
+    retranslated = feed.publish_translation(update)
+    text = encode_for(retranslated, languages)
+    if expected:
+        assert text is not None and set(json.loads(text)["translations"]) == expected
+    else:
+        assert text is None
+
+
+def test_translation_message_names_the_revision_and_carries_no_words() -> None:
+    feed = Feed()
+    feed.publish_segment(partial(7, 3, "hello there"))
+    update = dataclasses.replace(
+        partial(7, 3, "hello there"), retranslated=True, emitted_unix=1_700_000_000.25,
+        translations={"de": Translation("Hallo", "da", latency_ms=178.04, compute_ms=52.31)},
+    )
+    message = feed.publish_translation(update)
+    assert json.loads(encode_for(message, None) or "") == {
+        "type": "translation", "seq": 2, "id": 7, "rev": 3, "emitted": 1_700_000_000.25,
+        "translations": {"de": {"stable": "Hallo", "unstable": "da", "latency_ms": 178.0,
+                                "compute_ms": 52.3}},
+    }
+    assert message.is_partial and not message.final  # droppable, never journaled
 
 
 def test_encode_keeps_non_ascii_text() -> None:
@@ -252,7 +279,21 @@ class SinceCase:
     history_size: int = 10_000
 
 
-P, F, S = partial, final, StatusUpdate
+def retranslation(segment_id: int, revision: int) -> SegmentUpdate:
+    """New translations of revision `revision` of a partial segment."""
+    return dataclasses.replace(partial(segment_id, revision), retranslated=True,
+                               translations={"de": Translation("hallo")})
+
+
+def publish(feed: Feed, event: SegmentUpdate | StatusUpdate) -> FeedMessage:
+    if isinstance(event, StatusUpdate):
+        return feed.publish_status(event)
+    if event.retranslated:
+        return feed.publish_translation(event)
+    return feed.publish_segment(event)
+
+
+P, F, S, T = partial, final, StatusUpdate, retranslation
 SINCE_CASES = [
     SinceCase("empty feed", (), 0, ()),
     SinceCase("all finals", (F(1), F(2), F(3)), 0, (1, 2, 3)),
@@ -277,6 +318,13 @@ SINCE_CASES = [
         2,
     ),
     SinceCase("ahead of the feed: a restart", (F(1), F(2)), 50, (1, 2), False),
+    SinceCase("translation of the open partial", (P(1, 0), T(1, 0)), 0, (1, 2)),
+    SinceCase("saw the partial, not its translation", (P(1, 0), T(1, 0)), 1, (2,)),
+    SinceCase("translation superseded by the next", (P(1, 0), T(1, 0), T(1, 0)), 0, (1, 3)),
+    SinceCase("translation superseded by a revision", (P(1, 0), T(1, 0), P(1, 1)), 0, (3,)),
+    SinceCase("translation superseded by the final", (P(1, 0), T(1, 0), F(1)), 0, (3,)),
+    SinceCase("translations of two segments", (P(1, 0), P(2, 0), T(1, 0), T(2, 0)), 0,
+              (1, 2, 3, 4)),
 ]
 
 
@@ -284,10 +332,7 @@ SINCE_CASES = [
 def test_feed_since(case: SinceCase) -> None:
     feed = Feed(history_size=case.history_size)
     for event in case.events:
-        if isinstance(event, StatusUpdate):
-            feed.publish_status(event)
-        else:
-            feed.publish_segment(event)
+        publish(feed, event)
     replay = feed.since(case.since)
     assert tuple(m.seq for m in replay.messages) == case.expected_seqs
     assert replay.complete is case.complete
@@ -325,6 +370,7 @@ EVENT = st.one_of(
     st.tuples(st.just("partial"), st.integers(0, 4)),
     st.tuples(st.just("final"), st.integers(0, 4)),
     st.tuples(st.just("status"), st.sampled_from(["starting", "running", "lost"])),
+    st.tuples(st.just("translation"), st.integers(0, 4)),
 )
 
 
@@ -341,8 +387,14 @@ def test_resume_has_no_gaps_and_no_duplicates(
             published.append(feed.publish_status(StatusUpdate(arg)))  # type: ignore[arg-type]
             continue
         assert isinstance(arg, int)
+        if kind == "translation":
+            if arg in revisions:  # translations come only for a published partial
+                published.append(feed.publish_translation(T(arg, revisions[arg])))
+            continue
         revisions[arg] = revisions.get(arg, -1) + 1
         update = (P if kind == "partial" else F)(arg, revisions[arg])
+        if kind == "final":
+            del revisions[arg]  # the segment is closed; the id may open again
         published.append(feed.publish_segment(update))
     cut = min(cut, feed.last_seq)
     replay = feed.since(cut)
@@ -355,11 +407,19 @@ def test_resume_has_no_gaps_and_no_duplicates(
         assert replayed_finals == missed_finals
     else:
         assert replayed_finals == missed_finals[-history:]
-    # A replayed partial is the newest message of its segment.
+    # A replayed partial is the newest revision of its segment, and a replayed
+    # translation the newest message of its segment, following its revision.
     for message in replay.messages:
-        if message.is_partial:
-            later = [m for m in published if m.segment_id == message.segment_id]
-            assert later[-1] is message
+        if not message.is_partial:
+            continue
+        same = [m for m in published if m.segment_id == message.segment_id]
+        revisions_of = [m for m in same if m.payload["type"] == "segment"]
+        if message.payload["type"] == "segment":
+            assert revisions_of[-1] is message
+        else:
+            assert same[-1] is message
+            assert revisions_of[-1].seq < message.seq
+            assert revisions_of[-1] in replay.messages or revisions_of[-1].seq <= cut
 
 
 def test_segments_name_their_languages_only_when_known() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import time
@@ -256,8 +257,39 @@ def test_language_subscription_filters_translations() -> None:
             assert await recv_json(ws) == {"type": "subscribed", "languages": []}
             server.publish_segment(segment(2, translations=translations))
             assert (await recv_json(ws))["translations"] == {}
+            # New translations of a partial: nothing for a client that wants none.
+            server.publish_segment(partial(3, 0))
+            server.publish_segment(
+                dataclasses.replace(partial(3, 0), translations=translations, retranslated=True)
+            )
+            assert (await recv_json(ws))["type"] == "segment"
             await ws.send('{"type": "ping"}')
             assert await recv_json(ws) == {"type": "pong"}
+
+    run(scenario())
+
+
+def test_new_translations_of_a_partial_are_a_translation_message() -> None:
+    async def scenario() -> None:
+        hallo = {"de": Translation("Hallo"), "es": Translation("Hola")}
+        async with serving() as server, connect(server.url + "?languages=de") as ws:
+            await recv_json(ws)
+            server.publish_segment(partial(4, 2, "hello there"))
+            server.publish_segment(
+                dataclasses.replace(partial(4, 2, "hello there"), translations=hallo,
+                                    retranslated=True)
+            )
+            server.publish_segment(final(4))
+            received = [await recv_json(ws) for _ in range(3)]
+            assert [(m["type"], m["seq"], m.get("rev")) for m in received] == [
+                ("segment", 1, 2), ("translation", 2, 2), ("segment", 3, 99)
+            ]
+            assert received[1]["id"] == 4 and "words" not in received[1]
+            assert received[1]["translations"] == {"de": {"stable": "Hallo", "unstable": ""}}
+            assert sample(server, "subtitled_translations_published_total") == 1
+            for status in ("partial", "final"):
+                assert server.registry.get_sample_value(
+                    "subtitled_segments_published_total", {"status": status}) == 1
 
     run(scenario())
 

@@ -64,12 +64,16 @@ def test_captions_pass_at_once_and_translations_follow() -> None:
         await stage.close()
 
     asyncio.run(scenario())
-    statuses = [(u.revision, u.status, u.text, u.translations.get("de")) for u in out]
-    assert [s[:3] for s in statuses] == [
-        (0, "partial", "hello"), (1, "partial", "hello"),
-        (2, "partial", "hello there"), (3, "final", "hello there"),
+    statuses = [(u.revision, u.status, u.text, u.retranslated) for u in out]
+    # The translation of revision 0 comes as revision 0 again, marked `retranslated`
+    # (a `translation` message on the feed), not as a new revision repeating its words.
+    assert statuses == [
+        (0, "partial", "hello", False), (0, "partial", "hello", True),
+        (1, "partial", "hello there", False), (2, "final", "hello there", False),
     ]
-    assert statuses[1][3] is not None and statuses[1][3].stable == "HELLO"
+    assert out[1].translations["de"].stable == "HELLO"
+    # The next revision carries the translation as it stands until its own is ready.
+    assert out[2].translations["de"].stable == "HELLO"
     final = out[-1].translations
     assert final["de"].stable == "HELLO THERE" and final["es"].stable == "HELLO THERE"
     assert final["de"].latency_ms is not None and final["de"].compute_ms is not None

@@ -85,6 +85,7 @@ export class CaptionFeed {
     if (!msg || typeof msg !== "object") return [];
     if (msg.type === "hello") return this.applyHello(msg);
     if (msg.type === "segment") return this.applySegment(msg);
+    if (msg.type === "translation") return this.applyTranslation(msg);
     if (msg.type === "status") return this.applyStatus(msg);
     return [];  // pong, subscribed, error, or a type added later: ignored
   }
@@ -135,6 +136,25 @@ export class CaptionFeed {
     this.records.delete(key);
     this.records.set(key, record);
     while (this.records.size > MAX_RECORDS) this.records.delete(this.records.keys().next().value);
+    return [{type: "segment", record}];
+  }
+
+  /** New translations for a revision whose words came in a `segment` message. */
+  applyTranslation(msg) {
+    if (typeof msg.id !== "number" || typeof msg.rev !== "number") return [];
+    if (typeof msg.seq === "number") {
+      if (this.lastSeq !== null && msg.seq <= this.lastSeq) return [];
+      this.lastSeq = msg.seq;
+    }
+    const key = `${this.epoch}:${msg.id}`;
+    const previous = this.records.get(key);
+    // A later revision or the final already carries newer translations than these.
+    if (!previous || previous.final || previous.rev !== msg.rev) return [];
+    const record = new CaptionRecord(key, {
+      id: previous.id, rev: previous.rev, status: "partial", text: previous.text,
+      committed: previous.committed, partial: previous.partial, translations: msg.translations,
+    }, previous);
+    this.records.set(key, record);
     return [{type: "segment", record}];
   }
 
