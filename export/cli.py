@@ -2,6 +2,7 @@
 
   plan    --config CONFIG.json --precision P                  sizes, KV cache, memory
   onnx    --model DIR --out DIR --precision P [--licence L]   export a checkpoint directory
+          (--model FILE.gguf | ollama:NAME[:TAG] | lmstudio:PUB/REPO: a GGUF file)
           [--moe-kernel auto|native|qmoe|sparse]              the experts' kernel
           [--kv-cache shared|append]                          GQA cache: one buffer, or past+new
   onnx    --config CONFIG.json --random-weights --out DIR     a seeded random-weight model
@@ -76,11 +77,13 @@ def _onnx(args: argparse.Namespace) -> int:
     if args.model is not None:
         if args.config is not None or args.random_weights:
             raise ExportError("--model takes the config from the checkpoint directory")
-        from export.model_dir import export_checkpoint
+        from export.model_dir import export_checkpoint, export_gguf
+        from subtitled.translate.gguf_stores import resolve_model
 
-        manifest = export_checkpoint(
-            args.model, args.out, precision, args.licence, args.name, _ProgressLine()
-        )
+        model = resolve_model(args.model)
+        # A file is a GGUF file (a *.gguf, or an Ollama blob); a directory a checkpoint.
+        export = export_gguf if model.is_file() else export_checkpoint
+        manifest = export(model, args.out, precision, args.licence, args.name, _ProgressLine())
     else:
         if args.config is None or not args.random_weights:
             raise ExportError("pass --model DIR, or --config CONFIG.json --random-weights")
@@ -162,7 +165,11 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--precision", choices=sorted(PRECISIONS), default="int4")
     plan.set_defaults(run=_plan)
     onnx = commands.add_parser("onnx", help="export a model to an ONNX model directory")
-    onnx.add_argument("--model", type=Path, help="Hugging Face checkpoint directory")
+    onnx.add_argument(
+        "--model",
+        help="Hugging Face checkpoint directory, a GGUF file, ollama:NAME[:TAG] (Ollama's "
+        "local store) or lmstudio:PUBLISHER/REPO[/FILE.gguf] (LM Studio's models folder)",
+    )
     onnx.add_argument("--config", type=Path, help="Hugging Face config.json (--random-weights)")
     onnx.add_argument(
         "--random-weights",

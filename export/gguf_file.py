@@ -43,6 +43,26 @@ _GEMMA3_LAYER = {
     "ffn_down": "mlp.down_proj",
     "post_ffw_norm": "post_feedforward_layernorm",
 }
+# Llama-like layers (llama.cpp's `llama`, `qwen3`, `qwen3moe`): one norm before attention,
+# one before the FFN (`ffn_norm`, transformers' `post_attention_layernorm`); MoE layers keep
+# their experts as one 3-D tensor per projection (`*_exps`, experts outermost).
+_LLAMA_LAYER = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "ffn_gate_inp": "mlp.gate",
+    "ffn_gate_exps": "mlp.experts.gate_proj",
+    "ffn_up_exps": "mlp.experts.up_proj",
+    "ffn_down_exps": "mlp.experts.down_proj",
+}
 _GLOBAL = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
 
@@ -53,10 +73,16 @@ class ArchitectureNames:
     layer: dict[str, str]
     norm_plus_one: bool
     """RMSNorm weights stored as 1 + w (Gemma): subtract 1 on read."""
+    rope_permuted: bool = False
+    """q and k rows permuted for ggml's interleaved RoPE (`convert_hf_to_gguf.py`'s
+    `LlamaModel.permute`): undone on read, back to transformers' rotate-half order."""
 
 
 TENSOR_NAMES: dict[str, ArchitectureNames] = {
     "gemma3": ArchitectureNames(_GEMMA3_LAYER, norm_plus_one=True),
+    "qwen3": ArchitectureNames(_LLAMA_LAYER, norm_plus_one=False),
+    "qwen3moe": ArchitectureNames(_LLAMA_LAYER, norm_plus_one=False),
+    "llama": ArchitectureNames(_LLAMA_LAYER, norm_plus_one=False, rope_permuted=True),
 }
 
 
@@ -95,7 +121,14 @@ class GgufFile:
                 f"(supported: {', '.join(sorted(TENSOR_NAMES))})"
             )
         self._names = TENSOR_NAMES[self.architecture]
-        self._tensors = {hf_key(t.name, self._names): t for t in self._reader.tensors}
+        self._tensors = {}
+        self.unmapped: list[str] = []
+        """llama.cpp tensor names with no transformers key (the exporter refuses them)."""
+        for t in self._reader.tensors:
+            try:
+                self._tensors[hf_key(t.name, self._names)] = t
+            except ExportError:
+                self.unmapped.append(t.name)
 
     def field(self, key: str) -> Any:
         """A metadata value, arrays included (tokenizer vocabularies)."""
@@ -117,6 +150,7 @@ class GgufFile:
         """The Hugging Face keys of every tensor in the file."""
         return list(self._tensors)
 
+
     def type_of(self, key: str) -> str:
         return str(self._tensors[key].tensor_type.name)
 
@@ -133,11 +167,129 @@ class GgufFile:
         values = values.reshape(shape)
         if self._names.norm_plus_one and key.endswith("norm.weight"):
             values = values - 1.0
+        if self._names.rope_permuted and key.endswith(("q_proj.weight", "k_proj.weight")):
+            heads = self.arch("attention.head_count")
+            if key.endswith("k_proj.weight"):
+                heads = self.arch("attention.head_count_kv", heads)
+            values = unpermute_rope_rows(values, int(heads))
         return values
 
     def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
         for key in self._tensors:
             yield key, self.tensor(key)
+
+
+def unpermute_rope_rows(weight: np.ndarray, heads: int) -> np.ndarray:
+    """Undo llama.cpp's q/k row permutation: per head, ggml pairs rows (2i, 2i + 1) where
+    transformers pairs (i, i + d/2)."""
+    rows = weight.shape[0]
+    if rows % (2 * heads):
+        raise ExportError(f"{rows} q/k rows do not split into {heads} heads of pairs")
+    return (
+        weight.reshape(heads, rows // heads // 2, 2, *weight.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weight.shape)
+    )
+
+
+class GgufWeights:
+    """A GGUF file as the exporter's `Weights`: transformers' keys in, float32 out, with
+    the fused expert tables (`experts.gate_up_proj`: gate rows then up rows per expert;
+    `experts.down_proj`) assembled from llama.cpp's per-projection expert tensors."""
+
+    def __init__(self, gguf: GgufFile) -> None:
+        self.gguf = gguf
+
+    def __call__(self, key: str) -> np.ndarray:
+        if key.endswith(".experts.gate_up_proj"):
+            base = key.removesuffix("gate_up_proj")
+            gate = self.gguf.tensor(f"{base}gate_proj.weight")
+            return np.concatenate([gate, self.gguf.tensor(f"{base}up_proj.weight")], axis=1)
+        if key.endswith(".experts.down_proj"):
+            return self.gguf.tensor(f"{key}.weight")
+        return self.gguf.tensor(key)
+
+
+def _common_config(gguf: GgufFile, model_type: str) -> dict[str, Any]:
+    """The keys every llama-like family shares, from `{arch}.*` metadata."""
+    heads = int(gguf.arch("attention.head_count"))
+    hidden = int(gguf.arch("embedding_length"))
+    if gguf.metadata.get(f"{gguf.architecture}.rope.scaling.type", "none") not in ("none", ""):
+        raise ExportError(
+            f"{gguf.path}: RoPE scaling "
+            f"{gguf.metadata[f'{gguf.architecture}.rope.scaling.type']!r} in a GGUF file is "
+            "not supported yet"
+        )
+    if "rope_freqs.weight" in gguf.unmapped:
+        raise ExportError(
+            f"{gguf.path}: per-frequency RoPE factors (rope_freqs, Llama 3.1's long-context "
+            "scaling) are not supported yet"
+        )
+    return {
+        "model_type": model_type,
+        "vocab_size": len(gguf.field("tokenizer.ggml.tokens")),
+        "hidden_size": hidden,
+        "num_hidden_layers": int(gguf.arch("block_count")),
+        "num_attention_heads": heads,
+        "num_key_value_heads": int(gguf.arch("attention.head_count_kv", heads)),
+        "head_dim": int(gguf.arch("attention.key_length", hidden // heads)),
+        "max_position_embeddings": int(gguf.arch("context_length")),
+        "rms_norm_eps": float(gguf.arch("attention.layer_norm_rms_epsilon")),
+        "rope_theta": float(gguf.arch("rope.freq_base", 10_000.0)),
+        "hidden_act": "silu",
+        "tie_word_embeddings": "lm_head.weight" not in gguf.tensor_keys(),
+    }
+
+
+def _qwen3_config(gguf: GgufFile) -> dict[str, Any]:
+    return {**_common_config(gguf, "qwen3"),
+            "intermediate_size": int(gguf.arch("feed_forward_length"))}
+
+
+def _qwen3moe_config(gguf: GgufFile) -> dict[str, Any]:
+    """Qwen3-MoE: every layer sparse; llama.cpp normalises the top-k weights (its
+    `qwen3moe` graph), as the released configs' `norm_topk_prob` does."""
+    config = _common_config(gguf, "qwen3_moe")
+    experts = int(gguf.arch("expert_count"))
+    return {
+        **config,
+        "num_experts": experts,
+        "num_experts_per_tok": int(gguf.arch("expert_used_count")),
+        "moe_intermediate_size": int(gguf.arch("expert_feed_forward_length")),
+        "intermediate_size": int(gguf.arch("feed_forward_length", 1)),
+        "norm_topk_prob": True,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [],
+    }
+
+
+def _llama_config(gguf: GgufFile) -> dict[str, Any]:
+    """llama.cpp's `llama` architecture with experts is Mixtral (softmax, top-k,
+    renormalised); a dense Llama is not an `export` family yet."""
+    experts = int(gguf.metadata.get("llama.expert_count", 0) or 0)
+    if experts == 0:
+        raise ExportError(
+            f"{gguf.path}: a dense Llama GGUF is not supported yet (llama.cpp architecture "
+            "'llama' is read when it has experts: Mixtral)"
+        )
+    config = _common_config(gguf, "mixtral")
+    return {
+        **config,
+        "num_local_experts": experts,
+        "num_experts_per_tok": int(gguf.arch("expert_used_count")),
+        "intermediate_size": int(gguf.arch("feed_forward_length")),
+    }
+
+
+def hf_config(gguf: GgufFile) -> dict[str, Any]:
+    """The Hugging Face config (the `export` family's keys) a GGUF file stands for."""
+    builders = {
+        "gemma3": gemma3_config,
+        "qwen3": _qwen3_config,
+        "qwen3moe": _qwen3moe_config,
+        "llama": _llama_config,
+    }
+    return builders[gguf.architecture](gguf)
 
 
 def gemma3_config(gguf: GgufFile) -> dict[str, Any]:

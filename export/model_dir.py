@@ -274,6 +274,51 @@ def export_checkpoint(
     return manifest
 
 
+def export_gguf(
+    path: Path,
+    out: Path,
+    precision: Precision,
+    licence: str | None = None,
+    name: str | None = None,
+    progress: Progress | None = None,
+) -> Manifest:
+    """Export a GGUF file (llama.cpp, Ollama, LM Studio) to the model directory `out`:
+    the config from its metadata, its tokenizer converted to `tokenizer.json`, its tensors
+    dequantised one at a time and written at `precision`."""
+    from export.gguf_file import GgufFile, GgufWeights, hf_config, hf_tokenizer_json
+
+    gguf = GgufFile(path)
+    if gguf.unmapped:
+        raise ExportError(
+            f"{path}: tensors with no place in the {gguf.architecture!r} export: "
+            f"{', '.join(gguf.unmapped[:5])}{' ...' if len(gguf.unmapped) > 5 else ''}"
+        )
+    config = hf_config(gguf)
+    spec = spec_from_config(config)
+    file_licence = gguf.metadata.get("general.license")
+    if licence is None and file_licence:
+        licence = f"{file_licence} (from the GGUF file's general.license)"
+    if licence is None:
+        raise ExportError(
+            f"the licence of {path} is unknown (no general.license in the file): pass "
+            "--licence TEXT"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (out / TOKENIZER_FILE).write_text(hf_tokenizer_json(gguf), encoding="utf-8")
+    describe = Describe(
+        name=name or str(gguf.metadata.get("general.name") or path.stem),
+        licence=licence,
+        tokenizer=TOKENIZER_FILE,
+        prompt=prompt_template(spec.model_type, None, str(path)),
+        max_positions=spec.max_position_embeddings,
+    )
+    return write_model_dir(
+        spec, GgufWeights(gguf), out, precision, describe, [TOKENIZER_FILE, "config.json"],
+        progress,
+    )
+
+
 def _is_doc(name: str) -> bool:
     return any(Path(name).match(pattern) for pattern in DOC_PATTERNS)
 

@@ -7,8 +7,12 @@ bits; the value is (code - 2^(bits-1)) * d, the default zero point of both ops, 
 points are stored. `d` starts from the block's largest-magnitude value divided by -2^(bits-1)
 (llama.cpp's q4_0 rule: that value maps to code 0 and every code is used); at 4 bits each
 block then takes, of a few shrunken candidates of that scale, the one with the least
-squared error (clipping the peak a little buys finer steps for the rest). Two 4-bit
-codes share a byte, the first in the low nibble.
+squared error (clipping the peak a little buys finer steps for the rest); at 8 bits, of
+that and q8_0's |peak| / 127 (codes 1 to 255). Two 4-bit codes share a byte, the first in
+the low nibble.
+
+So a GGUF block of 32 comes through unchanged: a dequantised q4_0 block is requantised to
+its own scale and codes at 4 bits, a q8_0 block at 8 bits (no error to improve on).
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import numpy as np
 
 # Rows quantised at a time: bounds the float temporaries for one (E, N, K) expert table.
 _ROWS_PER_CHUNK = 1 << 14
-# Scale candidates tried per block at 4 bits, as fractions of the q4_0 scale.
-_SHRINK_4BIT = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)
+# Scale candidates tried per block, as fractions of the q4_0-rule scale (peak / -2^(bits-1)):
+# shrunken at 4 bits; at 8 bits q8_0's rule, |peak| / 127 = -peak / -128 * 128 / 127 (the
+# sign of the scale does not matter: codes are symmetric about the zero point).
+_CANDIDATES = {4: (0.95, 0.9, 0.85, 0.8, 0.75), 8: (-128 / 127,)}
 
 
 @dataclass(frozen=True)
@@ -69,15 +75,14 @@ def quantize_unpacked(weight: np.ndarray, bits: int, block: int) -> Quantized:
         base = peak / -offset
         base = np.where(base == 0, 1.0, base)
         scale, q = _codes(blocks, base, offset)
-        if bits == 4:
-            error = np.square((q - offset) * scale[..., None] - blocks).sum(-1)
-            for shrink in _SHRINK_4BIT[1:]:
-                s_try, q_try = _codes(blocks, base * shrink, offset)
-                e_try = np.square((q_try - offset) * s_try[..., None] - blocks).sum(-1)
-                better = e_try < error
-                scale = np.where(better, s_try, scale)
-                q = np.where(better[..., None], q_try, q)
-                error = np.minimum(error, e_try)
+        error = np.square((q - offset) * scale[..., None] - blocks).sum(-1)
+        for factor in _CANDIDATES[bits]:
+            s_try, q_try = _codes(blocks, base * factor, offset)
+            e_try = np.square((q_try - offset) * s_try[..., None] - blocks).sum(-1)
+            better = e_try < error
+            scale = np.where(better, s_try, scale)
+            q = np.where(better[..., None], q_try, q)
+            error = np.minimum(error, e_try)
         q = q.astype(np.uint8).reshape(chunk.shape[0], k)
         codes[start : start + chunk.shape[0]] = q
         scales[start : start + chunk.shape[0]] = scale

@@ -515,4 +515,20 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print(f"  none installed (searched {searched}); subtitled runs captions-only.\n"
               f"  The bundled model goes to models/{BUNDLED_MODEL}; any export directory "
               "works with --translation-model DIR.")
+    _print_gguf_models()
     return 0
+
+
+def _print_gguf_models() -> None:
+    """GGUF models of Ollama and LM Studio on this machine, with the command that exports
+    each (they are LLMs for chat: the export makes them usable, the prompt template of its
+    family makes them translate)."""
+    from subtitled.translate.gguf_stores import find_gguf_models
+
+    found = find_gguf_models()
+    if not found:
+        return
+    print("GGUF models of Ollama / LM Studio (export one to use it for translation):")
+    for model in found:
+        print(f"  {model.reference:<40} {model.bytes / 1e9:6.2f} GB  {model.path}\n"
+              f"    python -m export onnx --model {model.reference} --out DIR --precision int4")
