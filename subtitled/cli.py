@@ -171,6 +171,10 @@ def _config_flags(parser: argparse.ArgumentParser, *, server: bool = True) -> No
                              "--asr-model base). --target en on other speech is Whisper's "
                              "own translation into English")
     parser.add_argument("--threads", type=int, help="CPU threads for the ASR model")
+    parser.add_argument("--profile", choices=("auto", "performance", "battery"),
+                        help="power profile: 'auto' (default) switches to 'battery' (ASR "
+                             "steps of power.battery_step_s, finals-only translation) while "
+                             "the machine runs on battery, and back on AC (power.profile)")
     parser.add_argument("--target", metavar="LANGS",
                         help="translate into these languages, e.g. de,es (translation.targets)")
     parser.add_argument("--translation-model",
@@ -187,6 +191,7 @@ def _load(args: argparse.Namespace) -> Config:
         "asr.model": args.asr_model,
         "asr.threads": args.threads,
         "asr.language": args.source_language,
+        "power.profile": args.profile,
         "capture.source": getattr(args, "source", None),
         "translation.targets": getattr(args, "target", None),
         "translation.model": getattr(args, "translation_model", None),

@@ -15,6 +15,8 @@ names the key and what is allowed.
     [translation]
     targets = ["de", "es"]      # none: captions only
     model = "bundled"           # or a model directory made by `python -m export`
+    [power]
+    profile = "auto"            # battery profile on battery; or "performance", "battery"
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 from subtitled.asr.stream import StreamConfig
 from subtitled.asr.whisper import WhisperConfig
 from subtitled.errors import ConfigError
+from subtitled.power import PowerConfig
 from subtitled.publish import ServerConfig
 from subtitled.translate.config import TranslationConfig
 
@@ -65,6 +68,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     translation: TranslationConfig = field(default_factory=TranslationConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
+    power: PowerConfig = field(default_factory=PowerConfig)
 
 
 WHISPER_TARGET = "en"

@@ -38,6 +38,7 @@ from subtitled.capture import SourceSpec, check_source, open_source
 from subtitled.config import Config, LanguagePlan, plan_languages
 from subtitled.events import AudioChunk, SegmentUpdate, StatusUpdate, Translation
 from subtitled.pipeline import Pipeline, PipelineStats, QueuePolicy, SegmentSink
+from subtitled.power import PowerSource, Profile, choose_profile, read_power_source
 from subtitled.publish import ServiceInfo, SubtitleServer
 from subtitled.publish.journal import Journal, default_journal_path
 from subtitled.service import Notifier
@@ -101,6 +102,11 @@ class Daemon:
         # Segment ids stay unique across reloads and restarts (see the journal).
         self._next_segment_id = 0
         self._detected_language: str | None = None
+        self._pipeline: Pipeline | None = None
+        self.profile: Profile | None = None
+        """The power profile in force (`subtitled.power`); None before start."""
+        self.power_source: PowerSource = "unknown"
+        self._power_watch: asyncio.Task[None] | None = None
 
     @property
     def languages(self) -> LanguagePlan:
@@ -155,6 +161,38 @@ class Daemon:
             self._translation_metrics(self.server)
         if not self.options.wait_for_translation:
             self._loading = asyncio.create_task(self._load_translation(), name="load-translation")
+        self.apply_power()
+        if self.config.power.profile == "auto":
+            self._power_watch = asyncio.create_task(self._watch_power(), name="power")
+
+    def apply_power(self, force: bool = False) -> None:
+        """Read the power source and put the profile it calls for in force: the ASR's
+        step and translation of finals only, on the running pipeline, no restart."""
+        power = self.config.power
+        source = read_power_source(power.supply_path)
+        profile = choose_profile(power.profile, source)
+        if not force and (profile, source) == (self.profile, self.power_source):
+            return
+        changed = profile != self.profile
+        self.profile, self.power_source = profile, source
+        battery = profile == "battery"
+        step_s = power.battery_step_s if battery else self.config.streaming.step_s
+        asr = self._pipeline.asr if self._pipeline is not None else self._asr
+        if asr is not None:
+            asr.set_step(step_s)
+        if self.translation is not None:
+            self.translation.finals_only = battery
+        if self.server is not None:
+            self.server.set_power(profile, source)
+        if changed:
+            how = (f"ASR step {step_s:g} s, translation of final segments only" if battery
+                   else f"ASR step {step_s:g} s, translation of every revision")
+            log.info("power: %s, %s profile (%s)", source, profile, how)
+
+    async def _watch_power(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.power.poll_s)
+            self.apply_power()
 
     def _translation_metrics(self, server: SubtitleServer) -> None:
         from prometheus_client import Gauge
@@ -271,9 +309,11 @@ class Daemon:
             asr, chunks, sinks, queue=QueuePolicy(live=live),
             first_segment_id=self._next_segment_id,
         )
+        self._pipeline = pipeline
         try:
             return await pipeline.run(self._run_stop)
         finally:
+            self._pipeline = None
             self._next_segment_id = pipeline.next_segment_id
             # Finals wait for their translation: publish them before the run ends.
             await self.translation.flush(self.options.drain_timeout_s * 2)
@@ -316,10 +356,20 @@ class Daemon:
             if self.server is not None:
                 self.server.update_info(self.service_info(self._asr_name))
             self._loading = asyncio.create_task(self._load_translation(), name="load-translation")
+        if self._power_watch is not None:
+            self._power_watch.cancel()
+            self._power_watch = None
+        if self.config.power.profile == "auto":
+            self._power_watch = asyncio.create_task(self._watch_power(), name="power")
+        self.apply_power(force=True)  # on the new ASR, with the new settings
         log.info("configuration reloaded")
         self.notifier.ready(f"captioning {self.options.source} (reloaded)")
 
     async def close(self) -> None:
+        if self._power_watch is not None:
+            self._power_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._power_watch
         if self._loading is not None:
             self._loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):

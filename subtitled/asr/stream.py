@@ -16,6 +16,7 @@ simulated clock. The caller decides how often to call `step` (see `StreamConfig`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -101,6 +102,10 @@ class StreamingAsr:
     def audio_end_s(self) -> float:
         """Stream time up to which audio has been accepted."""
         return self._audio_start_s + len(self._audio) / SAMPLE_RATE_HZ
+
+    def set_step(self, step_s: float) -> None:
+        """Step every `step_s` from now on (the power profile changes it while running)."""
+        self.config = dataclasses.replace(self.config, step_s=step_s)
 
     def due(self) -> bool:
         """True when enough new audio has arrived for another step."""

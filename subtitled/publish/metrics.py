@@ -24,6 +24,7 @@ class PublishMetrics:
     segments_published: Counter
     translations_published: Counter
     statuses_published: Counter
+    power_profile: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> PublishMetrics:
@@ -62,6 +63,12 @@ class PublishMetrics:
             translations_published=Counter(
                 "subtitled_translations_published",
                 "New translations of a published partial revision (`translation` messages)",
+                registry=registry,
+            ),
+            power_profile=Gauge(
+                "subtitled_power_profile",
+                "1 for the power profile in force and the power source it was chosen for",
+                ["profile", "source"],
                 registry=registry,
             ),
             statuses_published=Counter(

@@ -161,6 +161,7 @@ class SubtitleServer:
         self._port: int | None = None
         self._closing = False
         self._started_at = time.monotonic()
+        self._power: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -306,6 +307,13 @@ class SubtitleServer:
         self._metrics.statuses_published.labels(status.capture).inc()
         self._fan_out(message)
         return message.seq
+
+    def set_power(self, profile: str, source: str) -> None:
+        """The power profile in force and the power source (`subtitled.power`), for
+        `/healthz` (`power`) and `/metrics` (`subtitled_power_profile`)."""
+        self._power = {"profile": profile, "source": source}
+        self._metrics.power_profile.clear()
+        self._metrics.power_profile.labels(profile, source).set(1)
 
     def update_info(self, info: ServiceInfo) -> None:
         """Change what `hello` and `/healthz` announce; connected clients get a new hello."""
@@ -533,6 +541,7 @@ class SubtitleServer:
             "clients": len(self._clients),
             "seq": self._feed.last_seq,
             "uptime_s": round(time.monotonic() - self._started_at, 3),
+            "power": self._power,
         }
 
 

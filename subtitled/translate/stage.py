@@ -60,6 +60,9 @@ class TranslationStage:
         self._sinks = list(sinks)
         self.translator = translator
         self.include_partial = include_partial
+        self.finals_only = False
+        """Translate final revisions only (the battery profile, `subtitled.power`):
+        partials pass through with the segment's translation as it stands."""
         self._clock = clock
         self.stats = StageStats()
         self._pending: OrderedDict[int, SegmentUpdate] = OrderedDict()
@@ -89,6 +92,8 @@ class TranslationStage:
             self._emit(stand_in, shown)
         else:
             self._emit(update, shown)
+            if self.finals_only:
+                return
         if sid in self._pending:
             if self._pending[sid].status == "final":
                 return  # nothing follows a final

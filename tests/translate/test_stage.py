@@ -161,3 +161,34 @@ def test_include_partial_translates_the_unstable_tail_too() -> None:
     asyncio.run(scenario(False))
     asyncio.run(scenario(True))
     assert [c.text for c in translator.calls] == ["one", "one tw"]
+
+
+def test_finals_only_translates_each_segment_once() -> None:
+    """The battery profile: partials pass through untranslated, the final is translated
+    once and carries it; switching back translates revisions again."""
+    out: list[SegmentUpdate] = []
+    translator = UpperTranslator()
+
+    async def scenario() -> None:
+        stage = TranslationStage([out.append], translator)
+        stage.finals_only = True
+        stage.start()
+        for text in ("one", "one two", "one two three"):
+            stage.submit(seg(0, text))
+            await settle(stage)
+        stage.submit(seg(0, "one two three", final=True))
+        await settle(stage)
+        stage.finals_only = False
+        stage.submit(seg(1, "four"))
+        await settle(stage)
+        await stage.close()
+
+    asyncio.run(scenario())
+    assert [c.text for c in translator.calls] == ["one two three", "four"]
+    zero = [u for u in out if u.segment_id == 0]
+    assert [(u.status, u.translations == {}) for u in zero] == [
+        ("partial", True), ("partial", True), ("partial", True), ("partial", True),
+        ("final", False),
+    ]
+    assert zero[-1].translations["de"].stable == "ONE TWO THREE"
+    assert out[-1].segment_id == 1 and out[-1].retranslated
