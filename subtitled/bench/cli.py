@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -58,6 +59,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="config file (default: $XDG_CONFIG_HOME/subtitled/config.toml)")
     bench.add_argument("--asr-model", help="'tiny.en' (bundled) or a CTranslate2 model dir")
     bench.add_argument("--threads", type=int, help="CPU threads for the ASR model")
+    bench.add_argument("--profile", choices=("performance", "battery"), default="performance",
+                       help="the power profile to run: battery steps the ASR every "
+                            "power.battery_step_s and translates final segments only")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any config key, e.g. --set streaming.step_s=0.4 (repeatable)")
     bench.set_defaults(handler=run_bench)
@@ -89,8 +93,11 @@ def run_bench(args: argparse.Namespace) -> int:
     runs = run_streams(plans, transcriber, config, args.clock, progress)
     progress.done()
     translation_model = None
+    translation_cpu_s = 0.0
     if config.translation.targets:
-        runs, translation_model = _translate_runs(runs, config, err)
+        runs, translation_model, translation_cpu_s = _translate_runs(
+            runs, config, err, finals_only=args.profile == "battery"
+        )
     rss_mb = peak_rss_mb()
     offline = None
     if not args.no_offline:
@@ -108,6 +115,8 @@ def run_bench(args: argparse.Namespace) -> int:
         translation_model=translation_model,
         cpu_s=sum(run.cpu_s for run in runs),
         peak_rss_mb=rss_mb,
+        profile=args.profile,
+        translation_cpu_s=translation_cpu_s,
     )
     result = analyse(items, runs, offline, info)
     _write(out, json.dumps(to_json(result), indent=2, ensure_ascii=False) + "\n")
@@ -120,11 +129,12 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _translate_runs(runs: list[Any], config: Config, err: Any) -> tuple[list[Any], str | None]:
+def _translate_runs(
+    runs: list[Any], config: Config, err: Any, finals_only: bool
+) -> tuple[list[Any], str | None, float]:
     """Each stream's ASR revisions through the translate stage on the benchmark clock
-    (after the ASR run: the two stages' competition for the CPU is not modelled)."""
-    import dataclasses
-
+    (after the ASR run: the two stages' competition for the CPU is not modelled); the
+    runs, the model's name and the translator's CPU seconds."""
     from subtitled.bench.translate_sim import simulate
     from subtitled.errors import ModelError
     from subtitled.translate.models import load_translator
@@ -133,19 +143,23 @@ def _translate_runs(runs: list[Any], config: Config, err: Any) -> tuple[list[Any
         translator = load_translator(config.translation)
     except ModelError as exc:
         print(f"bench: translation is off: {exc}", file=err, flush=True)
-        return runs, None
+        return runs, None, 0.0
     print(f"bench: translating into {', '.join(translator.languages)} with {translator.name}",
           file=err, flush=True)
     translated = []
+    cpu_s = 0.0
     for run in runs:
         translator.reset()
-        sim = simulate(run.emissions, translator, config.translation.include_partial)
+        sim = simulate(run.emissions, translator, config.translation.include_partial,
+                       finals_only=finals_only)
         translated.append(dataclasses.replace(run, emissions=sim.emissions))
-    return translated, translator.name
+        cpu_s += sum(cost.cpu_s for cost in sim.costs)
+    return translated, translator.name, cpu_s
 
 
 def load_bench_config(args: argparse.Namespace) -> Config:
-    """The config file, then --asr-model / --threads / --target / --set on top."""
+    """The config file, then --asr-model / --threads / --target / --set on top; with
+    `--profile battery` the battery profile's ASR step."""
     config = load_config(args.config, explicit=args.config is not None)
     flags: dict[str, Any] = {
         "asr.model": args.asr_model,
@@ -153,7 +167,11 @@ def load_bench_config(args: argparse.Namespace) -> Config:
         "translation.targets": args.target,
         "translation.model": args.translation_model,
     }
-    return with_overrides(config, flags, args.set)
+    config = with_overrides(config, flags, args.set)
+    if getattr(args, "profile", "performance") == "battery":
+        streaming = dataclasses.replace(config.streaming, step_s=config.power.battery_step_s)
+        config = dataclasses.replace(config, streaming=streaming)
+    return config
 
 
 def _writable(path: Path) -> Path:

@@ -7,7 +7,8 @@ Report keys (top level): `items` (per-item detail), `audio_seconds`, `wer`, `off
 `wer_standard` and `offline_wer_standard` (Whisper's English normaliser),
 `latency_ms` and `partial_latency_ms` ({p50, p90} over committed source words),
 `translation_latency_ms` ({p50, p90}, pooled over target languages), `flicker`, `bleu` and
-`chrf` ({language: score}), `rtf`, `cpu_seconds`, `asr_cpu_s_per_audio_s`, `peak_rss_mb`
+`chrf` ({language: score}), `rtf`, `cpu_seconds`, `asr_cpu_s_per_audio_s`,
+`translation_cpu_seconds`, `cpu_s_per_audio_s` (ASR and translation), `peak_rss_mb`
 (of the streaming run, before the baseline model loads; it includes `bench_audio_mb`, the
 decoded audio the benchmark holds), `max_lag_s`, plus the run's settings and `notes`
 explaining any null. Definitions are in `subtitled.bench.metrics`.
@@ -49,6 +50,10 @@ class RunInfo:
     """Process CPU time of the streaming runs (not of the offline baseline)."""
     peak_rss_mb: float
     """Peak resident memory after the streaming runs (before the baseline model loads)."""
+    profile: str = "performance"
+    """The power profile benchmarked (`subtitled.power`)."""
+    translation_cpu_s: float = 0.0
+    """Process CPU time of the translator calls (0 without targets)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,12 @@ class BenchResult:
     @property
     def cpu_per_audio_s(self) -> float | None:
         return self.info.cpu_s / self.audio_s if self.audio_s > 0 else None
+
+    @property
+    def total_cpu_per_audio_s(self) -> float | None:
+        """ASR and translation together, per second of audio."""
+        total = self.info.cpu_s + self.info.translation_cpu_s
+        return total / self.audio_s if self.audio_s > 0 else None
 
     @property
     def translation_latency(self) -> Percentiles | None:
@@ -284,6 +295,7 @@ def to_json(result: BenchResult) -> dict[str, Any]:
         "settings": {
             "asr_model": info.asr_model,
             "step_s": info.step_s,
+            "profile": info.profile,
             "beam_size": info.beam_size,
             "threads": info.threads,
             "translation_model": info.translation_model,
@@ -308,6 +320,8 @@ def to_json(result: BenchResult) -> dict[str, Any]:
         "rtf": _round(result.rtf, 4),
         "cpu_seconds": round(info.cpu_s, 2),
         "asr_cpu_s_per_audio_s": _round(result.cpu_per_audio_s, 4),
+        "translation_cpu_seconds": round(info.translation_cpu_s, 2),
+        "cpu_s_per_audio_s": _round(result.total_cpu_per_audio_s, 4),
         "peak_rss_mb": round(info.peak_rss_mb, 1),
         # The decoded audio the benchmark itself holds (float32), part of peak_rss_mb.
         "bench_audio_mb": round(result.audio_s * SAMPLE_RATE_HZ * 4 / 2**20, 1),
@@ -371,7 +385,7 @@ def format_table(result: BenchResult) -> str:
         f"subtitled bench: {info.manifest}: {len(result.items)} items, "
         f"{result.audio_s:.1f} s of audio, {info.clock} clock, {mode}",
         f"  ASR {info.asr_model}, step {info.step_s:g} s, beam {info.beam_size}, "
-        f"{info.threads} thread(s)",
+        f"{info.threads} thread(s); {info.profile} profile",
         "",
     ]
     rows = [
@@ -392,6 +406,8 @@ def format_table(result: BenchResult) -> str:
         ("RTF (ASR wall / audio)", _fmt(result.rtf, "{:.3f}")),
         ("CPU seconds (per audio second)", f"{info.cpu_s:.1f}  ("
          + _fmt(result.cpu_per_audio_s, "{:.3f}") + ")"),
+        ("translation CPU s; ASR + translation per audio s",
+         f"{info.translation_cpu_s:.1f}; " + _fmt(result.total_cpu_per_audio_s, "{:.3f}")),
         ("peak RSS", f"{info.peak_rss_mb:.0f} MB"),
         ("max lag behind real time", _fmt(result.max_lag_s, "{:.2f} s")),
     ]

@@ -50,11 +50,13 @@ def simulate(
     translator: Translator,
     include_partial: bool = False,
     coalesce: bool = True,
+    finals_only: bool = False,
 ) -> Simulation:
     """Run `translator` over the ASR `emissions` on the benchmark clock.
 
     Without `coalesce` every revision is translated, however far behind that puts the
-    translator (for comparing two translators on the same updates)."""
+    translator (for comparing two translators on the same updates). With `finals_only`
+    (the battery profile) partial revisions pass through untranslated."""
     out: list[Emission] = []
     costs: list[UpdateCost] = []
     shown: dict[int, dict[str, Translation]] = {}
@@ -72,6 +74,8 @@ def simulate(
         latest[sid] = update
         stand_in = dataclasses.replace(update, status="partial")
         emit(emission.time_s, stand_in, shown.get(sid, {}))
+        if finals_only and update.status != "final":
+            return
         if not coalesce:
             backlog.append((emission.time_s, update))
             return

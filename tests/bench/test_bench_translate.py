@@ -80,6 +80,19 @@ def test_bench_translate_command(tiny_model_dir: Path, tmp_path: Path) -> None:
     }
 
 
+def test_finals_only_translates_each_segment_once() -> None:
+    """The battery profile: one translator call per segment, its final; partials shown
+    untranslated until then."""
+    emissions = timed_word_emissions([("a b c d", 4.0), ("e f", 2.0)])
+    sim = simulate(emissions, SlowEcho(0.0), finals_only=True)
+    assert [(c.words, c.final) for c in sim.costs] == [(4, True), (2, True)]
+    partials = [e for e in sim.emissions if e.update.status == "partial"]
+    assert partials and all(not e.update.translations for e in partials)
+    finals = [e.update.translations["de"].stable for e in sim.emissions
+              if e.update.status == "final"]
+    assert finals == ["a b c d", "e f"]
+
+
 @pytest.mark.slow
 def test_bench_fills_translation_figures(tiny_model_dir: Path, tmp_path: Path) -> None:
     from subtitled.cli import main
@@ -103,6 +116,9 @@ def test_bench_fills_translation_figures(tiny_model_dir: Path, tmp_path: Path) -
     # (translation_latency_ms needs a non-empty translation, which this random model may
     # not give; tests of `simulate` above cover the timing.)
     assert "translation_latency_ms" in report
+    assert report["translation_cpu_seconds"] > 0
+    assert report["cpu_s_per_audio_s"] > report["asr_cpu_s_per_audio_s"]
+    assert report["settings"]["profile"] == "performance"
 
 
 def test_every_update_mode_translates_every_commit() -> None:
