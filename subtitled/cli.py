@@ -122,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     from subtitled.bench.translate import add_parser as add_bench_translate_parser
 
     add_bench_translate_parser(commands)
+    from subtitled.bench.startup import add_parser as add_bench_startup_parser
+
+    add_bench_startup_parser(commands)
 
     transcript = commands.add_parser(
         "transcript", help="export the transcript journal as subtitles or text"

@@ -127,9 +127,25 @@ class Daemon:
         """Check the source, load the ASR model (in a thread: it takes a second), bind the server.
 
         The source comes first: a missing file or device fails before any model loads and
-        before the port is bound or announced.
+        before the port is bound or announced. The translation model (unless the run waits
+        for it) loads on its own thread meanwhile, in parallel with the ASR model.
         """
         await asyncio.to_thread(check_source, self.options.source)
+        if not self.options.wait_for_translation:
+            self._loading = asyncio.create_task(self._load_translation(), name="load-translation")
+        try:
+            await self._start_stages()
+        except BaseException:
+            if self._loading is not None:
+                self._loading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._loading
+            raise
+        self.apply_power()
+        if self.config.power.profile == "auto":
+            self._power_watch = asyncio.create_task(self._watch_power(), name="power")
+
+    async def _start_stages(self) -> None:
         transcriber = await model_thread("asr").call(WhisperTranscriber, self.languages.asr)
         self._asr = await model_thread("asr").call(StreamingAsr, transcriber, self.config.streaming)
         self._asr_name = transcriber.name
@@ -137,7 +153,7 @@ class Daemon:
             self._with_whisper_targets(sink) for sink in [self._publish, *self._extra_sinks]
         ]
         self.translation = TranslationStage(
-            sinks, include_partial=self.config.translation.include_partial
+            sinks, self._translator, include_partial=self.config.translation.include_partial
         )
         self.translation.start()
         if self.options.wait_for_translation:
@@ -159,11 +175,6 @@ class Daemon:
                 log.info("transcript journal %s: %d segments restored",
                          journal.path, len(restored.finals))
             self._translation_metrics(self.server)
-        if not self.options.wait_for_translation:
-            self._loading = asyncio.create_task(self._load_translation(), name="load-translation")
-        self.apply_power()
-        if self.config.power.profile == "auto":
-            self._power_watch = asyncio.create_task(self._watch_power(), name="power")
 
     def apply_power(self, force: bool = False) -> None:
         """Read the power source and put the profile it calls for in force: the ASR's
