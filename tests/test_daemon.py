@@ -217,3 +217,84 @@ def test_whisper_translation_is_the_english_track() -> None:
     assert whisper_tracks(update, ()) is update
     german = SegmentUpdate(3, 1, "partial", update.committed, (), 0.0, language="de")
     assert whisper_tracks(german, ("en",)) is german  # not English words: no English track
+
+
+def test_suspend_and_a_renamed_sink_lose_nothing(pulse_sink) -> None:  # type: ignore[no-untyped-def]
+    """A laptop's day (issue 23): the daemon is frozen for 30 s (SIGSTOP, as in a suspend)
+    while audio keeps playing, then thawed; later the output device goes away and another
+    one, under a new name, becomes the default. Each time the capture reopens (`lost`,
+    then `running`), the ASR starts a new segment rather than stitching audio across the
+    gap, audio timestamps keep increasing, the client stays connected, and speech played
+    afterwards is captioned."""
+    from websockets.sync.client import connect
+
+    first = next(c for c in clips() if c.path.name == "jfk.flac")
+    second = next(c for c in clips() if c.path.name == "LJ001-0003.flac")
+    third = next(c for c in clips() if c.path.name == "LJ001-0004.flac")
+    proc, url = start_daemon(pulse_sink.env, "--source", "monitor")
+    statuses: list[dict] = []
+    finals: list[dict] = []
+    seqs: list[int] = []
+
+    def drain(ws, seconds: float) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                message = json.loads(ws.recv(timeout=0.5))
+            except TimeoutError:
+                continue
+            if "seq" in message and message["type"] != "hello":
+                seqs.append(message["seq"])
+            if message["type"] == "status":
+                statuses.append(message)
+            elif message["type"] == "segment" and message["status"] == "final":
+                finals.append(message)
+
+    try:
+        with connect(url) as ws:
+            json.loads(ws.recv(timeout=10))  # hello
+            drain(ws, 1.0)
+            pulse_sink.play(first.path, wait=False)
+            drain(ws, 4.0)
+            os.kill(proc.pid, signal.SIGSTOP)
+            time.sleep(30.0)  # the rest of the first clip plays meanwhile, unheard
+            os.kill(proc.pid, signal.SIGCONT)
+            drain(ws, 6.0)
+            after_suspend = len(finals)
+            pulse_sink.play(second.path, wait=False)
+            drain(ws, 14.0)
+            after_second = len(finals)
+            # The output device goes; another one, under a new name, is the default.
+            pulse_sink.unload_sink()
+            drain(ws, 4.0)
+            pulse_sink.pactl("load-module", "module-null-sink", "sink_name=headset")
+            pulse_sink.pactl("set-default-sink", "headset")
+            drain(ws, 8.0)
+            subprocess.run(["paplay", "--device=headset", str(pulse_sink._as_wav(third.path))],
+                           env=pulse_sink.env, check=True, timeout=60)
+            drain(ws, 10.0)
+    finally:
+        err = stop_daemon(proc)
+        # Leave the fixture's sink as it was for the tests after this one.
+        for line in pulse_sink.pactl("list", "short", "modules").splitlines():
+            if "sink_name=headset" in line:
+                pulse_sink.pactl("unload-module", line.split("\t")[0])
+        if pulse_sink.sink_module() is None:
+            pulse_sink.load_sink()
+    assert proc.returncode == 0, err
+    lost = [s for s in statuses if s["capture"] == "lost"]
+    # Thawed, the capture saw the clock jump past the audio it had ("the machine was
+    # suspended", usually) or its stall timer fire: either way it reopened.
+    assert "no audio for" in lost[0]["detail"], statuses
+    assert len(lost) >= 2 and statuses[-1]["capture"] == "running", statuses
+    assert seqs == sorted(set(seqs))  # one connection throughout: no gap, no repeat
+    ids = [f["id"] for f in finals]
+    assert ids == sorted(set(ids))
+    starts = [f["start"] for f in finals]
+    assert starts == sorted(starts)  # audio time never runs backwards
+    # No segment stitches audio from both sides of the 30 s gap.
+    assert all(f["end"] - f["start"] < 20.0 for f in finals), finals
+    heard_second = " ".join(f["text"] for f in finals[after_suspend:after_second])
+    assert wer([second.transcript], [heard_second]) < 0.3, heard_second
+    heard_third = " ".join(f["text"] for f in finals[after_second:])
+    assert wer([third.transcript], [heard_third]) < 0.3, heard_third

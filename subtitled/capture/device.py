@@ -38,6 +38,18 @@ BlockCallback = Callable[[npt.NDArray[np.float32], bool], None]
 CALLBACK_BLOCK_S = 0.02
 """PortAudio callback period: short, so latency stays low and one block is a small copy."""
 OVERFLOW_LOG_INTERVAL_S = 5.0
+SUSPEND_GAP_S = 5.0
+"""Audio missing for longer than this (wall time passed, no audio delivered for it, with
+the stream still open) means the machine was suspended or the daemon stopped: the
+stream is reopened as after a lost device, and audio time jumps over the gap."""
+
+
+def boottime() -> float:
+    """Seconds of a clock that keeps counting through system suspend (Linux's
+    CLOCK_BOOTTIME; elsewhere the monotonic clock, which may not)."""
+    if hasattr(time, "CLOCK_BOOTTIME"):
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    return time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -99,7 +111,7 @@ class DeviceCapture:
         max_buffer_s: float = 2.0,
         retry: RetryPolicy = RetryPolicy(),
         stall_timeout_s: float = 3.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = boottime,
     ) -> None:
         self._opener = opener
         self._block_samples = block_samples_for(block_s)
@@ -150,6 +162,20 @@ class DeviceCapture:
             while True:
                 blocks = await self._next_blocks()
                 now = self._clock()
+                if blocks and not resuming:
+                    delivered_s = sum(b.n_frames for b in blocks) / stream.sample_rate_hz
+                    missing_s = now - last_audio_at - delivered_s
+                    if missing_s > SUSPEND_GAP_S:
+                        # Suspended (or SIGSTOPped): what the stream buffered is from before;
+                        # after it, the audio of the gap is missing. Reopen (the device may
+                        # have changed meanwhile) and let audio time jump over the gap.
+                        for chunk in assembler.feed(blocks):
+                            yield chunk
+                        blocks = []
+                        self._lost_reason = (
+                            f"no audio for {missing_s:.0f} s (the machine was suspended or "
+                            "the daemon stopped); reopening"
+                        )
                 if blocks and resuming:
                     # The gap is the wall time since the old stream's last audio, less what
                     # the new stream has delivered by now (a device can take a while to start).
@@ -195,10 +221,19 @@ class DeviceCapture:
         blocks = bridge.drain()
         if blocks or self._lost_reason is not None:
             return blocks
+        waited_from = self._clock()
         try:
             await asyncio.wait_for(self._event.wait(), self._stall_timeout_s)
         except TimeoutError:
-            self._lost_reason = f"no audio for {self._stall_timeout_s:g} s"
+            waited_s = self._clock() - waited_from
+            if waited_s > self._stall_timeout_s + SUSPEND_GAP_S:
+                # The timer was overdue by far: the whole process was not running.
+                self._lost_reason = (
+                    f"no audio for {waited_s:.0f} s (the machine was suspended or the "
+                    "daemon stopped); reopening"
+                )
+            else:
+                self._lost_reason = f"no audio for {self._stall_timeout_s:g} s"
         return bridge.drain()
 
     async def _open(self, *, refresh: bool) -> OpenedStream:

@@ -247,6 +247,42 @@ def test_device_capture_loses_and_recovers() -> None:
     assert starts == sorted(starts)
 
 
+def test_device_capture_reopens_after_a_suspend_and_jumps_the_gap() -> None:
+    """The machine sleeps for 30 s with the stream open (the clock jumps; on waking the
+    stream hands over what it had buffered): the buffered audio is kept, the stream is
+    reopened as after a lost device, and audio time jumps over the 30 s."""
+
+    async def scenario() -> tuple[list[AudioChunk], list[StatusUpdate], FakeOpener]:
+        now = [1000.0]
+        opener = FakeOpener()
+        statuses: list[StatusUpdate] = []
+        capture = DeviceCapture(
+            opener, on_status=statuses.append, retry=FAST_RETRY, clock=lambda: now[0]
+        )
+        run = Collector(capture)
+        await until(lambda: opener.streams)
+        opener.push(15)  # 0.3 s
+        await until(lambda: len(run.chunks) >= 2)
+        now[0] += 30.0  # asleep
+        opener.push(10, value=0.1)  # 0.2 s the stream buffered before the sleep
+        await until(lambda: len(opener.streams) == 2)
+        opener.push(10, value=0.5)
+        await until(lambda: any(float(np.max(c.samples)) > 0.4 for c in run.chunks))
+        await run.stop()
+        return run.chunks, statuses, opener
+
+    chunks, statuses, opener = asyncio.run(scenario())
+    assert [s.capture for s in statuses] == ["starting", "running", "lost", "running", "ended"]
+    assert "suspended" in statuses[2].detail
+    assert opener.streams[0].closed
+    buffered = [c for c in chunks if 0.05 < float(np.max(c.samples)) < 0.2]
+    assert buffered[-1].end_s == pytest.approx(0.5, abs=0.01)  # kept, before the gap
+    after = [c for c in chunks if float(np.max(c.samples)) > 0.4]
+    assert after[0].start_s == pytest.approx(0.3 + 30.0, abs=0.05)
+    starts = [c.start_s for c in chunks]
+    assert starts == sorted(starts)
+
+
 def test_device_capture_first_open_error_propagates() -> None:
     async def scenario() -> list[StatusUpdate]:
         statuses: list[StatusUpdate] = []
