@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from subtitled import __version__
 from subtitled.bench.cli import add_parser as add_bench_parser
 from subtitled.config import Config, load_config, replace_path, with_overrides
-from subtitled.errors import ConfigError, SubtitledError
+from subtitled.errors import ConfigError, PortInUse, SubtitledError
 from subtitled.memory import limit_malloc_arenas
 
 if TYPE_CHECKING:
@@ -247,8 +247,8 @@ def _run_daemon(
         daemon = Daemon(config, options, sinks, reload_config=reload)
         try:
             await daemon.start()
-        except ConfigError as exc:
-            if not demo or "port" not in str(exc):
+        except PortInUse:
+            if not demo:
                 raise
             # The demo must run even when a daemon already holds the port.
             print(f"port {config.server.port} is busy; the demo uses a free port", flush=True)

@@ -2,6 +2,7 @@
 
 SubtitledError
  ├── ConfigError        a config file key or flag is unknown or has a bad value
+ │    └── PortInUse         the server's host:port cannot be bound
  ├── CaptureError       an audio source cannot be opened or read
  │    ├── DeviceNotFound    no capture device matches the name or index
  │    └── AudioDecodeError  a file is missing or is not audio PyAV can decode
@@ -22,6 +23,10 @@ class ConfigError(SubtitledError):
     """A configuration key or command-line value is unknown or invalid."""
 
     exit_code = 2
+
+
+class PortInUse(ConfigError):
+    """The server's host and port cannot be bound (another process holds the port)."""
 
 
 class CaptureError(SubtitledError):

@@ -22,15 +22,20 @@ _LOCAL_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost", "ip6-loopb
 
 
 def is_loopback(host: object) -> bool:
-    """True for a loopback address or name (127.0.0.0/8, ::1, localhost)."""
+    """True for a loopback address or name (127.0.0.0/8, ::1 with or without brackets or a
+    scope, localhost): the one rule for what "this machine only" means, used by the
+    network guard, the server's bind and Host checks, and the OpenAI-compatible backend."""
     if isinstance(host, bytes):
         host = host.decode(errors="replace")
     if not isinstance(host, str):
         return False
-    if host.lower() in _LOCAL_NAMES:
+    name = host.strip().lower()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    if name in _LOCAL_NAMES:
         return True
     try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+        return ipaddress.ip_address(name.split("%", 1)[0]).is_loopback
     except ValueError:
         return False
 

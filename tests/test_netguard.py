@@ -17,7 +17,10 @@ from subtitled.netguard import is_loopback
     ("host", "loopback"),
     [("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("localhost", True),
      (b"127.0.0.1", True), ("10.0.0.1", False), ("8.8.8.8", False), ("::ffff:1.2.3.4", False),
-     ("huggingface.co", False), ("", False), (None, False)],
+     ("huggingface.co", False), ("", False), (None, False),
+     # One rule for every caller: bind addresses, Host headers, URLs.
+     ("[::1]", True), ("LOCALHOST", True), ("ip6-localhost", True), ("fe80::1%eth0", False),
+     ("0.0.0.0", False), ("::", False), ("localhost.example.com", False)],
 )
 def test_is_loopback(host: object, loopback: bool) -> None:
     assert is_loopback(host) is loopback

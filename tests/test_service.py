@@ -87,6 +87,16 @@ def test_shipped_units_verify(unit: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_the_packaged_unit_is_the_one_in_systemd() -> None:
+    """`subtitled service install` writes the unit packaged in subtitled/data; the repo's
+    systemd/ folder shows the same unit to people who install by hand. One file, twice."""
+    from importlib import resources
+
+    packaged = resources.files("subtitled") / "data" / "subtitled.service"
+    repo = Path(__file__).resolve().parents[1] / "systemd" / "subtitled.service"
+    assert packaged.read_bytes() == repo.read_bytes()
+
+
 @needs_analyze
 def test_installed_unit_verifies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import email.utils
 import http
-import ipaddress
 import mimetypes
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -16,13 +15,13 @@ from websockets.datastructures import Headers
 from websockets.http11 import Response
 
 from subtitled import __version__
+from subtitled.netguard import is_loopback
 
 STATIC_PREFIX = "/static/"
 OVERLAY_FILE = "overlay.html"
 MAX_STATIC_BYTES = 4 * 1024 * 1024
 SERVER_HEADER = f"subtitled/{__version__}"
 
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 
 
 def default_static_dir() -> Path:
@@ -73,14 +72,8 @@ def content_type(path: Path) -> str:
 
 
 def is_loopback_host(host: str) -> bool:
-    """Whether a bind address or host name is this machine only."""
-    name = host.strip("[]").lower()
-    if name in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    """Whether a bind address or host name is this machine only (`netguard.is_loopback`)."""
+    return is_loopback(host)
 
 
 def _host_name(host_header: str) -> str:

@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from subtitled import __version__
-from subtitled.errors import ConfigError
+from subtitled.errors import ConfigError, PortInUse
 from subtitled.events import SegmentUpdate, StatusUpdate
 from subtitled.publish import routes
 from subtitled.publish.journal import Journal
@@ -193,7 +193,7 @@ class SubtitleServer:
                 close_timeout=cfg.close_timeout_s,
             )
         except OSError as exc:
-            raise ConfigError(
+            raise PortInUse(
                 f"server.port: cannot listen on {cfg.host}:{cfg.port} ({exc.strerror or exc}); "
                 "choose another host or port"
             ) from exc

@@ -11,7 +11,6 @@ caching the server does on its own is invisible here. It is contacted only when
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import time
@@ -22,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from subtitled.errors import ConfigError, ModelError
+from subtitled.netguard import is_loopback
 from subtitled.translate.config import TranslationConfig
 from subtitled.translate.policy import StabilityPolicy, StableText
 from subtitled.translate.stream import LanguageResult, SourceUpdate
@@ -40,16 +40,11 @@ def check_loopback(url: str) -> str:
     host = parts.hostname or ""
     if parts.scheme not in ("http", "https"):
         raise ConfigError(f"translation.server_url {url!r}: must be http:// or https://")
-    if host != "localhost":
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise ConfigError(
-                f"translation.server_url {url!r}: only a loopback address (127.0.0.1, ::1, "
-                "localhost) is allowed; nothing leaves this machine"
-            )
+    if not is_loopback(host):
+        raise ConfigError(
+            f"translation.server_url {url!r}: only a loopback address (127.0.0.1, ::1, "
+            "localhost) is allowed; nothing leaves this machine"
+        )
     return url.rstrip("/")
 
 

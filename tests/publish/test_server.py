@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
 from subtitled import __version__
-from subtitled.errors import ConfigError
+from subtitled.errors import ConfigError, PortInUse
 from subtitled.events import StatusUpdate, Translation
 from subtitled.publish import PROTOCOL_VERSION, ServerConfig, ServiceInfo, SubtitleServer
 
@@ -145,7 +145,24 @@ def test_healthz() -> None:
             "capture_detail": "",
             "clients": 1,
             "seq": 1,
+            "power": None,  # until the daemon says which profile it runs
         }
+
+    run(scenario())
+
+
+def test_healthz_and_metrics_show_the_power_profile() -> None:
+    async def scenario() -> None:
+        async with serving() as server:
+            server.set_power("battery", "battery")
+            server.set_power("performance", "ac")
+            _, _, body = await http_get(server.port, "/healthz")
+            assert json.loads(body)["power"] == {"profile": "performance", "source": "ac"}
+            value = server.registry.get_sample_value
+            assert value("subtitled_power_profile", {"profile": "performance", "source": "ac"}) == 1
+            # Only the profile in force is reported, not every one it has been.
+            assert value("subtitled_power_profile", {"profile": "battery", "source": "battery"}) \
+                is None
 
     run(scenario())
 
@@ -508,7 +525,8 @@ def test_busy_port_is_a_config_error() -> None:
     async def scenario() -> None:
         async with serving() as first:
             second = SubtitleServer(INFO, ServerConfig(port=first.port))
-            with pytest.raises(ConfigError, match="cannot listen"):
+            with pytest.raises(PortInUse, match="cannot listen"):  # a ConfigError (exit 2)
                 await second.start()
+            assert issubclass(PortInUse, ConfigError)
 
     run(scenario())
