@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from subtitled.translate.kvcache import KvCache
-from subtitled.translate.policy import PolicyConfig, repetition_cut
+from subtitled.translate.policy import PolicyConfig, loop_cut, repetition_cut
 from subtitled.translate.runtime import OnnxModel
 
 
@@ -105,6 +105,8 @@ class Decoder:
                 break
             tokens.append(next_id)
             cut = repetition_cut(tokens, self.policy.repeat_ngram, self.policy.repeat_times)
+            if cut is None:
+                cut = loop_cut(tokens, self.policy.loop_span)
             if cut is not None and cut >= len(forced):
                 del tokens[cut:]
                 break

@@ -36,6 +36,10 @@ class PolicyConfig:
     """The repetition guard looks at n-grams up to this length ..."""
     repeat_times: int = 3
     """... and cuts a hypothesis whose tail repeats one this many times in a row."""
+    loop_span: int = 16
+    """A run of this many tokens that the hypothesis already holds, anywhere, ends it
+    there (a small model on a long sentence loops over whole phrases, which the n-gram
+    rule does not see); 0 turns this off."""
 
     def __post_init__(self) -> None:
         if self.agreement < 1:
@@ -44,6 +48,8 @@ class PolicyConfig:
             raise ValueError("length limits must be positive")
         if self.repeat_ngram < 1 or self.repeat_times < 2:
             raise ValueError("repeat_ngram must be >= 1 and repeat_times >= 2")
+        if self.loop_span < 0:
+            raise ValueError("loop_span must be >= 0")
 
     def length_limit(self, source_tokens: int) -> int:
         """The most target tokens a sentence of `source_tokens` may get."""
@@ -84,6 +90,18 @@ def repetition_cut(ids: Sequence[Hashable], max_ngram: int, times: int) -> int |
         if all(list(ids[len(ids) - k * n : len(ids) - (k - 1) * n]) == tail
                for k in range(2, times + 1)):
             return len(ids) - span + n
+    return None
+
+
+def loop_cut(ids: Sequence[Hashable], span: int) -> int | None:
+    """If the last `span` ids already occur earlier in `ids`, the length to cut to (the
+    repeat dropped); else None. `span` 0: never."""
+    if span < 1 or len(ids) < 2 * span:
+        return None
+    tail = list(ids[-span:])
+    for start in range(len(ids) - 2 * span, -1, -1):
+        if list(ids[start : start + span]) == tail:
+            return len(ids) - span
     return None
 
 

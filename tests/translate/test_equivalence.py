@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from subtitled.translate.decoder import DecodeResult
-from subtitled.translate.policy import PolicyConfig, repetition_cut
+from subtitled.translate.policy import PolicyConfig, loop_cut, repetition_cut
 from subtitled.translate.runtime import OnnxModel, RuntimeConfig
 from subtitled.translate.stream import LanguageStream
 
@@ -56,6 +56,8 @@ class ScratchDecoder:
                 break
             tokens.append(next_id)
             cut = repetition_cut(tokens, self.policy.repeat_ngram, self.policy.repeat_times)
+            if cut is None:
+                cut = loop_cut(tokens, self.policy.loop_span)
             if cut is not None and cut >= len(forced):
                 del tokens[cut:]
                 break

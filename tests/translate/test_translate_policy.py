@@ -11,6 +11,7 @@ from subtitled.translate.policy import (
     StabilityPolicy,
     StableText,
     clause_cut,
+    loop_cut,
     repetition_cut,
 )
 from subtitled.translate.prompt import Conversation
@@ -94,6 +95,24 @@ def test_stable_text_only_grows(offers: list[str]) -> None:
 )
 def test_repetition_guard(ids: tuple[int, ...], cut: int | None) -> None:
     assert repetition_cut(ids, 4, 3) == cut
+
+
+LOOP = (10, 11, 12, 13, 14, 15, 16, 17)  # an 8-token phrase
+
+
+@pytest.mark.parametrize(
+    ("ids", "cut"),
+    [
+        ((1, 2, *LOOP), None),
+        ((*LOOP, *LOOP), 8),  # the phrase again, straight after
+        ((1, *LOOP, 2, 3, 4, *LOOP), 12),  # again after other words: cut back to before it
+        ((*LOOP, 2, *LOOP[:7]), None),  # 7 of 8 tokens again is not a loop yet
+        ((*LOOP[:6], *LOOP), None),  # overlapping starts are not a repeat of the tail
+    ],
+)
+def test_loop_guard(ids: tuple[int, ...], cut: int | None) -> None:
+    assert loop_cut(ids, 8) == cut
+    assert loop_cut(ids, 0) is None  # off
 
 
 def test_length_limit_is_relative_to_the_source() -> None:
