@@ -128,19 +128,14 @@ class Daemon:
 
         The source comes first: a missing file or device fails before any model loads and
         before the port is bound or announced. The translation model (unless the run waits
-        for it) loads on its own thread meanwhile, in parallel with the ASR model.
+        for it) loads afterwards, in the background, while captions already flow: loading
+        it in parallel with the ASR model was measured to delay READY and the first caption
+        on 2 cores (`subtitled bench-startup`).
         """
         await asyncio.to_thread(check_source, self.options.source)
+        await self._start_stages()
         if not self.options.wait_for_translation:
             self._loading = asyncio.create_task(self._load_translation(), name="load-translation")
-        try:
-            await self._start_stages()
-        except BaseException:
-            if self._loading is not None:
-                self._loading.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._loading
-            raise
         self.apply_power()
         if self.config.power.profile == "auto":
             self._power_watch = asyncio.create_task(self._watch_power(), name="power")
