@@ -10,6 +10,7 @@
   verify  DIR [--reference CHECKPOINT]                        ONNX Runtime vs transformers
   amend   DIR [--prompt KEY=JSON ...]                         prompt keys; re-hash doc files
   bench   [--precision P]                                     MoE vs dense, ONNX vs PyTorch
+  bench-full --config CONFIG.json [--precision int4]          a full-size model vs llama.cpp
   train   --out DIR [--minutes M]                             the bundled translation model
 
 P is fp32, fp16, int8 or int4. Errors from the tree in `export.errors` become one line on
@@ -261,8 +262,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--prefill-tokens", type=int, default=128)
     bench.add_argument("--work", type=Path, help="folder for the exported models (else a temp)")
     bench.set_defaults(run=_bench)
-    from export import train_cli  # argument definitions only; torch loads when it runs
+    from export import bench_full, train_cli  # torch and onnx load only when they run
 
+    bench_full.add_parser(commands)
     train_cli.add_parser(commands)
     return parser
 

@@ -150,7 +150,8 @@ class Graph:
         expected = self.shapes.get(key)
         if expected is None:
             raise ExportError(f"checkpoint tensor {key!r} is not part of the spec")
-        value = np.asarray(self.weights(key), dtype=np.float32)
+        # asanyarray: a SeededBlocks stand-in (export.quantize) stays one.
+        value = np.asanyarray(self.weights(key), dtype=np.float32)
         if value.shape != expected:
             raise ExportError(
                 f"checkpoint tensor {key!r} has shape {value.shape}, the config implies {expected}"

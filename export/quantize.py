@@ -13,6 +13,10 @@ the low nibble.
 
 So a GGUF block of 32 comes through unchanged: a dequantised q4_0 block is requantised to
 its own scale and codes at 4 bits, a q8_0 block at 8 bits (no error to improve on).
+
+`SeededBlocks` stands in for a weight that is born quantised: `python -m export bench-full`
+draws a full-size model's codes and scales from a seed, tensor by tensor, and never makes
+the floats (25 G parameters of them would be 100 GB, and quantising them hours).
 """
 
 from __future__ import annotations
@@ -37,6 +41,35 @@ class Quantized:
     scales: np.ndarray
     bits: int
     block: int
+
+
+class SeededBlocks(np.ndarray):
+    """A weight whose quantised blocks are drawn from `seed` instead of computed: a zero-
+    stride float32 view of the shape (no memory), which `quantize_unpacked` turns into
+    uniform codes and scales around `scale` / 4.6 (about the weight's standard deviation
+    `scale`; 4.6 is that of the codes -8..7). Views (transposes, reshapes) keep the seed."""
+
+    seed: int
+    scale: float
+
+    @classmethod
+    def of(cls, shape: tuple[int, ...], seed: int, scale: float) -> SeededBlocks:
+        view = np.broadcast_to(np.zeros((), np.float32), shape).view(cls)
+        view.seed, view.scale = seed, scale
+        return view
+
+    def __array_finalize__(self, obj: object) -> None:
+        self.seed = getattr(obj, "seed", 0)
+        self.scale = getattr(obj, "scale", 1.0)
+
+    def draw(self, bits: int, block: int) -> Quantized:
+        """Unpacked codes (..., N, K) and float32 scales (..., N, K / block)."""
+        *lead, k = self.shape
+        rng = np.random.default_rng(self.seed)
+        codes = rng.integers(0, 1 << bits, size=self.shape, dtype=np.uint8)
+        spread = rng.random((*lead, k // block), dtype=np.float32)
+        scales = (self.scale / 4.6 * (0.8 + 0.4 * spread)).astype(np.float32)
+        return Quantized(codes, scales, bits, block)
 
 
 def block_size_for(columns: int, preferred: int) -> int | None:
@@ -64,6 +97,8 @@ def quantize_unpacked(weight: np.ndarray, bits: int, block: int) -> Quantized:
         raise ValueError(f"{k} columns are not a multiple of the block size {block}")
     if bits not in (4, 8):
         raise ValueError(f"bits must be 4 or 8, got {bits}")
+    if isinstance(weight, SeededBlocks):
+        return weight.draw(bits, block)
     rows = weight.reshape(-1, k)
     codes = np.empty((rows.shape[0], k), np.uint8)
     scales = np.empty((rows.shape[0], k // block), np.float32)
