@@ -50,7 +50,7 @@ from export.checkpoint import checkpoint_shapes, load_config
 from export.errors import ExportError
 from export.families import spec_from_config
 from export.plan import PRECISIONS, Precision, make_plan
-from export.quantize import SeededBlocks, block_size_for
+from export.quantize import SeededBlocks
 from export.spec import ModelSpec
 
 if TYPE_CHECKING:  # onnx loads only when a model is written
@@ -102,15 +102,25 @@ def seeded_weights(spec: ModelSpec, seed: int) -> Weights:
 
 
 def write_onnx(
-    config: dict[str, Any], out: Path, precision: Precision, seed: int, progress: Progress
+    config: dict[str, Any],
+    out: Path,
+    precision: Precision,
+    seed: int,
+    progress: Progress,
+    gguf: Path | None = None,
 ) -> None:
-    """The seeded model as a subtitled model directory (no tokenizer: ids only)."""
-    from export.model_dir import Describe, write_model_dir
+    """The seeded model as a subtitled model directory (no tokenizer: ids only), or the
+    GGUF file `gguf` exported as `python -m export onnx --model` does."""
+    from export.model_dir import Describe, export_gguf, write_model_dir
     from export.onnx_native import moe_kernel_precision
 
+    precision = moe_kernel_precision(precision, "auto")
+    if gguf is not None:
+        licence = f"that of {gguf.name} (a benchmark copy)"
+        export_gguf(gguf, out, precision, licence, None, progress)
+        return
     spec = spec_from_config(config)
     describe = Describe(name=f"bench-full-{spec.model_type}-seed{seed}", licence=LICENCE)
-    precision = moe_kernel_precision(precision, "auto")
     write_model_dir(spec, seeded_weights(spec, seed), out, precision, describe, [], progress)
 
 
@@ -142,35 +152,59 @@ def read_bandwidth(threads: int, megabytes: int = 2048, repeats: int = 5) -> flo
     return data.nbytes / best
 
 
-def bytes_per_token(
-    spec: ModelSpec, precision: Precision, context: int, kv_float_bytes: int
-) -> int:
-    """Bytes one decoded token reads at `context` tokens held: every dense matrix, the
-    top-k experts of each MoE layer, the LM head (the whole table: a matmul over the
-    vocabulary), floats (norms, routers) and the KV cache (`kv_float_bytes` per value:
-    subtitled's runtime holds it as fp32, llama.cpp as fp16)."""
-    plan = make_plan(spec, precision)
-    matrices = 0
-    expert_bytes = 0
-    floats = 0
-    for key, shape in checkpoint_shapes(spec).items():
-        if len(shape) == 1 or is_router(key):
-            floats += math.prod(shape) * 4
-        elif len(shape) == 3:  # (E, out, in) expert tables, or (E, in, out)
-            moe = next(layer.moe for layer in spec.layers if layer.moe is not None)
-            rows, columns = (shape[2], shape[1]) if moe.experts_in_out else shape[1:]
-            expert_bytes += moe.top_k * _matrix_bytes(precision, rows, columns)
-        else:  # the embedding table counts once: the tied LM head reads all of it
-            matrices += _matrix_bytes(precision, shape[0], shape[1])
-    kv = sum(g.bytes_at(context, kv_float_bytes) for g in plan.kv_groups)
-    return matrices + expert_bytes + floats + kv
+def kv_bytes(spec: ModelSpec, context: int, float_bytes: int) -> int:
+    """Bytes of KV cache held at `context` tokens (sliding layers keep their window)."""
+    return sum(
+        g.bytes_at(context, float_bytes) for g in make_plan(spec, PRECISIONS["fp32"]).kv_groups
+    )
 
 
-def _matrix_bytes(precision: Precision, rows: int, columns: int) -> int:
-    block = block_size_for(columns, precision.block_size)
-    if precision.weight_bits is None or block is None:
-        return rows * columns * precision.float_bytes
-    return rows * (columns // block) * (block * precision.weight_bits // 8 + 2)
+def onnx_weight_bytes_per_token(directory: Path, spec: ModelSpec) -> int:
+    """Bytes of weights one decoded token reads in an exported model, from its initializers
+    as stored (the experts' kernel keeps float32 scales, say): expert tables count top-k /
+    E, the embedding table whole when it is also the LM head, one row otherwise."""
+    import onnx
+
+    from export.model_dir import MODEL_FILE
+
+    model = onnx.load(str(directory / MODEL_FILE), load_external_data=False)
+    fraction = _expert_fraction(spec)
+    names = {t.name for t in model.graph.initializer}
+    total = 0.0
+    for tensor in model.graph.initializer:
+        external = {e.key: e.value for e in tensor.external_data}
+        size = int(external["length"]) if "length" in external else len(tensor.raw_data)
+        if ".experts." in tensor.name:
+            total += size * fraction
+        elif tensor.name.startswith("model.embed_tokens") and "lm_head.weight" in names:
+            total += size / spec.vocab_size
+        else:
+            total += size
+    return int(total)
+
+
+def gguf_weight_bytes_per_token(path: Path, spec: ModelSpec) -> int:
+    """As `onnx_weight_bytes_per_token` for a GGUF file, from its tensors' stored bytes."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+    fraction = _expert_fraction(spec)
+    names = {t.name for t in reader.tensors}
+    total = 0.0
+    for tensor in reader.tensors:
+        size = int(tensor.n_bytes)
+        if "_exps" in tensor.name:
+            total += size * fraction
+        elif tensor.name.startswith("token_embd") and "output.weight" in names:
+            total += size / spec.vocab_size
+        else:
+            total += size
+    return int(total)
+
+
+def _expert_fraction(spec: ModelSpec) -> float:
+    moe = next((layer.moe for layer in spec.layers if layer.moe is not None), None)
+    return 1.0 if moe is None else moe.top_k / moe.num_experts
 
 
 def _status_bytes(field: str) -> int:
@@ -373,7 +407,15 @@ def run(args: argparse.Namespace) -> int:
         return _measure_child(args)
     from export.cli import _ProgressLine
 
-    config = load_config(args.config)
+    model: Path | None = None
+    if args.model is not None:
+        from export.gguf_file import GgufFile, hf_config
+        from subtitled.translate.gguf_stores import resolve_model
+
+        model = resolve_model(args.model)
+        config = hf_config(GgufFile(model))
+    else:
+        config = load_config(args.config)
     spec = spec_from_config(config)
     precision = PRECISIONS[args.precision]
     if precision.weight_bits is None:
@@ -393,19 +435,21 @@ def run(args: argparse.Namespace) -> int:
     temporary = args.work is None
     work = Path(tempfile.mkdtemp(prefix="bench-full-")) if temporary else args.work
     work.mkdir(parents=True, exist_ok=True)
-    onnx_dir, gguf = work / ONNX_DIR, work / GGUF_FILE
-    stamp = json.dumps({"config": config, "precision": precision.name, "seed": args.seed})
+    onnx_dir = work / ONNX_DIR
+    gguf = model or work / GGUF_FILE
+    source: Any = config if model is None else [str(model), model.stat().st_size]
+    stamp = json.dumps({"source": source, "precision": precision.name, "seed": args.seed})
     if (work / STAMP).is_file() and (work / STAMP).read_text() != stamp:
-        print(f"{work} holds another config, precision or seed: writing again", file=sys.stderr)
+        print(f"{work} holds another model, precision or seed: writing again", file=sys.stderr)
         shutil.rmtree(onnx_dir, ignore_errors=True)
-        gguf.unlink(missing_ok=True)
+        (work / GGUF_FILE).unlink(missing_ok=True)
     (work / STAMP).write_text(stamp)
     write_s = gguf_s = None
     try:
         if not (onnx_dir / "manifest.json").is_file():
             write_s = _timed(
                 "writing the ONNX export",
-                lambda: write_onnx(config, onnx_dir, precision, args.seed, _ProgressLine()),
+                lambda: write_onnx(config, onnx_dir, precision, args.seed, _ProgressLine(), model),
             )
         if llama and not gguf.is_file():
             partial = gguf.with_suffix(".partial")
@@ -423,6 +467,9 @@ def run(args: argparse.Namespace) -> int:
         results = [_run_child("onnx", onnx_dir, args, spec.vocab_size)]
         if llama:
             results.append(_run_child("llama.cpp", gguf, args, spec.vocab_size))
+        weights_read = {"onnx": onnx_weight_bytes_per_token(onnx_dir, spec)}
+        if llama:
+            weights_read["llama.cpp"] = gguf_weight_bytes_per_token(gguf, spec)
         sizes = {
             "onnx": sum(p.stat().st_size for p in onnx_dir.iterdir() if p.is_file()),
             "llama.cpp": gguf.stat().st_size if llama else 0,
@@ -435,7 +482,10 @@ def run(args: argparse.Namespace) -> int:
                 f"files kept in {work} (a run with --work {work} measures them again)",
                 file=sys.stderr,
             )
-    print(format_report(spec, precision, results, bandwidth, sizes, write_s, gguf_s, args))
+    report = format_report(
+        spec, precision, results, bandwidth, sizes, write_s, gguf_s, args, weights_read
+    )
+    print(report)
     return 0
 
 
@@ -448,6 +498,7 @@ def format_report(
     write_s: float | None,
     gguf_s: float | None,
     args: argparse.Namespace,
+    weights_read: dict[str, int],
 ) -> str:
     def took(seconds: float | None) -> str:
         return "reused" if seconds is None else f"written in {seconds:.0f} s"
@@ -473,12 +524,15 @@ def format_report(
     ]
     for r in results:
         for c in r.contexts:
-            kv_bytes = 4 if r.runtime == "onnx" else 2
-            limit = 1000 * bytes_per_token(spec, precision, c.context, kv_bytes) / bandwidth
+            # subtitled's runtime holds the KV cache as fp32, llama.cpp as fp16
+            read = weights_read[r.runtime] + kv_bytes(
+                spec, c.context, 4 if r.runtime == "onnx" else 2
+            )
+            limit = 1000 * read / bandwidth
+            limit_text = f"{limit:>8.1f} {c.decode_ms / limit:>7.2f}"
             lines.append(
                 f"{r.runtime:<10} {c.context:>7} {c.prefill_tokens_per_s:>13.1f} "
-                f"{c.decode_ms:>9.2f} {limit:>8.3f} {c.decode_ms / limit:>7.2f} "
-                f"{c.clause_s:>8.2f}"
+                f"{c.decode_ms:>9.2f} {limit_text} {c.clause_s:>8.2f}"
             )
     if len(results) == 2:
         ours, theirs = results
@@ -492,8 +546,9 @@ def format_report(
             )
         lines.append(f"peak RSS {ours.peak_rss / theirs.peak_rss:.2f}x llama.cpp's (goal <= 1.10)")
     lines.append(
-        f"limit: bytes one decoded token reads at {precision.name} (active weights and the "
-        "KV cache) / the bandwidth above"
+        "limit: bytes one decoded token reads (the weights as each file stores them, "
+        "experts top-k / E, and the KV cache held) / the bandwidth above: "
+        + ", ".join(f"{k} {v / 1e9:.2f} GB of weights" for k, v in weights_read.items())
     )
     return "\n".join(lines)
 
@@ -516,6 +571,11 @@ def add_parser(commands: Any) -> None:
         "subtitled's runtime and llama.cpp: load, RSS, prefill, decode, bandwidth limit",
     )
     bench.add_argument("--config", type=Path, help="Hugging Face config.json of the geometry")
+    bench.add_argument(
+        "--model",
+        help="instead of --config: a real GGUF file (or ollama:NAME, lmstudio:...), "
+        "exported to ONNX and measured beside llama.cpp running the file itself",
+    )
     bench.add_argument("--precision", choices=("int4", "int8"), default="int4")
     bench.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     bench.add_argument("--contexts", type=_contexts, default=DEFAULT_CONTEXTS)
@@ -545,6 +605,6 @@ def add_parser(commands: Any) -> None:
 
 
 def _checked(args: argparse.Namespace) -> int:
-    if args.measure is None and args.config is None:
-        raise ExportError("bench-full needs --config CONFIG.json")
+    if args.measure is None and (args.config is None) == (args.model is None):
+        raise ExportError("bench-full needs --config CONFIG.json or --model FILE.gguf")
     return run(args)

@@ -8,10 +8,18 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from export_configs import tiny_gemma4
+from onnx import numpy_helper
 
-from export.bench_full import bytes_per_token, measure, seeded_weights, write_onnx
+from export.bench_full import (
+    kv_bytes,
+    measure,
+    onnx_weight_bytes_per_token,
+    seeded_weights,
+    write_onnx,
+)
 from export.cli import main
 from export.families import spec_from_config
 from export.plan import PRECISIONS
@@ -53,9 +61,17 @@ def test_seeded_weights_are_per_key_and_floats_stay_floats() -> None:
     assert np.all(one("model.layers.0.router.per_expert_scale") >= 1.0)
 
 
-def test_bytes_per_token_by_hand() -> None:
+def _stored_bytes(tensor: onnx.TensorProto) -> int:
+    external = {e.key: e.value for e in tensor.external_data}
+    if "length" in external:
+        return int(external["length"])
+    return int(numpy_helper.to_array(tensor).nbytes)
+
+
+def test_bytes_a_decoded_token_reads_by_hand(tmp_path: Path) -> None:
     spec = spec_from_config(tiny_gemma4())
-    block = 18  # 32 int4 codes + an fp16 scale
+    write_onnx(tiny_gemma4(), tmp_path / "onnx", PRECISIONS["int4"], 0, lambda *_: None)
+    block = 16 + 4  # 32 int4 codes + a float32 scale (the ops take the activations' type)
     matrices = (
         512 * 2 * block  # embeddings = the tied LM head, read whole
         + 2 * (64 * 2 + 32 * 2 + 32 * 2 + 64 * 2) * block  # sliding q, k, v, o
@@ -63,12 +79,16 @@ def test_bytes_per_token_by_hand() -> None:
         + 4 * (96 * 2 + 96 * 2 + 64 * 3) * block  # dense MLP gate, up, down
         + 4 * 2 * (64 * 2 + 64 * 1) * block  # top-2 experts: gate_up (64 x 64), down (64 x 32)
     )
+    # routers (8 x 64) and every norm and scale, float32
     floats = 4 * (4 * 8 * 64 + 2 * (8 * 64 + 2 * 16 + 1 + 8) + 2 * (8 * 64 + 2 * 32 + 1 + 8) + 64)
+    graph = onnx.load(str(tmp_path / "onnx" / "model.onnx"), load_external_data=False)
+    constants = sum(  # RoPE tables, shapes: read whole
+        _stored_bytes(t) for t in graph.graph.initializer if t.name.startswith("/")
+    )
+    assert onnx_weight_bytes_per_token(tmp_path / "onnx", spec) == matrices + floats + constants
     # at 100 tokens: sliding layers hold their window of 16 (K and V, 2 heads x 16), full
-    # layers all 100 (K = V, 1 head x 32); fp32
-    kv = 2 * 2 * 2 * 16 * 16 * 4 + 2 * 1 * 1 * 32 * 100 * 4
-    assert bytes_per_token(spec, PRECISIONS["int4"], 100, 4) == matrices + floats + kv
-    assert bytes_per_token(spec, PRECISIONS["int4"], 100, 2) == matrices + floats + kv // 2
+    # layers all 100 (K = V, 1 head x 32)
+    assert kv_bytes(spec, 100, 4) == 2 * 2 * 2 * 16 * 16 * 4 + 2 * 1 * 1 * 32 * 100 * 4
 
 
 def test_the_seeded_export_runs_in_subtitled_runtime(tmp_path: Path) -> None:
@@ -81,9 +101,7 @@ def test_the_seeded_export_runs_in_subtitled_runtime(tmp_path: Path) -> None:
     assert figures.peak_rss >= figures.rss_after_load > 0
 
 
-def test_bench_full_command_end_to_end(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bench_full_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "config.json"
     config.write_text(json.dumps(tiny_gemma4()))
     work = tmp_path / "work"
