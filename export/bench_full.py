@@ -245,7 +245,7 @@ class _OnnxRunner(_Runner):
         self.cache = KvCache(session, manifest.kv_layout, reserve_tokens=reserve)
 
     def feed(self, ids: Sequence[int]) -> int:
-        return int(self.cache.forward(list(ids))[-1].argmax())
+        return int(self.cache.forward(list(ids), 1)[-1].argmax())
 
 
 class _LlamaRunner(_Runner):
@@ -529,7 +529,7 @@ def format_report(
                 spec, c.context, 4 if r.runtime == "onnx" else 2
             )
             limit = 1000 * read / bandwidth
-            limit_text = f"{limit:>8.1f} {c.decode_ms / limit:>7.2f}"
+            limit_text = f"{limit:>8.3f} {c.decode_ms / limit:>7.2f}"
             lines.append(
                 f"{r.runtime:<10} {c.context:>7} {c.prefill_tokens_per_s:>13.1f} "
                 f"{c.decode_ms:>9.2f} {limit_text} {c.clause_s:>8.2f}"

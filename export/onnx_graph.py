@@ -43,6 +43,7 @@ from export.onnx_ops import (
 from export.onnx_qmoe import fused_experts, qmoe_fits
 from export.plan import PRECISIONS, Precision
 from export.spec import LayerSpec, ModelSpec, MoeSpec, RopeSpec
+from subtitled.translate.kvcache import LOGITS_ROWS
 from subtitled.translate.native import DOMAIN as NATIVE
 
 
@@ -367,6 +368,19 @@ def build_model(
             shape[2] = f"present_{layer.index}"
             outputs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT, shape))
 
+    # Logits for the last `logits_rows` positions only (prefill needs one row; the head
+    # over the vocabulary is the largest matmul of a step).
+    inputs.append(helper.make_tensor_value_info(LOGITS_ROWS, TensorProto.INT64, [1]))
+    x = g.op(
+        "Slice",
+        [
+            x,
+            g.op("Neg", [LOGITS_ROWS], "/lm_head/RowsStart"),
+            g.ints(np.iinfo(np.int64).max),
+            g.ints(1),
+        ],
+        "/lm_head/Rows",
+    )
     x = rms_norm(g, x, "model.norm.weight", spec.rms_norm_eps, "/model/norm", spec.norm_offset)
     flat = g.op("Reshape", [x, g.ints(-1, spec.hidden_size)], "/lm_head/Flatten")
     if spec.tie_word_embeddings:
@@ -387,19 +401,19 @@ def build_model(
             ],
             "/lm_head/softcap/Mul",
         )
-    batch_seq = g.op(
+    batch = g.op(
         "Slice",
-        [g.op("Shape", ["input_ids"], "/lm_head/Shape"), g.ints(0), g.ints(2)],
-        "/lm_head/BatchSequence",
+        [g.op("Shape", ["input_ids"], "/lm_head/Shape"), g.ints(0), g.ints(1)],
+        "/lm_head/Batch",
     )
-    out_shape = g.op("Concat", [batch_seq, g.ints(spec.vocab_size)], "/lm_head/OutShape", axis=0)
+    out_shape = g.op("Concat", [batch, g.ints(-1, spec.vocab_size)], "/lm_head/OutShape", axis=0)
     g.nodes.append(
         helper.make_node("Reshape", [logits, out_shape], ["logits"], name="/lm_head/Reshape")
     )
     outputs.insert(
         0,
         helper.make_tensor_value_info(
-            "logits", TensorProto.FLOAT, ["batch", "sequence", spec.vocab_size]
+            "logits", TensorProto.FLOAT, ["batch", "rows", spec.vocab_size]
         ),
     )
 

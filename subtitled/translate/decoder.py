@@ -57,11 +57,16 @@ class Decoder:
     def reset(self) -> None:
         self.cache.reset()
 
-    def _feed(self, ids: Sequence[int]) -> np.ndarray:
-        rows = [np.zeros((0, self.model.vocab_size), np.float32)]
+    def _feed(self, ids: Sequence[int], rows: int = 1) -> np.ndarray:
+        """Feed `ids` in chunks; the logits of the last `rows` of them, (rows, vocab)."""
+        first = len(ids) - rows  # the first position whose logits are wanted
+        kept = []
         for i in range(0, len(ids), self.chunk_tokens):
-            rows.append(self.cache.forward(ids[i : i + self.chunk_tokens]))
-        return rows[1] if len(rows) == 2 else np.concatenate(rows, axis=0)
+            end = min(i + self.chunk_tokens, len(ids))
+            logits = self.cache.forward(ids[i:end], end - max(i, first))
+            if end > first:
+                kept.append(logits)
+        return kept[0] if len(kept) == 1 else np.concatenate(kept, axis=0)
 
     def _truncate(self, keep: int, known: Sequence[int]) -> None:
         """Roll the cache back to `keep` tokens; if a sliding layer cannot, rebuild it
@@ -93,8 +98,9 @@ class Decoder:
         # The logits at the end of `head` start the decoding: feed from there at least.
         keep = min(plan.keep, len(head) - 1)
         self._truncate(keep, ())
-        logits = self._feed((head + draft)[keep:])
-        row = len(head) - 1 - keep
+        # logits from the end of `head` on: its next token, then each draft token's
+        logits = self._feed((head + draft)[keep:], len(draft) + 1)
+        row = 0
         tokens = list(forced)
         next_id = int(np.argmax(logits[row]))
         matched = 0  # generated tokens that equal the draft, already in the cache

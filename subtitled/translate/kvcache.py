@@ -34,6 +34,10 @@ from subtitled.translate.manifest import KvLayer
 
 FloatArray = npt.NDArray[np.float32]
 CACHE_LENGTHS = "cache_lengths"
+LOGITS_ROWS = "logits_rows"
+"""Graph input (1,) int64 of exports since 2026-12-05: how many of the fed positions, from
+the last, get logits. Prefill needs one row (or a draft's), and the LM head over a 262k
+vocabulary is the largest matmul of a step; older graphs compute every row."""
 FIRST_CAPACITY = 64
 """Tokens a shared buffer holds when first allocated; it doubles from there."""
 
@@ -149,6 +153,7 @@ class KvCache:
             for t in kv.tensors
         ]
         self._values: dict[str, Any] = {}
+        self.row_input = LOGITS_ROWS in {i.name for i in session.get_inputs()}
         # One binding for the conversation. The outputs ONNX Runtime allocates each call
         # (logits, append layers' presents) are bound first, so they lead get_outputs();
         # they are bound again before every call (after a call a bound output counts as
@@ -196,13 +201,17 @@ class KvCache:
         array: FloatArray = value.numpy()
         return array
 
-    def forward(self, ids: Sequence[int]) -> FloatArray:
-        """Feed `ids` after the held tokens; return their logits, (len(ids), vocab)."""
+    def forward(self, ids: Sequence[int], rows: int | None = None) -> FloatArray:
+        """Feed `ids` after the held tokens; return the logits of the last `rows` of them
+        (default all), (rows, vocab)."""
         if not ids:
             raise ValueError("nothing to feed")
+        rows = len(ids) if rows is None else min(max(rows, 1), len(ids))
         start = self.ledger.held
         binding = self._binding
         binding.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
+        if self.row_input:
+            binding.bind_cpu_input(LOGITS_ROWS, np.asarray([rows], dtype=np.int64))
         binding.bind_cpu_input(
             "position_ids", np.arange(start, start + len(ids), dtype=np.int64)[None, :]
         )
@@ -231,7 +240,7 @@ class KvCache:
                 present = onnxruntime_value(outputs[at])
                 self._absorb(kv, past, present, len(ids), lengths[index])
         logits: FloatArray = outputs[0].numpy()[0]
-        return logits
+        return logits if self.row_input else logits[len(ids) - rows :]
 
     def _bind_appended(self, binding: Any, kv: KvLayer, name: str) -> None:
         value = self._values[name]

@@ -158,6 +158,8 @@ def _empty_feeds(session: Any) -> dict[str, Any]:
     for i in session.get_inputs():
         if i.name == "cache_lengths":
             feeds[i.name] = np.zeros(i.shape, np.int64)
+        if i.name == "logits_rows":  # more than any sequence: every row's logits
+            feeds[i.name] = np.array([1 << 30], np.int64)
     return feeds
 
 
@@ -229,7 +231,12 @@ def test_shared_buffer_is_written_in_place(exported: Path) -> None:
     past = {n.replace("present.", "past_key_values."): v for n, v in first.items() if n != "logits"}
     slots = {kv.length_slot for kv in manifest.kv_layout} - {None}
     lengths = np.full(len(slots), 12, np.int64)
-    tail = {"input_ids": ids[:, 12:], "position_ids": positions[:, 12:], "cache_lengths": lengths}
+    tail = {
+        "input_ids": ids[:, 12:],
+        "position_ids": positions[:, 12:],
+        "cache_lengths": lengths,
+        "logits_rows": np.array([ids.shape[1] - 12], np.int64),
+    }
     expected = dict(zip(names, session.run(None, {**past, **tail}), strict=True))
 
     binding = session.io_binding()

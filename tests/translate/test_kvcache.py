@@ -102,3 +102,17 @@ def test_slots_must_not_mix_windows(model: OnnxModel) -> None:
     ]
     with pytest.raises(ValueError, match="length slot 0 mixes windows"):
         KvCache(model.session, layers, reserve_tokens=4)
+
+
+def test_logits_rows_are_the_last_rows_of_all(model: OnnxModel) -> None:
+    """A graph with `logits_rows` computes the LM head for the last rows only; they are the
+    rows a full call gives, and the cache is the same after either."""
+    assert model.new_cache().row_input  # exported since the input came in
+    every = model.new_cache().forward(TOKENS[:20])
+    for rows in (1, 3, 20, 50):
+        cache = model.new_cache()
+        logits = cache.forward(TOKENS[:20], rows)
+        assert logits.shape == (min(rows, 20), every.shape[1])
+        np.testing.assert_allclose(logits, every[20 - min(rows, 20) :], rtol=0, atol=1e-5)
+        after = cache.forward(TOKENS[20:22])
+        np.testing.assert_allclose(after[-1], _scratch(model, TOKENS[:22]), rtol=0, atol=1e-4)
