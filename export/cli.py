@@ -36,7 +36,9 @@ from subtitled.errors import SubtitledError
 
 def _plan(args: argparse.Namespace) -> int:
     spec = spec_from_config(load_config(args.config))
-    print(format_plan(make_plan(spec, PRECISIONS[args.precision])))
+    precision = PRECISIONS[args.precision]
+    precision = dataclasses.replace(precision, shared_cache=args.kv_cache == "shared")
+    print(format_plan(make_plan(spec, precision)))
     return 0
 
 
@@ -64,8 +66,10 @@ KV_CACHE_OPTION: dict[str, Any] = {
     "default": "shared",
     "help": "shared: GroupQueryAttention layers keep K/V in one past/present buffer that "
     "subtitled's runtime binds as both, so a step writes only its new tokens (held lengths "
-    "in the input cache_lengths); append: the present is the past plus the new tokens, as "
-    "runners that feed each present back as the next past expect",
+    "in the input cache_lengths), and K=V layers (Gemma 4) cache K beside V; append: the "
+    "present is the past plus the new tokens, as runners that feed each present back as "
+    "the next past expect, and K=V layers cache V only (half the memory, K rebuilt each "
+    "step)",
 }
 
 
@@ -164,6 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--config", type=Path, required=True, help="Hugging Face config.json")
     plan.add_argument("--precision", choices=sorted(PRECISIONS), default="int4")
+    plan.add_argument("--kv-cache", **KV_CACHE_OPTION)
     plan.set_defaults(run=_plan)
     onnx = commands.add_parser("onnx", help="export a model to an ONNX model directory")
     onnx.add_argument(

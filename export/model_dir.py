@@ -74,7 +74,7 @@ def io_of(
     layout = []
     for layer in spec.layers:
         a = layer.attention
-        tensors = a.cache_tensors
+        tensors = a.cached(shared_cache)
         layout.append(
             KvLayer(
                 layer.index,

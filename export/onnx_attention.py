@@ -363,10 +363,18 @@ def attention(
         q = _l2_norm(g, q, spec.rms_norm_eps, f"{scope}/q_norm")
     q = _temperature(g, q, pos, a, f"{scope}/temperature")
 
-    if a.k_eq_v:  # Gemma 4 full layers: V = v_norm(k_proj(x)); K is rebuilt from V below
+    shared = g.precision.shared_cache
+    if a.k_eq_v:  # Gemma 4 full layers: V = v_norm(k_proj(x)), K = RoPE(k_norm(k_proj(x)))
         if not a.v_norm:
             raise UnsupportedArchitecture(f"layer {layer.index}: K=V without v_norm has no export")
-        k, v = None, rms_norm(g, raw_k, None, eps, f"{scope}/v_norm")
+        v = rms_norm(g, raw_k, None, eps, f"{scope}/v_norm")
+        k = None  # appended cache: K is rebuilt from the cached V (`_standard`)
+        if runs_in_gqa(a, shared):  # shared buffers: K is cached too, made here for the new tokens
+            k = rms_norm(
+                g, raw_k, f"{prefix}.k_norm.weight", eps, f"{scope}/k_norm", spec.norm_offset
+            )
+            if cos:
+                k = apply_rope(g, k, cos, sin, a.head_dim, a.rope.interleaved, f"{scope}/k_rope")
     else:
         k = raw_k
         if a.qk_norm == "rms":
@@ -385,19 +393,20 @@ def attention(
         if a.v_norm:  # Gemma 4: a scale-free RMSNorm (`Gemma4TextAttention.v_norm`)
             v = rms_norm(g, v, None, eps, f"{scope}/v_norm")
     slot = None
-    if k is None or not runs_in_gqa(a):
+    if k is None or not runs_in_gqa(a, shared):
         context, present = _standard(g, layer, q, k, v, pos, scope, spec.norm_offset)
     else:
-        slot = length_slots(spec, g.precision.shared_cache).get(layer.index)
+        slot = length_slots(spec, shared).get(layer.index)
         context, present = _fused(g, layer, q, k, v, pos, rope if in_gqa else None, slot, scope)
     out = linear(g, context, f"{prefix}.o_proj.weight", f"{scope}/o_proj")
     return out, present if slot is not None else _trim(g, a, present, scope)
 
 
-def runs_in_gqa(a: AttentionSpec) -> bool:
-    """Whether the layer runs in `GroupQueryAttention`: not MLA, not K=V (K is rebuilt from
-    V), not chunked (a block mask)."""
-    return a.mla is None and not a.k_eq_v and a.chunk is None
+def runs_in_gqa(a: AttentionSpec, shared: bool = True) -> bool:
+    """Whether the layer runs in `GroupQueryAttention`: not MLA, not chunked (a block
+    mask), and not K=V unless K is cached beside V (`AttentionSpec.cached`: shared
+    buffers; an appended cache rebuilds K from V in standard ops)."""
+    return a.mla is None and a.chunk is None and (not a.k_eq_v or shared)
 
 
 def length_slots(spec: ModelSpec, shared: bool = True) -> dict[int, int]:
@@ -409,7 +418,7 @@ def length_slots(spec: ModelSpec, shared: bool = True) -> dict[int, int]:
     return {
         layer.index: windows.setdefault(layer.attention.window, len(windows))
         for layer in spec.layers
-        if shared and runs_in_gqa(layer.attention)
+        if shared and runs_in_gqa(layer.attention, shared)
     }
 
 

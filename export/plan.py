@@ -189,13 +189,14 @@ def weight_parts(spec: ModelSpec, precision: Precision) -> tuple[Part, ...]:
     )
 
 
-def kv_groups(spec: ModelSpec) -> tuple[KvGroup, ...]:
-    """Layers grouped by KV-cache geometry, in order of first appearance."""
+def kv_groups(spec: ModelSpec, shared: bool = True) -> tuple[KvGroup, ...]:
+    """Layers grouped by KV-cache geometry, in order of first appearance (`shared`: the
+    export's `--kv-cache shared`, where K=V layers cache K too)."""
     counts: dict[tuple[str, int, int, int, int | None], int] = {}
     for layer in spec.layers:
         a = layer.attention
         kind = "mla" if a.mla is not None else a.kind
-        key = (kind, a.kv_tensors, a.n_kv_heads, a.head_dim, a.window)
+        key = (kind, len(a.cached(shared)), a.n_kv_heads, a.head_dim, a.window)
         counts[key] = counts.get(key, 0) + 1
     return tuple(
         KvGroup(kind, n, tensors, heads, head_dim, window)
@@ -225,7 +226,7 @@ def make_plan(spec: ModelSpec, precision: Precision) -> Plan:
         active_params=active,
         # Without the embedding table and LM head (one row is gathered; the head is a matmul).
         active_params_without_embeddings=active - embeddings * tables,
-        kv_groups=kv_groups(spec),
+        kv_groups=kv_groups(spec, precision.shared_cache),
         # Decode workspace: fp32 logits over the vocabulary + one layer's gathered experts.
         workspace_bytes=spec.vocab_size * 4 + gathered_bytes,
     )
@@ -266,13 +267,19 @@ def format_plan(plan: Plan) -> str:
     ]
     for group in plan.kv_groups:
         per_token = group.bytes_at(1, plan.precision.float_bytes)
-        tensors = "V only, K=V" if group.tensors == 1 else "K and V"
+        tensors = "V only" if group.tensors == 1 else "K and V"
         if group.kind == "mla":
             tensors = "latent + rope key, K and V expanded from it"
         window = f", keeps at most {group.window:,} tokens" if group.window else ""
         lines.append(
             f"  {group.layers} x {group.kind}: {group.n_kv_heads} heads x {group.head_dim}, "
             f"{tensors}{window}: {per_token:,} B/token"
+        )
+    if any(layer.attention.k_eq_v for layer in spec.layers):
+        lines.append(
+            "  K=V layers: K cached beside V, each step computes K for its own tokens"
+            if plan.precision.shared_cache
+            else "  K=V layers: V only, K rebuilt from it over the whole cache each step"
         )
     lines += [
         f"KV cache per token (before any window fills): {plan.kv_bytes(1):,} B",

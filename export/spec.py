@@ -151,6 +151,15 @@ class AttentionSpec:
         """Cache tensors per layer: 1 when K is recomputed from V (K=V), else 2."""
         return len(self.cache_tensors)
 
+    def cached(self, shared: bool) -> tuple[str, ...]:
+        """The tensors an export caches: with shared buffers (`--kv-cache shared`) a K=V
+        layer keeps K beside V in `GroupQueryAttention`'s buffers, so a step computes K
+        for its own tokens only instead of rebuilding it over the whole cache (twice the
+        memory of those layers, a constant cost per step); otherwise `cache_tensors`."""
+        if shared and self.k_eq_v and self.mla is None and self.chunk is None:
+            return ("key", "value")
+        return self.cache_tensors
+
 
 @dataclass(frozen=True)
 class MlpSpec:

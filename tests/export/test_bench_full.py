@@ -87,8 +87,8 @@ def test_bytes_a_decoded_token_reads_by_hand(tmp_path: Path) -> None:
     )
     assert onnx_weight_bytes_per_token(tmp_path / "onnx", spec) == matrices + floats + constants
     # at 100 tokens: sliding layers hold their window of 16 (K and V, 2 heads x 16), full
-    # layers all 100 (K = V, 1 head x 32)
-    assert kv_bytes(spec, 100, 4) == 2 * 2 * 2 * 16 * 16 * 4 + 2 * 1 * 1 * 32 * 100 * 4
+    # layers all 100 (K = V, 1 head x 32, but the shared-buffer export caches K beside V)
+    assert kv_bytes(spec, 100, 4) == 2 * 2 * 2 * 16 * 16 * 4 + 2 * 2 * 1 * 32 * 100 * 4
 
 
 def test_the_seeded_export_runs_in_subtitled_runtime(tmp_path: Path) -> None:

@@ -111,15 +111,20 @@ def test_node_and_initializer_names_follow_checkpoint_keys(exported: Path) -> No
 def test_rope_inside_group_query_attention_where_nothing_sits_between(exported: Path) -> None:
     """Gemma 4's sliding layers (q/k norms, then RoPE, then attention) hand RoPE to
     `GroupQueryAttention` (the query tokens' own cos/sin rows, token i reading row i), so no
-    RoPE nodes remain there; its K=V full layers keep RoPE in standard ops. verify (above)
+    RoPE nodes remain there; its K=V full layers apply RoPE in standard ops to the new
+    tokens' q and k, then attend in the op with K cached beside V. verify (above)
     checks the numbers past the 16-token window."""
     graph = onnx.load(str(exported / MODEL_FILE)).graph
-    fused = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
-    assert [n.name.split("/")[2] for n in fused] == ["layers.0", "layers.2"]
-    for node in fused:
+    gqa = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
+    assert [n.name.split("/")[2] for n in gqa] == ["layers.0", "layers.1", "layers.2", "layers.3"]
+    for node in gqa:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        assert attrs["do_rotary"] == 1 and attrs["local_window_size"] == 16
-        assert len(node.input) == 10  # + cos_cache, sin_cache, position_ids
+        if node.name.startswith(("/model/layers.0/", "/model/layers.2/")):  # sliding
+            assert attrs["do_rotary"] == 1 and attrs["local_window_size"] == 16
+            assert len(node.input) == 10  # + cos_cache, sin_cache, position_ids
+        else:  # full, K=V: proportional RoPE on the new tokens' q and k, before the op
+            assert "do_rotary" not in attrs and attrs["local_window_size"] == -1
+            assert len(node.input) == 7
     names = {node.name for node in graph.node}
     assert not [n for n in names if n.startswith("/model/layers.0/self_attn/q_rope")]
     assert "/model/layers.1/self_attn/q_rope/Rotate" in names
@@ -166,11 +171,12 @@ def _empty_feeds(session: Any) -> dict[str, Any]:
 def test_kv_cache_layout_window_and_k_eq_v(exported: Path) -> None:
     layout = {kv.layer: kv for kv in load_manifest(exported).kv_layout}
     assert layout[0].window == 16 and layout[0].length_slot == 0  # sliding GQA: shared buffer
-    assert layout[1].tensors == ("value",) and layout[1].length_slot is None  # K=V: append
+    # K=V: K cached beside V in a shared buffer of its own (full attention's slot)
+    assert layout[1].tensors == ("key", "value") and layout[1].length_slot == 1
     session = onnxruntime.InferenceSession(str(exported / MODEL_FILE))
     inputs = {i.name for i in session.get_inputs()}
     assert {"past_key_values.0.key", "past_key_values.0.value", "cache_lengths"} <= inputs
-    assert "past_key_values.1.value" in inputs and "past_key_values.1.key" not in inputs
+    assert {"past_key_values.1.value", "past_key_values.1.key"} <= inputs
     feeds = _empty_feeds(session)
     feeds["input_ids"] = np.arange(24, dtype=np.int64)[None, :]
     feeds["position_ids"] = np.arange(24, dtype=np.int64)[None, :]
@@ -180,8 +186,7 @@ def test_kv_cache_layout_window_and_k_eq_v(exported: Path) -> None:
     assert outputs["logits"].shape == (1, 24, 512)
     # the shared buffer returns every token (the op masks by the window) ...
     assert outputs["present.0.key"].shape == (1, 2, 24, 16)
-    # ... the append layers past + new
-    assert outputs["present.1.value"].shape == (1, 1, 24, 32)  # full, K=V: V only
+    assert outputs["present.1.key"].shape == (1, 1, 24, 32)  # full, K=V: K and V
 
 
 def test_append_cache_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -192,7 +197,9 @@ def test_append_cache_export(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     out = tmp_path / "model"
     args = ["onnx", "--config", str(path), "--random-weights", "--out", str(out)]
     assert main([*args, "--kv-cache", "append"]) == 0
-    assert all(kv.length_slot is None for kv in load_manifest(out).kv_layout)
+    layout = load_manifest(out).kv_layout
+    assert all(kv.length_slot is None for kv in layout)
+    assert layout[1].tensors == ("value",)  # K=V: V only, K rebuilt from it
     session = onnxruntime.InferenceSession(str(out / MODEL_FILE))
     assert "cache_lengths" not in {i.name for i in session.get_inputs()}
     feeds = _empty_feeds(session)

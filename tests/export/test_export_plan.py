@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -88,11 +89,16 @@ def test_active_parameters_count_only_the_top_k_experts() -> None:
 def test_kv_cache_respects_window_and_k_eq_v() -> None:
     plan = _plan("fp32")
     sliding_per_token = 2 * 2 * 2 * 16 * 4  # 2 layers x (K, V) x 2 heads x 16 x fp32
-    full_per_token = 2 * 1 * 1 * 32 * 4  # 2 layers x V only x 1 head x 32 x fp32
-    assert plan.kv_bytes(1) == sliding_per_token + full_per_token == 768
-    assert plan.kv_bytes(16) == 16 * 768
+    # 2 layers x K and V (K=V, but the shared-buffer export caches K beside V) x 1 head x 32
+    full_per_token = 2 * 2 * 1 * 32 * 4
+    assert plan.kv_bytes(1) == sliding_per_token + full_per_token == 1024
+    assert plan.kv_bytes(16) == 16 * 1024
     assert plan.kv_bytes(4096) == 16 * sliding_per_token + 4096 * full_per_token
     assert _plan("int4").kv_bytes(4096) == plan.kv_bytes(4096) // 2  # fp16 cache
+    # --kv-cache append: V only
+    append = dataclasses.replace(PRECISIONS["fp32"], shared_cache=False)
+    v_only = make_plan(spec_from_config(tiny_gemma4()), append)
+    assert v_only.kv_bytes(4096) == 16 * sliding_per_token + 4096 * full_per_token // 2
 
 
 def test_memory_needed_adds_weights_kv_and_workspace() -> None:
@@ -114,7 +120,7 @@ def test_gemma4_26b_a4b_int4_fits_in_14_5_gb() -> None:
     assert 25.0e9 < plan.total_params < 25.5e9  # "26B": 25.2 B with the tied table once
     assert 3.7e9 < plan.active_params < 3.9e9  # "A4B": 8 of 128 experts
     # 25 sliding layers x K,V x 8 x 256 + 5 full layers x V x 2 x 512, fp16
-    assert plan.kv_bytes(1) == 25 * 2 * 8 * 256 * 2 + 5 * 2 * 512 * 2
+    assert plan.kv_bytes(1) == 25 * 2 * 8 * 256 * 2 + 5 * 2 * 2 * 512 * 2
 
 
 def test_cli_prints_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
@@ -122,7 +128,8 @@ def test_cli_prints_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "total" in out and "14.210 GB" in out
     assert "262,144" in out and "tied: shares the embedding table" in out
-    assert "5 x full: 2 heads x 512, V only, K=V" in out
+    assert "5 x full: 2 heads x 512, K and V" in out
+    assert "K=V layers: K cached beside V" in out
 
 
 def test_cli_reports_bad_config_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

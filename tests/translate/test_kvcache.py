@@ -25,9 +25,33 @@ def model(tiny_model_dir: Path) -> OnnxModel:
     return OnnxModel(tiny_model_dir, RuntimeConfig(threads=1, reserve_tokens=4))
 
 
-def test_the_tiny_model_has_shared_and_append_layers(model: OnnxModel) -> None:
-    slots = {kv.layer: kv.length_slot for kv in model.layout}
-    assert slots == {0: 0, 1: None, 2: 0, 3: None}
+def test_the_tiny_models_have_shared_and_append_layers(
+    model: OnnxModel, tiny_append_model_dir: Path
+) -> None:
+    # shared buffers: the sliding layers' slot, and the full K=V layers' (K cached beside V)
+    layout = {kv.layer: (kv.length_slot, kv.tensors) for kv in model.layout}
+    both = ("key", "value")
+    assert layout == {0: (0, both), 1: (1, both), 2: (0, both), 3: (1, both)}
+    append = OnnxModel(tiny_append_model_dir, RuntimeConfig(threads=1, reserve_tokens=4))
+    layout = {kv.layer: (kv.length_slot, kv.tensors) for kv in append.layout}
+    assert layout == {
+        0: (None, both),
+        1: (None, ("value",)),
+        2: (None, both),
+        3: (None, ("value",)),
+    }
+
+
+def test_the_append_model_decodes_as_scratch(tiny_append_model_dir: Path) -> None:
+    append = OnnxModel(tiny_append_model_dir, RuntimeConfig(threads=1, reserve_tokens=4))
+    cache = append.new_cache()
+    cache.forward(TOKENS[:10])
+    for n in range(10, 40):
+        logits = cache.forward([TOKENS[n]])[-1]
+        np.testing.assert_allclose(logits, _scratch(append, TOKENS[: n + 1]), rtol=0, atol=1e-4)
+    cache.rollback(36)
+    logits = cache.forward([7])[-1]
+    np.testing.assert_allclose(logits, _scratch(append, [*TOKENS[:36], 7]), rtol=0, atol=1e-4)
 
 
 def test_decoding_through_compactions_matches_scratch(model: OnnxModel) -> None:
