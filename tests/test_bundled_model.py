@@ -28,7 +28,7 @@ FLORES_SENTENCES = 60
 FLORES_CODES = {"de": "deu", "es": "spa"}
 # measured at export (model card) on these same sentences, minus a margin for float
 # differences between machines
-TATOEBA_FLOORS = {"de": 37.0, "es": 40.0}
+TATOEBA_FLOORS = {"de": 38.0, "es": 44.0}
 FLORES_FLOORS = {"de": 13.5, "es": 11.5}
 MAX_BYTES = 150 * 1024 * 1024
 
