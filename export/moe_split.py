@@ -141,10 +141,12 @@ def attach_experts(model: Any, experts: int, top_k: int) -> None:
             f"intermediate_size {config.intermediate_size} does not split into {experts} experts"
         )
     settings: Any = _moe_settings(config, experts, top_k)
+    # seeded: the same model splits the same way (the global RNG made every split differ)
+    generator = torch.Generator().manual_seed(0)
     for layer in model.model.layers:
         layer.router = Gemma4TextRouter(settings)
         layer.experts = Gemma4TextExperts(settings)
-        nn.init.normal_(layer.router.proj.weight, std=0.02)
+        nn.init.normal_(layer.router.proj.weight, std=0.02, generator=generator)
         layer.mlp = _Routed(layer)
     config.num_experts = experts
     config.top_k_experts = top_k
