@@ -168,34 +168,34 @@ def onnx_weight_bytes_per_token(directory: Path, spec: ModelSpec) -> int:
     from export.model_dir import MODEL_FILE
 
     model = onnx.load(str(directory / MODEL_FILE), load_external_data=False)
-    fraction = _expert_fraction(spec)
-    names = {t.name for t in model.graph.initializer}
-    total = 0.0
+    sizes = {}
     for tensor in model.graph.initializer:
         external = {e.key: e.value for e in tensor.external_data}
-        size = int(external["length"]) if "length" in external else len(tensor.raw_data)
-        if ".experts." in tensor.name:
-            total += size * fraction
-        elif tensor.name.startswith("model.embed_tokens") and "lm_head.weight" in names:
-            total += size / spec.vocab_size
-        else:
-            total += size
-    return int(total)
+        sizes[tensor.name] = (
+            int(external["length"]) if "length" in external else len(tensor.raw_data)
+        )
+    return _read_per_token(sizes, spec, ".experts.", "model.embed_tokens", "lm_head.weight")
 
 
 def gguf_weight_bytes_per_token(path: Path, spec: ModelSpec) -> int:
     """As `onnx_weight_bytes_per_token` for a GGUF file, from its tensors' stored bytes."""
     from gguf import GGUFReader
 
-    reader = GGUFReader(path)
+    sizes = {t.name: int(t.n_bytes) for t in GGUFReader(path).tensors}
+    return _read_per_token(sizes, spec, "_exps", "token_embd", "output.weight")
+
+
+def _read_per_token(
+    sizes: dict[str, int], spec: ModelSpec, expert_mark: str, table: str, head: str
+) -> int:
+    """Stored bytes by tensor name -> bytes one decoded token reads: tensors named with
+    `expert_mark` count top-k / E, the `table` whole unless a separate `head` exists."""
     fraction = _expert_fraction(spec)
-    names = {t.name for t in reader.tensors}
     total = 0.0
-    for tensor in reader.tensors:
-        size = int(tensor.n_bytes)
-        if "_exps" in tensor.name:
+    for name, size in sizes.items():
+        if expert_mark in name:
             total += size * fraction
-        elif tensor.name.startswith("token_embd") and "output.weight" in names:
+        elif name.startswith(table) and head in sizes:
             total += size / spec.vocab_size
         else:
             total += size
