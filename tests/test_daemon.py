@@ -298,3 +298,52 @@ def test_suspend_and_a_renamed_sink_lose_nothing(pulse_sink) -> None:  # type: i
     assert wer([second.transcript], [heard_second]) < 0.3, heard_second
     heard_third = " ".join(f["text"] for f in finals[after_second:])
     assert wer([third.transcript], [heard_third]) < 0.3, heard_third
+
+
+def test_a_new_default_output_is_followed_while_the_old_one_stays(pulse_sink) -> None:  # type: ignore[no-untyped-def]
+    """A headset plugged in (issue 23): a new output becomes the default while the old one
+    is still there. The `monitor` capture follows it within a poll, says so in a `running`
+    status (no `lost`), and what plays on the new output is captioned."""
+    from websockets.sync.client import connect
+
+    clip = next(c for c in clips() if c.path.name == "LJ001-0004.flac")
+    proc, url = start_daemon(pulse_sink.env, "--source", "monitor")
+    statuses: list[dict] = []
+    finals: list[dict] = []
+
+    def drain(ws, seconds: float) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                message = json.loads(ws.recv(timeout=0.5))
+            except TimeoutError:
+                continue
+            if message["type"] == "status":
+                statuses.append(message)
+            elif message["type"] == "segment" and message["status"] == "final":
+                finals.append(message)
+
+    try:
+        with connect(url) as ws:
+            json.loads(ws.recv(timeout=10))  # hello
+            drain(ws, 1.0)
+            pulse_sink.pactl("load-module", "module-null-sink", "sink_name=headset")
+            pulse_sink.pactl("set-default-sink", "headset")
+            drain(ws, 5.0)
+            assert pulse_sink.sink_module() is not None  # the old output is still there
+            subprocess.run(["paplay", "--device=headset", str(pulse_sink._as_wav(clip.path))],
+                           env=pulse_sink.env, check=True, timeout=60)
+            drain(ws, 8.0)
+    finally:
+        err = stop_daemon(proc)
+        for line in pulse_sink.pactl("list", "short", "modules").splitlines():
+            if "sink_name=headset" in line:
+                pulse_sink.pactl("unload-module", line.split("\t")[0])
+        pulse_sink.pactl("set-default-sink", pulse_sink.sink)
+    assert proc.returncode == 0, err
+    assert not [s for s in statuses if s["capture"] == "lost"], statuses
+    followed = [s for s in statuses if "to 'headset'" in s["detail"]]
+    assert followed and followed[0]["capture"] == "running", statuses
+    assert "headset.monitor" in followed[0]["detail"]
+    heard = " ".join(f["text"] for f in finals)
+    assert wer([clip.transcript], [heard]) < 0.3, heard

@@ -3,7 +3,10 @@
 `DeviceCapture` is the async shell: it opens a stream through a `StreamOpener` in a worker
 thread, turns the blocks the PortAudio callback hands over (`BlockBridge`) into 16 kHz
 chunks (`BlockAssembler`), and when the stream stops or stalls it reports `lost`, reopens
-with exponential backoff and reports `running` again; audio time jumps over the gap.
+with exponential backoff and reports `running` again; audio time jumps over the gap. A
+source that names no device of its own (`monitor`: the default output) follows the
+default: when another output becomes the default while the old one still exists, the
+stream is reopened on the new one and a `running` status says so.
 
 `PortAudioOpener` is the only code that talks to PortAudio; tests substitute fakes.
 """
@@ -38,6 +41,9 @@ BlockCallback = Callable[[npt.NDArray[np.float32], bool], None]
 CALLBACK_BLOCK_S = 0.02
 """PortAudio callback period: short, so latency stays low and one block is a small copy."""
 OVERFLOW_LOG_INTERVAL_S = 5.0
+FOLLOW_INTERVAL_S = 2.0
+"""How often a default-following source asks the sound server what the default is now
+(one `pactl` call, a few ms of CPU)."""
 SUSPEND_GAP_S = 5.0
 """Audio missing for longer than this (wall time passed, no audio delivered for it, with
 the stream still open) means the machine was suspended or the daemon stopped: the
@@ -74,6 +80,12 @@ class OpenedStream(Protocol):
     @property
     def description(self) -> str: ...
 
+    @property
+    def target(self) -> str | None:
+        """What a default-following source resolved to when it opened (the default sink's
+        name for `monitor`); None for a source that names its device."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -92,6 +104,11 @@ class StreamOpener(Protocol):
         self, on_block: BlockCallback, on_finished: Callable[[], None], *, refresh: bool
     ) -> OpenedStream: ...
 
+    def current_target(self) -> str | None:
+        """What opening now would resolve to, for a source that follows a default (blocking:
+        it may ask the sound server); None for a source that names its device."""
+        ...
+
 
 class DeviceCapture:
     """Chunks from a live stream, surviving device loss. Iterate `chunks()` once.
@@ -100,6 +117,8 @@ class DeviceCapture:
     behind, the oldest blocks are dropped, counted in `overflow_count`, logged (at most
     every few seconds) and reported as a `running` status carrying the count, and audio
     time skips the dropped span. No audio for `stall_timeout_s` counts as a lost device.
+    Every `follow_interval_s` (None: never) the opener is asked for its current target;
+    when it differs from the open stream's, the stream is closed and reopened on it.
     """
 
     def __init__(
@@ -111,6 +130,7 @@ class DeviceCapture:
         max_buffer_s: float = 2.0,
         retry: RetryPolicy = RetryPolicy(),
         stall_timeout_s: float = 3.0,
+        follow_interval_s: float | None = FOLLOW_INTERVAL_S,
         clock: Callable[[], float] = boottime,
     ) -> None:
         self._opener = opener
@@ -119,12 +139,15 @@ class DeviceCapture:
         self._max_blocks = max(1, round(max_buffer_s / CALLBACK_BLOCK_S))
         self._retry = retry
         self._stall_timeout_s = stall_timeout_s
+        self._follow_interval_s = follow_interval_s
         self._clock = clock
         self._event = asyncio.Event()
         self._bridge: BlockBridge | None = None
         self._generation = 0
         self._live_generation: int | None = None
         self._lost_reason: str | None = None
+        self._switch_reason: str | None = None  # the default moved: reopen, not lost
+        self._stream_target: str | None = None
         self._dropped_before = 0  # overflow counts of bridges of earlier streams
         self._device_overflows_before = 0
         self._reported_overflows = 0
@@ -158,6 +181,11 @@ class DeviceCapture:
         self._status("running", stream.description)
         last_audio_at = self._clock()
         resuming = False  # reopened, waiting for the new stream's first audio
+        watcher = (
+            asyncio.ensure_future(self._follow_default(self._follow_interval_s))
+            if self._follow_interval_s is not None
+            else None
+        )
         try:
             while True:
                 blocks = await self._next_blocks()
@@ -190,22 +218,32 @@ class DeviceCapture:
                 for chunk in assembler.feed(blocks):
                     yield chunk
                 self._check_overflow()
-                if self._lost_reason is None:
+                if self._lost_reason is None and self._switch_reason is None:
                     continue
-                # Lost: flush what we have, close, reopen with backoff.
+                # Lost, or the default moved: flush what we have, close, reopen (with
+                # backoff). A switch is no loss: no `lost` status, one `running` after it.
                 for chunk in assembler.end_stretch():
                     yield chunk
-                reason = self._lost_reason
+                lost, switch = self._lost_reason, self._switch_reason
                 is_open = False
                 await self._close(stream)
-                log.warning("capture lost (%s): %s", self._opener.description, reason)
-                self._status("lost", reason)
+                if lost is not None:
+                    log.warning("capture lost (%s): %s", self._opener.description, lost)
+                    self._status("lost", lost)
+                else:
+                    log.info("capture follows the default (%s): %s", self._opener.description,
+                             switch)
                 stream = await self._reopen()
                 is_open = True
                 resuming = True
                 log.info("capture reopened: %s", stream.description)
-                self._status("running", f"recovered: {stream.description}")
+                if lost is not None:
+                    self._status("running", f"recovered: {stream.description}")
+                else:
+                    self._status("running", f"{switch}; now {stream.description}")
         finally:
+            if watcher is not None:
+                watcher.cancel()
             if is_open:
                 await self._close(stream)
             self._status("ended", self._opener.description)
@@ -219,7 +257,7 @@ class DeviceCapture:
         # pushed from here on sets the event again after this clear.
         self._event.clear()
         blocks = bridge.drain()
-        if blocks or self._lost_reason is not None:
+        if blocks or self._lost_reason is not None or self._switch_reason is not None:
             return blocks
         waited_from = self._clock()
         try:
@@ -257,6 +295,7 @@ class DeviceCapture:
         # Live before the stream starts: it may stop before open() even returns.
         self._live_generation = generation
         self._lost_reason = None
+        self._switch_reason = None
         try:
             stream = await asyncio.shield(opening)
         except asyncio.CancelledError:
@@ -270,7 +309,30 @@ class DeviceCapture:
             self._dropped_before += self._bridge.overflow_count
             self._device_overflows_before += self._bridge.device_overflow_count
         self._bridge = bridge
+        self._stream_target = stream.target
         return stream
+
+    async def _follow_default(self, interval_s: float) -> None:
+        """Ask the opener for its target every `interval_s`; a new one marks a switch."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                target = await asyncio.to_thread(self._opener.current_target)
+            except CaptureError as exc:  # the sound server is restarting, say: keep trying
+                log.debug("asking for the default of %s: %s", self._opener.description, exc)
+                continue
+            opened = self._stream_target
+            if (
+                target is None
+                or opened is None
+                or target == opened
+                or self._live_generation is None  # closed or reopening: it opens the new one
+                or self._lost_reason is not None
+                or self._switch_reason is not None
+            ):
+                continue
+            self._switch_reason = f"the default output changed from {opened!r} to {target!r}"
+            self._event.set()
 
     def _mark_lost(self, generation: int) -> None:
         if generation == self._live_generation and self._lost_reason is None:
@@ -352,6 +414,12 @@ class PortAudioOpener:
             return f"monitor of {sink}"
         return f"input device {self.spec.device!r}"
 
+    def current_target(self) -> str | None:
+        """The default sink's name for `monitor`; None for a named sink or a device."""
+        if self.spec.kind == "monitor" and self.spec.sink is None:
+            return pulse.default_sink()
+        return None
+
     def open(
         self, on_block: BlockCallback, on_finished: Callable[[], None], *, refresh: bool
     ) -> OpenedStream:
@@ -359,12 +427,14 @@ class PortAudioOpener:
         if refresh:
             portaudio.refresh_devices(sd)
         pulse_source: str | None = None
+        target: str | None = None
         if self.spec.kind == "monitor":
             monitor = pulse.find_monitor(self.spec.sink)
             device = portaudio.find_pulse_device(sd)
             rate_hz = float(monitor.sample_rate_hz)
             channels = min(monitor.channels, device.channels, 2)
             pulse_source = monitor.name
+            target = monitor.sink_name if self.spec.sink is None else None
             description = f"monitor {monitor.name} via PortAudio device [{device.index}] pulse"
         else:
             device = portaudio.find_input(sd, self.spec.device)
@@ -396,7 +466,7 @@ class PortAudioOpener:
                     stream.close()
                 raise CaptureError(f"cannot start {description}: {exc}") from exc
         log.info("capturing from %s at %g Hz, %d channel(s)", description, rate_hz, channels)
-        return _PortAudioStream(stream, rate_hz, description)
+        return _PortAudioStream(stream, rate_hz, description, target)
 
 
 @dataclass(frozen=True)
@@ -404,6 +474,7 @@ class _PortAudioStream:
     stream: Any  # sounddevice.InputStream
     sample_rate_hz: float
     description: str
+    target: str | None
 
     def close(self) -> None:
         try:

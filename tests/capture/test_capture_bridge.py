@@ -133,6 +133,7 @@ def test_rate_limiter() -> None:
 class FakeStream:
     sample_rate_hz: float
     description: str
+    target: str | None = None
     closed: bool = False
 
     def close(self) -> None:
@@ -151,6 +152,8 @@ class FakeOpener:
     )
     refreshes: list[bool] = field(default_factory=list)
     description: str = "fake device"
+    default: str | None = None  # what a default-following source resolves to now
+    default_error: CaptureError | None = None  # current_target() raises this
 
     def open(
         self,
@@ -162,10 +165,15 @@ class FakeOpener:
         self.refreshes.append(refresh)
         if self.failures:
             raise self.failures.pop(0)
-        stream = FakeStream(self.rate_hz, f"fake stream {len(self.streams)}")
+        stream = FakeStream(self.rate_hz, f"fake stream {len(self.streams)}", self.default)
         self.streams.append(stream)
         self.callbacks.append((on_block, on_finished))
         return stream
+
+    def current_target(self) -> str | None:
+        if self.default_error is not None:
+            raise self.default_error
+        return self.default
 
     def push(self, n_blocks: int, value: float = 0.25) -> None:
         on_block, _ = self.callbacks[-1]
@@ -339,3 +347,64 @@ def test_device_capture_overflow_drops_oldest_and_reports() -> None:
     # the 20 dropped blocks (0.4 s) are a gap in audio time, not silently closed up
     assert chunks[0].start_s == pytest.approx(0.4, abs=0.01)
     assert statuses[-1].capture == "ended" and statuses[-1].overflow_count == 20
+
+
+def test_device_capture_follows_a_new_default_while_the_old_one_stays() -> None:
+    """A headset plugged in becomes the default output while the speakers remain: a
+    `monitor` capture (which follows the default) reopens on the new one, says so in one
+    `running` status (no `lost`), and audio time goes on without a jump."""
+
+    async def scenario() -> tuple[list[AudioChunk], list[StatusUpdate], FakeOpener]:
+        opener = FakeOpener(default="speakers")
+        statuses: list[StatusUpdate] = []
+        capture = DeviceCapture(
+            opener, on_status=statuses.append, retry=FAST_RETRY, follow_interval_s=0.02
+        )
+        run = Collector(capture)
+        await until(lambda: opener.streams)
+        opener.push(15)  # 0.3 s
+        await until(lambda: len(run.chunks) >= 2)
+        await asyncio.sleep(0.1)  # several polls of an unchanged default: nothing happens
+        assert len(opener.streams) == 1
+        opener.default = "headset"
+        await until(lambda: len(opener.streams) == 2)
+        opener.push(10, value=0.5)
+        await until(lambda: any(float(np.max(c.samples)) > 0.4 for c in run.chunks))
+        await run.stop()
+        return run.chunks, statuses, opener
+
+    chunks, statuses, opener = asyncio.run(scenario())
+    assert [s.capture for s in statuses] == ["starting", "running", "running", "ended"]
+    assert "'speakers' to 'headset'" in statuses[2].detail
+    assert [s.target for s in opener.streams] == ["speakers", "headset"]
+    assert opener.streams[0].closed
+    starts = [c.start_s for c in chunks]
+    assert starts == sorted(starts)
+    after = next(c for c in chunks if float(np.max(c.samples)) > 0.4)
+    assert after.start_s == pytest.approx(0.3, abs=0.1)  # a switch is no gap
+
+
+def test_device_capture_with_a_fixed_target_or_a_failing_query_stays_put() -> None:
+    """A source that names its device (target None) is never reopened by the follower,
+    and a sound server that cannot say what the default is (pactl failing) is no loss."""
+
+    async def scenario(opener: FakeOpener) -> list[StatusUpdate]:
+        statuses: list[StatusUpdate] = []
+        capture = DeviceCapture(
+            opener, on_status=statuses.append, retry=FAST_RETRY, follow_interval_s=0.01
+        )
+        run = Collector(capture)
+        await until(lambda: opener.streams)
+        opener.push(10)
+        await asyncio.sleep(0.15)
+        await run.stop()
+        return statuses
+
+    fixed = FakeOpener()
+    assert [s.capture for s in asyncio.run(scenario(fixed))] == ["starting", "running", "ended"]
+    assert len(fixed.streams) == 1
+    failing = FakeOpener(default="speakers", default_error=CaptureError("pactl info failed"))
+    assert [s.capture for s in asyncio.run(scenario(failing))] == [
+        "starting", "running", "ended"
+    ]
+    assert len(failing.streams) == 1
