@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO
 
 from subtitled.errors import ModelError
+from subtitled.paths import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +118,6 @@ UNAVAILABLE: dict[str, str] = {
 
 Progress = Callable[[int, int], None]
 """Called with (bytes done, bytes in all) while a model is assembled."""
-
-
-def cache_root() -> Path:
-    """`$XDG_CACHE_HOME/subtitled` (default `~/.cache/subtitled`)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "subtitled"
 
 
 def packaged_model_path(

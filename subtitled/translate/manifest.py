@@ -3,18 +3,19 @@
 Written once by `python -m export`, read by the daemon before it loads a model: files
 with their sha256, graph inputs/outputs, the KV-cache layout per layer, licence. The schema
 lives here, in the runtime package, so export and daemon cannot drift apart; it needs
-only json, dataclasses and hashlib.
+only json, dataclasses and hashlib. Digests of unchanged files are remembered across
+starts (`subtitled.translate.digests`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from subtitled.errors import ModelError
+from subtitled.translate.digests import DigestCache, sha256_of
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
@@ -119,14 +120,6 @@ class Manifest:
         path = directory / MANIFEST_NAME
         path.write_text(self.to_json(), encoding="utf-8")
         return path
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_entry(directory: Path, relative: str) -> FileEntry:
@@ -253,8 +246,11 @@ def parse_manifest(text: str, source: str = MANIFEST_NAME) -> Manifest:
     )
 
 
-def load_manifest(directory: Path, check_files: bool = True) -> Manifest:
-    """Read `directory/manifest.json` and, by default, check every file's size and sha256."""
+def load_manifest(
+    directory: Path, check_files: bool = True, *, remembered: bool = True
+) -> Manifest:
+    """Read `directory/manifest.json` and, by default, check every file's size and sha256:
+    a digest remembered for an unchanged file (`DigestCache`) unless not `remembered`."""
     path = directory / MANIFEST_NAME
     try:
         text = path.read_text(encoding="utf-8")
@@ -262,10 +258,18 @@ def load_manifest(directory: Path, check_files: bool = True) -> Manifest:
         raise ModelError(f"cannot read manifest {path}: {exc.strerror}") from exc
     manifest = parse_manifest(text, str(path))
     if check_files:
+        digests = DigestCache() if remembered else None
         for entry in manifest.files:
             file = directory / entry.path
             if not file.is_file():
                 raise ModelError(f"model file {file} listed in {path} is missing")
-            if file.stat().st_size != entry.bytes or sha256_of(file) != entry.sha256:
+            size = file.stat().st_size
+            if size != entry.bytes:
+                raise ModelError(
+                    f"model file {file} does not match its sha256 in {path}: it has {size} "
+                    f"bytes, the manifest {entry.bytes}"
+                )
+            digest = digests.sha256(file) if digests is not None else sha256_of(file)
+            if digest != entry.sha256:
                 raise ModelError(f"model file {file} does not match its sha256 in {path}")
     return manifest
