@@ -278,7 +278,8 @@ def run(args: argparse.Namespace) -> int:
 
     model: Path | None = None
     if args.model is not None:
-        from export.gguf_file import GgufFile, hf_config
+        from export.gguf_config import hf_config
+        from export.gguf_file import GgufFile
         from subtitled.translate.gguf_stores import resolve_model
 
         model = resolve_model(args.model)

@@ -43,7 +43,8 @@ from tokenizers import Tokenizer
 
 from export import moe_split, tatoeba, vocab
 from export.errors import ExportError
-from export.gguf_file import GgufFile, gemma3_config, hf_tokenizer_json, packaged_gemma3_270m
+from export.gguf_config import gemma3_config
+from export.gguf_file import GgufFile, hf_tokenizer_json, packaged_gemma3_270m
 from export.moe_split import MOE_KEYS
 from export.train import _save, learning_rate
 

@@ -45,7 +45,8 @@ import numpy as np
 from export.checkpoint import checkpoint_shapes
 from export.errors import ConfigKeyError, ExportError, UnsupportedArchitecture
 from export.families import spec_from_config
-from export.gguf_file import ROPE_FREQS, TENSOR_NAMES, gguf_name
+from export.gguf_config import ROPE_FREQS
+from export.gguf_file import TENSOR_NAMES, gguf_name
 from export.onnx_ops import Progress, Weights
 from export.quantize import Quantized, SeededBlocks, quantize_unpacked
 from export.spec import AttentionSpec, ModelSpec

@@ -28,6 +28,7 @@ from export.onnx_ops import Progress, Weights
 from export.plan import Precision
 from export.prompts import PROMPTS
 from export.spec import ModelSpec
+from subtitled.translate.digests import sha256_of
 from subtitled.translate.kvcache import LOGITS_ROWS
 from subtitled.translate.manifest import (
     KvLayer,
@@ -36,7 +37,6 @@ from subtitled.translate.manifest import (
     TensorInfo,
     file_entry,
     load_manifest,
-    sha256_of,
 )
 
 log = logging.getLogger(__name__)
@@ -287,7 +287,8 @@ def export_gguf(
     """Export a GGUF file (llama.cpp, Ollama, LM Studio) to the model directory `out`:
     the config from its metadata, its tokenizer converted to `tokenizer.json`, its tensors
     dequantised one at a time and written at `precision`."""
-    from export.gguf_file import GgufFile, GgufWeights, hf_config, hf_tokenizer_json
+    from export.gguf_config import hf_config
+    from export.gguf_file import GgufFile, GgufWeights, hf_tokenizer_json
 
     gguf = GgufFile(path)
     if gguf.unmapped:

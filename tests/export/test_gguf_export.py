@@ -23,7 +23,7 @@ pytest.importorskip("transformers", reason=REASON)
 
 from gguf_writer import permute_rope_rows, write_gguf  # noqa: E402
 
-from export import gguf_file  # noqa: E402
+from export import gguf_config, gguf_file  # noqa: E402
 from export.cli import main  # noqa: E402
 from export.errors import ExportError  # noqa: E402
 from export.reference import random_model  # noqa: E402
@@ -187,7 +187,7 @@ def test_what_cannot_be_exported_is_named(tmp_path: Path) -> None:
     writer.write_tensors_to_file()
     writer.close()
     with pytest.raises(ExportError, match="a dense Llama GGUF is not supported yet"):
-        gguf_file.hf_config(gguf_file.GgufFile(dense))
+        gguf_config.hf_config(gguf_file.GgufFile(dense))
     phi = tmp_path / "phi.gguf"
     writer = gguf.GGUFWriter(str(phi), "phi3")
     writer.write_header_to_file()

@@ -12,7 +12,7 @@ pytest.importorskip("gguf", reason=REASON)
 torch = pytest.importorskip("torch", reason=REASON)
 pytest.importorskip("transformers", reason=REASON)
 
-from export import gguf_file  # noqa: E402
+from export import gguf_config, gguf_file  # noqa: E402
 from export.errors import ExportError  # noqa: E402
 
 GEMMA3 = gguf_file.TENSOR_NAMES["gemma3"]
@@ -78,7 +78,7 @@ def test_gemma3_270m_loads_and_still_knows_things(gemma3_path: Path) -> None:
     from export import finetune
 
     gguf = gguf_file.GgufFile(gemma3_path)
-    config = gguf_file.gemma3_config(gguf)
+    config = gguf_config.gemma3_config(gguf)
     assert config["hidden_size"] == 640 and config["num_hidden_layers"] == 18
     assert config["layer_types"][:6] == ["sliding_attention"] * 5 + ["full_attention"]
     assert {gguf.type_of(k) for k in gguf.tensor_keys()} >= {"Q4_K", "Q8_0", "F32"}

@@ -18,7 +18,7 @@ gguf = pytest.importorskip("gguf", reason=REASON)
 torch = pytest.importorskip("torch", reason=REASON)
 pytest.importorskip("transformers", reason=REASON)
 
-from export import gguf_file, gguf_write, quantize  # noqa: E402
+from export import gguf_config, gguf_file, gguf_write, quantize  # noqa: E402
 from export.checkpoint import checkpoint_shapes  # noqa: E402
 from export.cli import main  # noqa: E402
 from export.errors import ConfigKeyError, ExportError, UnsupportedArchitecture  # noqa: E402
@@ -73,12 +73,12 @@ def test_the_file_reads_back_as_the_config_and_tensors_it_was_written_from(
 ) -> None:
     file = gguf_file.GgufFile(written / "model.gguf")
     assert file.architecture == "gemma4" and file.unmapped == []
-    assert spec_from_config(gguf_file.hf_config(file)) == spec_from_config(CONFIG)
+    assert spec_from_config(gguf_config.hf_config(file)) == spec_from_config(CONFIG)
     weights, original = gguf_file.GgufWeights(file), weights_of(model)
     for key in checkpoint_shapes(spec_from_config(CONFIG)):
         np.testing.assert_array_equal(weights(key), original(key), err_msg=key)
     # the full layers' proportional RoPE: 32 / 2 frequencies, a quarter of the head rotating
-    factors = file.config_tensor(gguf_file.ROPE_FREQS)
+    factors = file.config_tensor(gguf_config.ROPE_FREQS)
     assert factors is not None
     np.testing.assert_array_equal(factors, np.array([1.0] * 4 + [1e30] * 12, np.float32))
 
