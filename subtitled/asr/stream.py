@@ -178,6 +178,8 @@ class StreamingAsr:
         without the prefix, with everything before as context.
         """
         words = self._transcribe(end_s)
+        if not self.policy.aligned:
+            return words  # a translation: its word times do not follow the audio
         for _ in range(MAX_TAIL_PASSES):
             heard = [*self.policy.prefix_words, *words]
             if not heard or (words and not closing):
@@ -222,6 +224,8 @@ class StreamingAsr:
             return []
         hypothesis = self.transcriber.transcribe(audio, start_s, prefix, context.strip())
         self.transcriptions += 1
+        spoken, text = self.transcriber.spoken_language, self.transcriber.text_language
+        self.policy.aligned = spoken is None or text is None or spoken == text
         words = self._guard(hypothesis, prefix)
         if not prefix:
             # A fresh buffer (after a sentence end or a pause) that recites the prompt.

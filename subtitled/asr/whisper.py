@@ -155,6 +155,10 @@ class WhisperConfig:
     only a few lengths ever occur (see `ONEDNN_CACHE_CAPACITY`). At 1 s the extra
     padding lost the last words of a clip (LJ001-0101) in the closing transcription."""
     beam_size: int = 1
+    translate_beam_size: int = 5
+    """The beam of the translate task on speech that is not English. Translation gains
+    more from a beam than transcription does: on the FLEURS clips, German BLEU 12.9 at 1,
+    18.3 at 5 (ASR CPU +40%)."""
 
     def __post_init__(self) -> None:
         if self.language != AUTO and self.language not in WHISPER_LANGUAGES:
@@ -173,8 +177,10 @@ class WhisperConfig:
             )
         if self.threads < 1:
             raise ConfigError(f"asr.threads: {self.threads} is invalid; expected an integer >= 1")
-        if not 1 <= self.beam_size <= 16:
-            raise ConfigError(f"asr.beam_size: {self.beam_size} is invalid; expected 1 to 16")
+        for key in ("beam_size", "translate_beam_size"):
+            value = getattr(self, key)
+            if not 1 <= value <= 16:
+                raise ConfigError(f"asr.{key}: {value} is invalid; expected 1 to 16")
         if not 0 < self.min_window_s <= MAX_FRAMES / FRAMES_PER_S:
             raise ConfigError(
                 f"asr.min_window_s: {self.min_window_s} is invalid; expected more than 0, "
@@ -233,6 +239,13 @@ class WhisperTranscriber:
     @property
     def text_language(self) -> str | None:
         return "en" if self.config.task == "translate" else self.languages.language
+
+    @property
+    def beam_size(self) -> int:
+        """`translate_beam_size` while translating speech that is not English, else
+        `beam_size`."""
+        translating = self.config.task == "translate" and self.spoken_language != "en"
+        return self.config.translate_beam_size if translating else self.config.beam_size
 
     def _tokenizer_for(self, language: str) -> Any:
         from faster_whisper.tokenizer import Tokenizer
@@ -361,7 +374,7 @@ class WhisperTranscriber:
         return self._model.model.generate(
             encoder_output,
             [head + forced],
-            beam_size=self.config.beam_size,
+            beam_size=self.beam_size,
             max_length=_max_length(len(head) - 1, 1 + len(forced) + budget),
             return_scores=True,
             return_no_speech_prob=True,

@@ -314,3 +314,39 @@ def test_audio_without_any_words_is_dropped_past_max_buffer() -> None:
 def test_config_is_validated_with_the_key_named(settings: dict[str, float], key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         PolicyConfig(**settings)  # type: ignore[arg-type]
+
+
+# Whisper's translate task: words that do not follow the audio (re-translation).
+
+
+def test_a_translation_is_shown_whole_and_committed_at_the_pause() -> None:
+    """Two hypotheses agree on "if you have seen": transcribing, that would commit; a
+    translation keeps the utterance as the unstable tail until the speaker pauses, then
+    commits the closing translation whole, with no trim at a word time before that."""
+    policy = CommitPolicy(NO_FIRST_WAIT)
+    policy.aligned = False
+    feed(policy, "if you have seen the film", 3.5)
+    updates = feed(policy, "if you have seen the film National Treasure,", 4.5)
+    assert committed(updates) == ""
+    assert texts(updates[-1].partial) == "if you have seen the film National Treasure,"
+    feed(policy, "if you have seen National Treasure. you may think", 6.0)
+    assert policy.buffer_start_s == 0.0 and policy.prefix_words == ()
+    closing = ws("if you have seen National Treasure, you may think a map was written.")
+    updates = policy.on_pause(closing, pause_start_s=7.0, now_unix=NOW)
+    assert finals(updates) == [
+        "if you have seen National Treasure, you may think a map was written."
+    ]
+    assert policy.buffer_start_s == 7.0
+
+
+def test_translated_words_timed_before_the_committed_end_are_kept() -> None:
+    """Translated words' times are guesses: one timed inside audio already committed is
+    no repeat of it, so it is not filtered out as it is when transcribing."""
+    policy = CommitPolicy(PolicyConfig(max_buffer_s=4.0, force_commit_margin_s=1.5))
+    policy.aligned = False
+    feed(policy, "one two three four five six seven", 3.5)
+    feed(policy, "uno dos tres cuatro cinco seis siete ocho nueve", 4.5)  # forced out
+    assert policy.prefix_words
+    early = [Word(" late", 0.1, 0.3), Word(" words.", 0.3, 0.5)]
+    updates = policy.on_pause(early, pause_start_s=5.0, now_unix=NOW)
+    assert finals(updates)[-1].endswith("late words.")
