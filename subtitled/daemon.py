@@ -99,6 +99,7 @@ class Daemon:
         self.translation: TranslationStage | None = None
         self._translator: Translator | None = None
         self._loading: asyncio.Task[None] | None = None
+        self._translator_threads: int | None = None  # of the translator in use
         # Segment ids stay unique across reloads and restarts (see the journal).
         self._next_segment_id = 0
         self._detected_language: str | None = None
@@ -189,11 +190,27 @@ class Daemon:
         if self.translation is not None:
             self.translation.finals_only = battery
         if self.server is not None:
-            self.server.set_power(profile, source)
+            self.server.set_power(profile, source, self._translator_threads)
         if changed:
             how = (f"ASR step {step_s:g} s, translation of final segments only" if battery
                    else f"ASR step {step_s:g} s, translation of every revision")
             log.info("power: %s, %s profile (%s)", source, profile, how)
+        threads = self._translation_threads()
+        if self._translator is not None and self._translator_threads != threads:
+            # ONNX Runtime fixes a session's threads: load the model again with the
+            # profile's count, in the background; the one in use serves until then.
+            log.info("power: reloading the translation model on %d thread(s)", threads)
+            if self._loading is not None:
+                self._loading.cancel()
+            self._loading = asyncio.create_task(self._load_translation(), name="load-translation")
+
+    def _translation_threads(self) -> int:
+        """The translation model's threads in the profile in force."""
+        configured = self.config.translation.threads
+        if self.profile != "battery":
+            return configured
+        fewer = self.config.power.battery_translation_threads
+        return min(configured, fewer) if configured > 0 else fewer
 
     async def _watch_power(self) -> None:
         while True:
@@ -218,7 +235,9 @@ class Daemon:
         """Load the configured translator in a thread; make it live, or stay captions-only."""
         from subtitled.translate.models import load_translator
 
-        config = self.languages.translation
+        config = dataclasses.replace(
+            self.languages.translation, threads=self._translation_threads()
+        )
         if not config.targets and self.languages.whisper_targets:
             log.info("English from Whisper's translate task; no translation model needed")
             return
@@ -239,8 +258,11 @@ class Daemon:
             log.error("translation is off, captions continue: %s", exc)
             return
         self._translator = translator
+        self._translator_threads = config.threads
         if self.translation is not None:
             self.translation.set_translator(translator)
+        if self.server is not None and self.profile is not None:
+            self.server.set_power(self.profile, str(self.power_source), config.threads)
         log.info("translating into %s with %s", ", ".join(translator.languages),
                  translator.name)
         if self.server is not None:

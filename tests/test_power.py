@@ -8,6 +8,7 @@ import json
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from speech import clips, wer
@@ -82,6 +83,7 @@ def test_profile_choice(setting: str, source: str, profile: str) -> None:
         ("power.profile=eco", "power.profile"),
         ("power.poll_s=0", "power.poll_s"),
         ("power.battery_step_s=5", "power.battery_step_s"),
+        ("power.battery_translation_threads=0", "power.battery_translation_threads"),
     ],
 )
 def test_bad_power_settings_name_the_key(override: str, key: str) -> None:
@@ -108,7 +110,8 @@ def test_a_running_daemon_follows_the_power_source_and_loses_nothing(tmp_path: P
     """Unplugged and plugged in again under a running daemon (a fake power_supply tree,
     polled every 0.2 s): the profile follows within a poll, the ASR steps at the battery
     step meanwhile, /healthz and /metrics say so, and every word of the clip still comes
-    out in final segments, in order, once."""
+    out in final segments, in order, once. The translation model, on 2 threads on AC, is
+    reloaded on 1 on battery and on 2 again after (`/healthz` says which is in use)."""
     from subtitled.capture import parse_source
     from subtitled.daemon import Daemon, RunOptions
     from subtitled.events import SegmentUpdate
@@ -137,8 +140,10 @@ def test_a_running_daemon_follows_the_power_source_and_loses_nothing(tmp_path: P
             (tree / "BAT0" / "status").write_text("Discharging\n")
             await asyncio.sleep(1.0)
             seen.append((time.monotonic(), str(daemon.profile), _asr_step(daemon)))
-            health = await asyncio.to_thread(_health, url)
-            assert health["power"] == {"profile": "battery", "source": "battery"}, health
+            health = await _health_when(url, lambda h: h["power"].get("translation_threads") == 1)
+            assert health["power"] == {
+                "profile": "battery", "source": "battery", "translation_threads": 1
+            }, health
             metrics = daemon.server.registry.get_sample_value(  # type: ignore[union-attr]
                 "subtitled_power_profile", {"profile": "battery", "source": "battery"})
             assert metrics == 1
@@ -146,8 +151,14 @@ def test_a_running_daemon_follows_the_power_source_and_loses_nothing(tmp_path: P
             (ac / "online").write_text("1\n")
             await asyncio.sleep(1.0)
             seen.append((time.monotonic(), str(daemon.profile), _asr_step(daemon)))
+            health = await _health_when(url, lambda h: h["power"].get("translation_threads") == 2)
+            assert health["power"] == {
+                "profile": "performance", "source": "ac", "translation_threads": 2
+            }, health
 
         assert (daemon.profile, daemon.power_source) == ("performance", "ac")
+        health = await _health_when(url, lambda h: h["power"].get("translation_threads") == 2)
+        assert health["power"]["translation_threads"] == 2, health
         switching = asyncio.create_task(unplug_then_plug())
         await daemon.serve()
         await switching
@@ -162,6 +173,17 @@ def test_a_running_daemon_follows_the_power_source_and_loses_nothing(tmp_path: P
     assert ids == sorted(set(ids))
     text = " ".join(f.text for f in finals)
     assert wer([clip.transcript], [text]) <= 0.12, text
+
+
+async def _health_when(url: str, condition: Any, timeout_s: float = 20.0) -> Any:
+    """/healthz once `condition` holds of it (the translation model loads in the
+    background); the last answer fails the test if it never does."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        health = await asyncio.to_thread(_health, url)
+        if (health.get("power") and condition(health)) or time.monotonic() > deadline:
+            return health
+        await asyncio.sleep(0.1)
 
 
 def _asr_step(daemon: object) -> float:

@@ -161,7 +161,7 @@ class SubtitleServer:
         self._port: int | None = None
         self._closing = False
         self._started_at = time.monotonic()
-        self._power: dict[str, str] | None = None
+        self._power: dict[str, object] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -308,10 +308,15 @@ class SubtitleServer:
         self._fan_out(message)
         return message.seq
 
-    def set_power(self, profile: str, source: str) -> None:
-        """The power profile in force and the power source (`subtitled.power`), for
-        `/healthz` (`power`) and `/metrics` (`subtitled_power_profile`)."""
+    def set_power(
+        self, profile: str, source: str, translation_threads: int | None = None
+    ) -> None:
+        """The power profile in force, the power source (`subtitled.power`) and the
+        translation model's threads (None: no model loaded), for `/healthz` (`power`) and
+        `/metrics` (`subtitled_power_profile`)."""
         self._power = {"profile": profile, "source": source}
+        if translation_threads is not None:
+            self._power["translation_threads"] = translation_threads
         self._metrics.power_profile.clear()
         self._metrics.power_profile.labels(profile, source).set(1)
 
