@@ -368,7 +368,8 @@ def test_german_speech_from_the_monitor_gives_english_and_spanish(pulse_sink) ->
     try:
         async def scenario() -> list[dict]:
             await asyncio.sleep(2.5)
-            play = pulse_sink.play(clip, wait=False)
+            # as 16-bit WAV: paplay plays the FLEURS clips' 24-bit FLAC as silence
+            play = pulse_sink.play(pulse_sink._as_wav(clip), wait=False)
             return await collect(url, play, quiet_s=15.0)
 
         messages = asyncio.run(scenario())
@@ -376,7 +377,7 @@ def test_german_speech_from_the_monitor_gives_english_and_spanish(pulse_sink) ->
         err = stop_daemon(proc)
     assert proc.returncode == 0, err
     finals = [m for m in messages if m.get("type") == "segment" and m["status"] == "final"]
-    assert finals, messages
+    assert finals, (messages, err[-3000:])
     assert all(m["language"] == "en" and m["spoken"] == "de" for m in finals), finals
     english = " ".join(m["translations"]["en"]["stable"] for m in finals).lower()
     assert "water" in english and "dinosaur" in english, english
