@@ -209,8 +209,7 @@ class Daemon:
         configured = self.config.translation.threads
         if self.profile != "battery":
             return configured
-        fewer = self.config.power.battery_translation_threads
-        return min(configured, fewer) if configured > 0 else fewer
+        return self.config.power.battery_threads(configured)
 
     async def _watch_power(self) -> None:
         while True:

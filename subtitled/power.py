@@ -49,6 +49,12 @@ class PowerConfig:
     fewer): a profile change reloads the model in the background, the old one serving
     until the new one is live."""
 
+    def battery_threads(self, configured: int) -> int:
+        """The translation model's threads on battery, given `translation.threads` (0:
+        ONNX Runtime's default, all cores)."""
+        fewer = self.battery_translation_threads
+        return min(configured, fewer) if configured > 0 else fewer
+
     def __post_init__(self) -> None:
         if self.profile not in PROFILE_SETTINGS:
             raise ConfigError(

@@ -91,6 +91,27 @@ def test_bad_power_settings_name_the_key(override: str, key: str) -> None:
         with_overrides(Config(), {}, [override])
 
 
+@pytest.mark.parametrize(
+    ("fewer", "configured", "threads"), [(1, 2, 1), (1, 0, 1), (4, 2, 2), (2, 0, 2)]
+)
+def test_battery_threads(fewer: int, configured: int, threads: int) -> None:
+    """Never more than configured; 0 (ONNX Runtime's default: all cores) counts as more."""
+    power = PowerConfig(battery_translation_threads=fewer)
+    assert power.battery_threads(configured) == threads
+
+
+def test_bench_runs_the_battery_profile_as_the_daemon_does() -> None:
+    import argparse
+
+    from subtitled.bench.cli import load_bench_config
+
+    args = argparse.Namespace(config=None, asr_model=None, threads=None, target="de",
+                              translation_model=None, set=[], profile="battery")
+    config = load_bench_config(args)
+    assert config.streaming.step_s == config.power.battery_step_s == 1.0
+    assert config.translation.threads == 1
+
+
 def test_the_config_reads_the_power_section() -> None:
     config = with_overrides(Config(), {}, ["power.supply_path=/tmp/ps", "power.poll_s=0.5"])
     assert config.power == PowerConfig(supply_path=Path("/tmp/ps"), poll_s=0.5)

@@ -185,7 +185,7 @@ def _translate_runs(
 
 def load_bench_config(args: argparse.Namespace) -> Config:
     """The config file, then --asr-model / --threads / --target / --set on top; with
-    `--profile battery` the battery profile's ASR step."""
+    `--profile battery` the battery profile's ASR step and translation threads."""
     config = load_config(args.config, explicit=args.config is not None)
     flags: dict[str, Any] = {
         "asr.model": args.asr_model,
@@ -196,7 +196,10 @@ def load_bench_config(args: argparse.Namespace) -> Config:
     config = with_overrides(config, flags, args.set)
     if getattr(args, "profile", "performance") == "battery":
         streaming = dataclasses.replace(config.streaming, step_s=config.power.battery_step_s)
-        config = dataclasses.replace(config, streaming=streaming)
+        translation = dataclasses.replace(
+            config.translation, threads=config.power.battery_threads(config.translation.threads)
+        )
+        config = dataclasses.replace(config, streaming=streaming, translation=translation)
     return config
 
 
