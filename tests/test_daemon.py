@@ -95,6 +95,49 @@ async def collect(url: str, play: subprocess.Popen[bytes] | None, quiet_s: float
                 quiet_since = time.monotonic()
 
 
+class Feed:
+    """A synchronous feed client's messages, sorted as they are drained."""
+
+    def __init__(self, ws) -> None:  # type: ignore[no-untyped-def]
+        self.ws = ws
+        self.statuses: list[dict] = []
+        self.finals: list[dict] = []
+        self.seqs: list[int] = []
+
+    def drain(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                message = json.loads(self.ws.recv(timeout=0.5))
+            except TimeoutError:
+                continue
+            if "seq" in message and message["type"] != "hello":
+                self.seqs.append(message["seq"])
+            if message["type"] == "status":
+                self.statuses.append(message)
+            elif message["type"] == "segment" and message["status"] == "final":
+                self.finals.append(message)
+
+
+HEADSET = "headset"
+"""A second null sink a test plugs in; `unload_headset` removes it again."""
+
+
+def load_headset(server) -> None:  # type: ignore[no-untyped-def]
+    server.pactl("load-module", "module-null-sink", f"sink_name={HEADSET}")
+
+
+def play_on_headset(server, path: Path) -> None:  # type: ignore[no-untyped-def]
+    subprocess.run(["paplay", f"--device={HEADSET}", str(server._as_wav(path))],
+                   env=server.env, check=True, timeout=60)
+
+
+def unload_headset(server) -> None:  # type: ignore[no-untyped-def]
+    for line in server.pactl("list", "short", "modules").splitlines():
+        if f"sink_name={HEADSET}" in line:
+            server.pactl("unload-module", line.split("\t")[0])
+
+
 def test_monitor_capture_to_websocket(pulse_sink) -> None:  # type: ignore[no-untyped-def]
     clip = next(c for c in clips() if c.path.name == "LJ001-0003.flac")
     proc, url = start_daemon(pulse_sink.env, "--source", "monitor")
@@ -232,56 +275,37 @@ def test_suspend_and_a_renamed_sink_lose_nothing(pulse_sink) -> None:  # type: i
     second = next(c for c in clips() if c.path.name == "LJ001-0003.flac")
     third = next(c for c in clips() if c.path.name == "LJ001-0004.flac")
     proc, url = start_daemon(pulse_sink.env, "--source", "monitor")
-    statuses: list[dict] = []
-    finals: list[dict] = []
-    seqs: list[int] = []
-
-    def drain(ws, seconds: float) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                message = json.loads(ws.recv(timeout=0.5))
-            except TimeoutError:
-                continue
-            if "seq" in message and message["type"] != "hello":
-                seqs.append(message["seq"])
-            if message["type"] == "status":
-                statuses.append(message)
-            elif message["type"] == "segment" and message["status"] == "final":
-                finals.append(message)
-
     try:
         with connect(url) as ws:
             json.loads(ws.recv(timeout=10))  # hello
-            drain(ws, 1.0)
+            feed = Feed(ws)
+            feed.drain(1.0)
             pulse_sink.play(first.path, wait=False)
-            drain(ws, 4.0)
+            feed.drain(4.0)
             os.kill(proc.pid, signal.SIGSTOP)
             time.sleep(30.0)  # the rest of the first clip plays meanwhile, unheard
             os.kill(proc.pid, signal.SIGCONT)
-            drain(ws, 6.0)
-            after_suspend = len(finals)
+            feed.drain(6.0)
+            after_suspend = len(feed.finals)
             pulse_sink.play(second.path, wait=False)
-            drain(ws, 14.0)
-            after_second = len(finals)
+            feed.drain(14.0)
+            after_second = len(feed.finals)
             # The output device goes; another one, under a new name, is the default.
             pulse_sink.unload_sink()
-            drain(ws, 4.0)
-            pulse_sink.pactl("load-module", "module-null-sink", "sink_name=headset")
-            pulse_sink.pactl("set-default-sink", "headset")
-            drain(ws, 8.0)
-            subprocess.run(["paplay", "--device=headset", str(pulse_sink._as_wav(third.path))],
-                           env=pulse_sink.env, check=True, timeout=60)
-            drain(ws, 10.0)
+            feed.drain(4.0)
+            load_headset(pulse_sink)
+            pulse_sink.pactl("set-default-sink", HEADSET)
+            feed.drain(8.0)
+            play_on_headset(pulse_sink, third.path)
+            feed.drain(10.0)
     finally:
         err = stop_daemon(proc)
         # Leave the fixture's sink as it was for the tests after this one.
-        for line in pulse_sink.pactl("list", "short", "modules").splitlines():
-            if "sink_name=headset" in line:
-                pulse_sink.pactl("unload-module", line.split("\t")[0])
+        unload_headset(pulse_sink)
         if pulse_sink.sink_module() is None:
             pulse_sink.load_sink()
     assert proc.returncode == 0, err
+    statuses, finals, seqs = feed.statuses, feed.finals, feed.seqs
     lost = [s for s in statuses if s["capture"] == "lost"]
     # Thawed, the capture saw the clock jump past the audio it had ("the machine was
     # suspended", usually) or its stall timer fire: either way it reopened.
@@ -308,39 +332,23 @@ def test_a_new_default_output_is_followed_while_the_old_one_stays(pulse_sink) ->
 
     clip = next(c for c in clips() if c.path.name == "LJ001-0004.flac")
     proc, url = start_daemon(pulse_sink.env, "--source", "monitor")
-    statuses: list[dict] = []
-    finals: list[dict] = []
-
-    def drain(ws, seconds: float) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                message = json.loads(ws.recv(timeout=0.5))
-            except TimeoutError:
-                continue
-            if message["type"] == "status":
-                statuses.append(message)
-            elif message["type"] == "segment" and message["status"] == "final":
-                finals.append(message)
-
     try:
         with connect(url) as ws:
             json.loads(ws.recv(timeout=10))  # hello
-            drain(ws, 1.0)
-            pulse_sink.pactl("load-module", "module-null-sink", "sink_name=headset")
-            pulse_sink.pactl("set-default-sink", "headset")
-            drain(ws, 5.0)
+            feed = Feed(ws)
+            feed.drain(1.0)
+            load_headset(pulse_sink)
+            pulse_sink.pactl("set-default-sink", HEADSET)
+            feed.drain(5.0)
             assert pulse_sink.sink_module() is not None  # the old output is still there
-            subprocess.run(["paplay", "--device=headset", str(pulse_sink._as_wav(clip.path))],
-                           env=pulse_sink.env, check=True, timeout=60)
-            drain(ws, 8.0)
+            play_on_headset(pulse_sink, clip.path)
+            feed.drain(8.0)
     finally:
         err = stop_daemon(proc)
-        for line in pulse_sink.pactl("list", "short", "modules").splitlines():
-            if "sink_name=headset" in line:
-                pulse_sink.pactl("unload-module", line.split("\t")[0])
+        unload_headset(pulse_sink)
         pulse_sink.pactl("set-default-sink", pulse_sink.sink)
     assert proc.returncode == 0, err
+    statuses, finals = feed.statuses, feed.finals
     assert not [s for s in statuses if s["capture"] == "lost"], statuses
     followed = [s for s in statuses if "to 'headset'" in s["detail"]]
     assert followed and followed[0]["capture"] == "running", statuses
@@ -394,29 +402,19 @@ def test_the_default_input_follows_a_new_default_source(pulse_sink) -> None:  # 
     clip = next(c for c in clips() if c.path.name == "LJ001-0004.flac")
     pulse_sink.pactl("set-default-source", pulse_sink.monitor)
     proc, url = start_daemon(pulse_sink.env, "--source", "default")
-    finals: list[dict] = []
     try:
         with connect(url) as ws:
             json.loads(ws.recv(timeout=10))  # hello
-            pulse_sink.pactl("load-module", "module-null-sink", "sink_name=headset")
-            pulse_sink.pactl("set-default-source", "headset.monitor")
+            feed = Feed(ws)
+            load_headset(pulse_sink)
+            pulse_sink.pactl("set-default-source", f"{HEADSET}.monitor")
             time.sleep(1.0)
-            subprocess.run(["paplay", "--device=headset", str(pulse_sink._as_wav(clip.path))],
-                           env=pulse_sink.env, check=True, timeout=60)
-            deadline = time.monotonic() + 8.0
-            while time.monotonic() < deadline:
-                try:
-                    message = json.loads(ws.recv(timeout=0.5))
-                except TimeoutError:
-                    continue
-                if message["type"] == "segment" and message["status"] == "final":
-                    finals.append(message)
+            play_on_headset(pulse_sink, clip.path)
+            feed.drain(8.0)
     finally:
         err = stop_daemon(proc)
-        for line in pulse_sink.pactl("list", "short", "modules").splitlines():
-            if "sink_name=headset" in line:
-                pulse_sink.pactl("unload-module", line.split("\t")[0])
+        unload_headset(pulse_sink)
         pulse_sink.pactl("set-default-source", pulse_sink.monitor)
     assert proc.returncode == 0, err
-    heard = " ".join(f["text"] for f in finals)
+    heard = " ".join(f["text"] for f in feed.finals)
     assert wer([clip.transcript], [heard]) < 0.3, heard

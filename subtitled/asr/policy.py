@@ -202,10 +202,7 @@ class CommitPolicy:
         self, words: list[Word], buffer_end_s: float, now_unix: float
     ) -> list[SegmentUpdate]:
         """Take a new hypothesis for the audio after the prefix; commit what two agree on."""
-        if self.aligned:
-            words = [
-                w for w in words if w.end_s > self.committed_end_s - 0.05 or not self._prefix
-            ]
+        words = self._after_committed(words)
         agreed = _common_prefix_length(self._pending, words)
         agreed = min(agreed, self._heard_pending())
         if not self.aligned:
@@ -246,10 +243,7 @@ class CommitPolicy:
         `words` is a transcription made after the pause began (so Whisper heard the
         sentence end). Trims the buffer to the start of the pause.
         """
-        if self.aligned:
-            words = [
-                w for w in words if w.end_s > self.committed_end_s - 0.05 or not self._prefix
-            ]
+        words = self._after_committed(words)
         self._pending = []
         updates = self._commit(words, now_unix, close_at_sentence_end=False)
         updates += self._close(now_unix)
@@ -278,6 +272,13 @@ class CommitPolicy:
         return updates
 
     # Internals.
+
+    def _after_committed(self, words: list[Word]) -> list[Word]:
+        """Drop words heard inside audio already committed (a re-read of the prefix);
+        translated words' times are guesses, so they are all kept."""
+        if not self.aligned or not self._prefix:
+            return words
+        return [w for w in words if w.end_s > self.committed_end_s - 0.05]
 
     def _commit(
         self, words: list[Word], now_unix: float, *, close_at_sentence_end: bool = True

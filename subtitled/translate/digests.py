@@ -47,17 +47,21 @@ def _identity(stat: os.stat_result) -> list[int]:
 
 
 class DigestCache:
-    """Remembered digests in one JSON file (`cache_root()/digests.json` by default)."""
+    """Remembered digests in one JSON file (`cache_root()/digests.json` by default),
+    read once per instance (one per model load)."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path if path is not None else cache_root() / CACHE_NAME
+        self._entries: dict[str, Any] | None = None
 
     def sha256(self, path: Path) -> str:
         """`path`'s sha256: remembered when its identity and stat are unchanged, else read
         in full (and remembered)."""
         key = str(path.resolve())
         identity = _identity(path.stat())
-        entries = self._read()
+        if self._entries is None:
+            self._entries = self._read()
+        entries = self._entries
         entry = entries.get(key)
         if isinstance(entry, dict) and entry.get("stat") == identity:
             digest = entry.get("sha256")
