@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from export.model_dir import MODEL_FILE
 from export.plan import PRECISIONS
+from subtitled.translate.contract import MODEL_FILE
 from subtitled.translate.kvcache import KvCache
 from subtitled.translate.manifest import Manifest
 from subtitled.translate.runtime import RuntimeConfig, open_session

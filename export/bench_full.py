@@ -52,6 +52,7 @@ from export.families import spec_from_config
 from export.plan import PRECISIONS, Precision, make_plan
 from export.quantize import SeededBlocks
 from export.spec import ModelSpec
+from subtitled.translate.contract import MANIFEST_FILE, MODEL_FILE
 
 if TYPE_CHECKING:  # onnx loads only when a model is written
     from export.onnx_ops import Progress, Weights
@@ -164,8 +165,6 @@ def onnx_weight_bytes_per_token(directory: Path, spec: ModelSpec) -> int:
     as stored (the experts' kernel keeps float32 scales, say): expert tables count top-k /
     E, the embedding table whole when it is also the LM head, one row otherwise."""
     import onnx
-
-    from export.model_dir import MODEL_FILE
 
     model = onnx.load(str(directory / MODEL_FILE), load_external_data=False)
     sizes = {}
@@ -316,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
     (work / STAMP).write_text(stamp)
     write_s = gguf_s = None
     try:
-        if not (onnx_dir / "manifest.json").is_file():
+        if not (onnx_dir / MANIFEST_FILE).is_file():
             write_s = _timed(
                 "writing the ONNX export",
                 lambda: write_onnx(config, onnx_dir, precision, args.seed, _ProgressLine(), model),

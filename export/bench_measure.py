@@ -40,7 +40,7 @@ class _Runner:
 
 class _OnnxRunner(_Runner):
     def __init__(self, directory: Path, threads: int, contexts: int) -> None:
-        from export.model_dir import MODEL_FILE
+        from subtitled.translate.contract import MODEL_FILE
         from subtitled.translate.kvcache import KvCache
         from subtitled.translate.manifest import load_manifest
         from subtitled.translate.runtime import RuntimeConfig, open_session

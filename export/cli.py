@@ -32,6 +32,7 @@ from export.errors import ExportError
 from export.families import spec_from_config
 from export.plan import PRECISIONS, format_plan, make_plan
 from subtitled.errors import SubtitledError
+from subtitled.translate.contract import MANIFEST_FILE, MODEL_FILE
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -97,7 +98,7 @@ def _onnx(args: argparse.Namespace) -> int:
         manifest = export_random(
             load_config(args.config), args.out, precision, args.seed, _ProgressLine()
         )
-    size = sum(f.bytes for f in manifest.files if f.path.startswith("model.onnx"))
+    size = sum(f.bytes for f in manifest.files if f.path.startswith(MODEL_FILE))
     print(
         f"wrote {args.out}: {manifest.name}, {manifest.precision}, model {size / 1e6:.1f} MB, "
         f"{len(manifest.files)} files, {len(manifest.kv_layout)} layers of KV cache"
@@ -143,7 +144,7 @@ def _amend(args: argparse.Namespace) -> int:
     from export.model_dir import amend_model_dir
 
     manifest = amend_model_dir(args.directory, dict(args.prompt))
-    print(f"amended {args.directory / 'manifest.json'}")
+    print(f"amended {args.directory / MANIFEST_FILE}")
     if manifest.prompt is not None:
         print(json.dumps(dataclasses.asdict(manifest.prompt), indent=2))
     return 0

@@ -47,6 +47,7 @@ from export.gguf_config import gemma3_config
 from export.gguf_file import GgufFile, hf_tokenizer_json, packaged_gemma3_270m
 from export.moe_split import MOE_KEYS
 from export.train import _save, learning_rate
+from subtitled.translate.contract import MANIFEST_FILE
 
 SEQ_LEN = 256
 BATCH = 8
@@ -264,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
     if args.init is not None:  # its geometry: dense, or already split into experts
         init_config = json.loads((args.init / "config.json").read_text())
         config.update({k: init_config[k] for k in MOE_KEYS if k in init_config})
-        if not (args.init / "manifest.json").exists() and not list(args.init.glob("*.safetensors")):
+        if not (args.init / MANIFEST_FILE).exists() and not list(args.init.glob("*.safetensors")):
             raise ExportError(f"--init {args.init}: neither an exported model nor a checkpoint")
     checkpoint = args.out / "checkpoint.pt"
     resuming = args.resume and checkpoint.exists()
@@ -283,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
         if args.init is None:
             load_pretrained(model, gguf, old_ids)
             print(f"initialised from {gguf.path.name}", flush=True)
-        elif (args.init / "manifest.json").exists():
+        elif (args.init / MANIFEST_FILE).exists():
             from export.restore import restore_into
 
             restore_into(model, config, args.init)

@@ -22,14 +22,25 @@ from typing import Any
 from export.checkpoint import SafetensorsCheckpoint, load_config
 from export.errors import ConfigKeyError, ExportError
 from export.families import spec_from_config
-from export.onnx_attention import CACHE_LENGTHS, length_slots
+from export.onnx_attention import length_slots
 from export.onnx_graph import write_model
 from export.onnx_ops import Progress, Weights
 from export.plan import Precision
 from export.prompts import PROMPTS
 from export.spec import ModelSpec
+from subtitled.translate.contract import (
+    CACHE_LENGTHS,
+    INPUT_IDS,
+    LOGITS,
+    LOGITS_ROWS,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    POSITION_IDS,
+    TOKENIZER_FILE,
+    past_name,
+    present_name,
+)
 from subtitled.translate.digests import sha256_of
-from subtitled.translate.kvcache import LOGITS_ROWS
 from subtitled.translate.manifest import (
     KvLayer,
     Manifest,
@@ -40,11 +51,9 @@ from subtitled.translate.manifest import (
 )
 
 log = logging.getLogger(__name__)
-MODEL_FILE = "model.onnx"
 REFERENCE_DIR = "reference"  # random-weight exports: the transformers checkpoint
 REFERENCE_LINK = "reference.json"  # checkpoint exports: where the checkpoint was
 SIDECAR = "subtitled.json"
-TOKENIZER_FILE = "tokenizer.json"
 # Copied beside the model when the checkpoint has them.
 TOKENIZER_FILES = (
     TOKENIZER_FILE,
@@ -63,10 +72,10 @@ def io_of(
 ) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...], tuple[KvLayer, ...]]:
     """Graph inputs, outputs and the KV layout per layer, as the manifest lists them."""
     inputs = [
-        TensorInfo("input_ids", "int64", ("batch", "sequence")),
-        TensorInfo("position_ids", "int64", ("batch", "sequence")),
+        TensorInfo(INPUT_IDS, "int64", ("batch", "sequence")),
+        TensorInfo(POSITION_IDS, "int64", ("batch", "sequence")),
     ]
-    outputs = [TensorInfo("logits", "float32", ("batch", "rows", spec.vocab_size))]
+    outputs = [TensorInfo(LOGITS, "float32", ("batch", "rows", spec.vocab_size))]
     slots = length_slots(spec, shared_cache)
     if slots:
         inputs.append(TensorInfo(CACHE_LENGTHS, "int64", (len(set(slots.values())),)))
@@ -89,14 +98,14 @@ def io_of(
         for t in tensors:
             inputs.append(
                 TensorInfo(
-                    f"past_key_values.{layer.index}.{t}",
+                    past_name(layer.index, t),
                     "float32",
                     ("batch", a.n_kv_heads, f"past_{layer.index}", a.head_dim),
                 )
             )
             outputs.append(
                 TensorInfo(
-                    f"present.{layer.index}.{t}",
+                    present_name(layer.index, t),
                     "float32",
                     ("batch", a.n_kv_heads, f"present_{layer.index}", a.head_dim),
                 )
@@ -332,7 +341,7 @@ def amend_model_dir(directory: Path, prompt: Mapping[str, Any]) -> Manifest:
     re-recorded. The graph, weights and tokenizer must still match their sha256: amending
     never blesses a changed model."""
     manifest = load_manifest(directory, check_files=False)
-    where = str(directory / "manifest.json")
+    where = str(directory / MANIFEST_FILE)
     for entry in manifest.files:
         path = directory / entry.path
         if _is_doc(entry.path):

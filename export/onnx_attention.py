@@ -31,9 +31,9 @@ from onnx import TensorProto
 from export.errors import UnsupportedArchitecture
 from export.onnx_ops import MS, Graph, key_of, linear, norm_weight, rms_norm
 from export.spec import AttentionSpec, LayerSpec, ModelSpec, RopeSpec
+from subtitled.translate.contract import CACHE_LENGTHS, POSITION_IDS, past_name
 
 _NEG = -1e30  # additive mask; a finite value keeps fully-masked padding rows NaN-free
-CACHE_LENGTHS = "cache_lengths"  # graph input: tokens held per length slot, (slots,) int64
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ class Rope:
         """cos, sin (B, S, dim) of the query positions, for RoPE in standard ops."""
         cos, sin = g.once(
             f"{self.scope}/tables",
-            lambda: rope_tables(g, "position_ids", self.spec, self.dim, self.scope),
+            lambda: rope_tables(g, POSITION_IDS, self.spec, self.dim, self.scope),
         )
         return cos, sin
 
@@ -461,7 +461,7 @@ def _fused(
     def flat(t: str, size: int, name: str) -> str:  # (B, S, heads, d) -> (B, S, heads * d)
         return g.op("Reshape", [t, g.ints(0, 0, size)], f"{scope}/{name}_flat")
 
-    past_k = f"past_key_values.{layer.index}.key"
+    past_k = past_name(layer.index, "key")
     key = f"{slot}" if slot is not None else f"append{a.window or ''}"
     seqlens, total, held = _lengths(g, slot, past_k, key, pos, scope)
     rotary = [] if rope is None else rope.gqa_inputs(g, pos, held, key)
@@ -472,7 +472,7 @@ def _fused(
             flat(k, a.kv_size, "k"),
             flat(v, a.kv_size, "v"),
             past_k,
-            f"past_key_values.{layer.index}.value",
+            past_name(layer.index, "value"),
             seqlens,
             total,
             *rotary,
@@ -544,7 +544,7 @@ def _standard(
     context (B, S, H * d) and the present cache (`norm_offset`: the model's, for the k_norm
     scale a K=V layer applies itself)."""
     a = layer.attention
-    past = {t: f"past_key_values.{layer.index}.{t}" for t in a.cache_tensors}
+    past = {t: past_name(layer.index, t) for t in a.cache_tensors}
     q = g.op("Transpose", [q], f"{scope}/q_transpose", perm=[0, 2, 1, 3])  # (B, H, S, d)
     v_new = g.op("Transpose", [v], f"{scope}/v_transpose", perm=[0, 2, 1, 3])
     v_all = g.op("Concat", [past["value"], v_new], f"{scope}/v_concat", axis=2)  # (B,kvh,T,d)

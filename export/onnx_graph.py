@@ -21,7 +21,7 @@ from onnx import TensorProto, helper
 
 from export.checkpoint import checkpoint_shapes
 from export.errors import ExportError, UnsupportedArchitecture
-from export.onnx_attention import CACHE_LENGTHS, Positions, Rope, attention, length_slots
+from export.onnx_attention import Positions, Rope, attention, length_slots
 from export.onnx_mla import mla_attention
 from export.onnx_native import native_experts, native_fits
 from export.onnx_ops import (
@@ -43,7 +43,15 @@ from export.onnx_ops import (
 from export.onnx_qmoe import fused_experts, qmoe_fits
 from export.plan import PRECISIONS, Precision
 from export.spec import LayerSpec, ModelSpec, MoeSpec, RopeSpec
-from subtitled.translate.kvcache import LOGITS_ROWS
+from subtitled.translate.contract import (
+    CACHE_LENGTHS,
+    INPUT_IDS,
+    LOGITS,
+    LOGITS_ROWS,
+    POSITION_IDS,
+    past_name,
+    present_name,
+)
 from subtitled.translate.native import DOMAIN as NATIVE
 
 
@@ -313,13 +321,13 @@ def build_model(
             f"built: {', '.join(LAYER_BUILDERS)}"
         )
     g = Graph(weights, checkpoint_shapes(spec), precision or PRECISIONS["fp32"], store, progress)
-    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])
-    pids = helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "sequence"])
+    ids = helper.make_tensor_value_info(INPUT_IDS, TensorProto.INT64, ["batch", "sequence"])
+    pids = helper.make_tensor_value_info(POSITION_IDS, TensorProto.INT64, ["batch", "sequence"])
     inputs, outputs = [ids, pids], []
     slots = set(length_slots(spec, g.precision.shared_cache).values())
     if slots:
         inputs.append(helper.make_tensor_value_info(CACHE_LENGTHS, TensorProto.INT64, [len(slots)]))
-    first_row = g.op("Gather", ["position_ids", g.ints(0)], "/model/positions/FirstRow")
+    first_row = g.op("Gather", [POSITION_IDS, g.ints(0)], "/model/positions/FirstRow")
     query = g.op("Squeeze", [first_row, g.ints(0)], "/model/positions/Query")  # (S,)
     start = g.op(
         "Gather",
@@ -331,13 +339,13 @@ def build_model(
     )
     batch = g.op(
         "Slice",
-        [g.op("Shape", ["input_ids"], "/model/positions/IdsShape"), g.ints(0), g.ints(1)],
+        [g.op("Shape", [INPUT_IDS], "/model/positions/IdsShape"), g.ints(0), g.ints(1)],
         "/model/positions/Batch",
     )  # (1,)
-    pos = Positions(query, start, length, batch, "position_ids")
+    pos = Positions(query, start, length, batch, POSITION_IDS)
 
     table = embedding_table(g, "model.embed_tokens.weight")  # (V, H)
-    x = embed(g, table, "input_ids", "/model/embed_tokens")  # (B, S, H)
+    x = embed(g, table, INPUT_IDS, "/model/embed_tokens")  # (B, S, H)
     if spec.embed_scale != 1.0:
         x = g.op("Mul", [x, g.scalar(spec.embed_scale)], "/model/embed_tokens/Scale")
     ropes: dict[tuple[RopeSpec, int], Rope] = {}
@@ -353,10 +361,10 @@ def build_model(
             shape: list[str | int] = ["batch", a.n_kv_heads, f"past_{layer.index}", a.head_dim]
             inputs.append(
                 helper.make_tensor_value_info(
-                    f"past_key_values.{layer.index}.{tensor}", TensorProto.FLOAT, shape
+                    past_name(layer.index, tensor), TensorProto.FLOAT, shape
                 )
             )
-            out_name = f"present.{layer.index}.{tensor}"
+            out_name = present_name(layer.index, tensor)
             g.nodes.append(
                 helper.make_node(
                     "Identity",
@@ -403,17 +411,17 @@ def build_model(
         )
     batch = g.op(
         "Slice",
-        [g.op("Shape", ["input_ids"], "/lm_head/Shape"), g.ints(0), g.ints(1)],
+        [g.op("Shape", [INPUT_IDS], "/lm_head/Shape"), g.ints(0), g.ints(1)],
         "/lm_head/Batch",
     )
     out_shape = g.op("Concat", [batch, g.ints(-1, spec.vocab_size)], "/lm_head/OutShape", axis=0)
     g.nodes.append(
-        helper.make_node("Reshape", [logits, out_shape], ["logits"], name="/lm_head/Reshape")
+        helper.make_node("Reshape", [logits, out_shape], [LOGITS], name="/lm_head/Reshape")
     )
     outputs.insert(
         0,
         helper.make_tensor_value_info(
-            "logits", TensorProto.FLOAT, ["batch", "rows", spec.vocab_size]
+            LOGITS, TensorProto.FLOAT, ["batch", "rows", spec.vocab_size]
         ),
     )
 

@@ -16,6 +16,7 @@ from export.errors import UnsupportedArchitecture
 from export.onnx_attention import Positions, Rope, apply_rope, attention_mask
 from export.onnx_ops import Graph, key_of, linear, rms_norm
 from export.spec import LayerSpec, ModelSpec
+from subtitled.translate.contract import past_name
 
 
 def mla_attention(
@@ -70,7 +71,7 @@ def mla_attention(
     k_rot = g.op("Squeeze", [k_rot, g.ints(2)], f"{scope}/k_rot_flat")
     new = g.op("Concat", [latent, k_rot], f"{scope}/cache_concat", axis=-1)  # (B, S, width)
     new = g.op("Unsqueeze", [new, g.ints(1)], f"{scope}/cache_head")  # (B, 1, S, width)
-    past = f"past_key_values.{layer.index}.value"
+    past = past_name(layer.index, "value")
     cache = g.op("Concat", [past, new], f"{scope}/cache_all", axis=2)  # (B, 1, T, width)
     _, mask = attention_mask(g, pos, past, a, f"{scope}/mask")
 

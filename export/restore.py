@@ -22,9 +22,9 @@ import onnx
 from onnx import numpy_helper
 
 from export.errors import ExportError
-from export.model_dir import MODEL_FILE
 from export.onnx_native import unpack
 from export.quantize import Quantized, dequantize
+from subtitled.translate.contract import MODEL_FILE
 
 Shape = tuple[int, ...]
 

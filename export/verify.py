@@ -26,7 +26,8 @@ import transformers
 from export import moe_split
 from export.checkpoint import load_config
 from export.errors import ExportError
-from export.model_dir import MODEL_FILE, REFERENCE_DIR, REFERENCE_LINK
+from export.model_dir import REFERENCE_DIR, REFERENCE_LINK
+from subtitled.translate.contract import MODEL_FILE
 from subtitled.translate.kvcache import KvCache
 from subtitled.translate.manifest import Manifest, load_manifest
 from subtitled.translate.runtime import RuntimeConfig, open_session

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from subtitled import __version__
 from subtitled.bench.cli import add_parser as add_bench_parser
@@ -243,7 +243,10 @@ def _run_daemon(
 ) -> int:
     from subtitled.daemon import Daemon
 
+    forced = False
+
     async def go() -> int:
+        nonlocal forced
         daemon = Daemon(config, options, sinks, reload_config=reload)
         try:
             await daemon.start()
@@ -263,15 +266,33 @@ def _run_daemon(
                 print(f"captioning {options.source}; subtitled exits at its end", flush=True)
         try:
             stats = await daemon.serve()
+        except asyncio.CancelledError:
+            if not daemon.force_exit:
+                raise
+            forced = True
+            return EXIT_INTERRUPTED
         finally:
-            await daemon.close()
+            if not daemon.force_exit:
+                await daemon.close()
         log.info("%.1f s of audio, %d segments, ASR compute %.1f s",
                  stats.audio_s, stats.segments_final, stats.asr_compute_s)
         if banner:
             print(_summary(daemon, stats), flush=True)
         return 0
 
-    return asyncio.run(go())
+    code = asyncio.run(go())
+    if forced:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit without waiting for the model threads (a second stop request): a model call
+    in flight can take seconds, and the interpreter would join its thread first."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _summary(daemon: Daemon, stats: PipelineStats) -> str:
@@ -311,13 +332,19 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     options = RunOptions(source=parse_source(f"file:{args.file}"), realtime=args.realtime,
                          serve=False, wait_for_translation=True)
 
-    async def go() -> None:
+    async def go() -> bool:
         daemon = Daemon(config, options, [collect])
         await daemon.start()
         daemon.install_signal_handlers()
-        await daemon.serve()
+        try:
+            await daemon.serve()
+        except asyncio.CancelledError:
+            if not daemon.force_exit:
+                raise
+        return daemon.force_exit
 
-    asyncio.run(go())
+    if asyncio.run(go()):
+        _exit_now(EXIT_INTERRUPTED)
     if progress is not None:
         progress.done()
     text = render(finals, args.format, language)

@@ -27,13 +27,12 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import os
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from subtitled.asr.stream import StreamingAsr
-from subtitled.asr.whisper import WhisperTranscriber
+from subtitled.asr.whisper import Transcriber, WhisperConfig, WhisperTranscriber
 from subtitled.capture import SourceSpec, check_source, open_source
 from subtitled.config import Config, LanguagePlan, plan_languages
 from subtitled.events import AudioChunk, SegmentUpdate, StatusUpdate, Translation
@@ -66,6 +65,39 @@ class RunOptions:
     background and a failure leaves the daemon captions-only."""
 
 
+@dataclass(frozen=True)
+class ReloadPlan:
+    """What a re-read configuration changes in a running daemon (`plan_reload`)."""
+
+    asr: WhisperConfig
+    """The Whisper settings the new configuration runs (`plan_languages`)."""
+    new_asr_model: bool
+    """Load Whisper again (its settings changed); else the loaded model serves on."""
+    source_changed: bool
+    translation_changed: bool
+    """The translator is dropped and loaded again in the background."""
+    server_changed: bool
+    """Server settings take effect only at the next restart: the clients stay connected."""
+    watch_power: bool
+    """Poll the power source (`power.profile = "auto"`)."""
+
+
+def plan_reload(old: Config, new: Config) -> ReloadPlan:
+    """What applying `new` over `old` takes; pure, so every case is a table row in a test.
+    The stream (VAD, commit policy, buffer) always starts fresh, on the new settings."""
+    before, after = plan_languages(old), plan_languages(new)
+    return ReloadPlan(
+        asr=after.asr,
+        new_asr_model=after.asr != before.asr,
+        source_changed=new.capture.source != old.capture.source,
+        translation_changed=(
+            new.translation != old.translation or after.translation != before.translation
+        ),
+        server_changed=new.server != old.server,
+        watch_power=new.power.profile == "auto",
+    )
+
+
 def _stat(stats: object, attr: str) -> float:
     return float(getattr(stats, attr))
 
@@ -94,6 +126,9 @@ class Daemon:
         self._run_stop = asyncio.Event()
         self._reload_requested = False
         self._signals = 0
+        self.force_exit = False
+        """Set by a second stop request: the caller exits at once, without draining."""
+        self._main_task: asyncio.Task[object] | None = None
         self._asr: StreamingAsr | None = None
         self._asr_name = ""
         self.translation: TranslationStage | None = None
@@ -273,11 +308,16 @@ class Daemon:
         return self._stop.is_set()
 
     def request_stop(self) -> None:
-        """Signal handler body: first call stops gracefully, the second exits at once."""
+        """Signal handler body: the first call stops gracefully; the second sets
+        `force_exit` and cancels the task that installed the handlers, whose caller then
+        exits without draining (`subtitled.cli`)."""
         self._signals += 1
         if self._signals > 1:
             log.warning("second stop request: exiting without draining")
-            os._exit(130)
+            self.force_exit = True
+            if self._main_task is not None:
+                self._main_task.cancel()
+            return
         log.info("stopping: finishing the audio already captured")
         self.notifier.stopping()
         self._stop.set()
@@ -292,7 +332,9 @@ class Daemon:
         self._run_stop.set()
 
     def install_signal_handlers(self) -> None:
+        """Route SIGINT/SIGTERM and SIGHUP here; a forced exit cancels the calling task."""
         loop = asyncio.get_running_loop()
+        self._main_task = asyncio.current_task()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
@@ -356,26 +398,27 @@ class Daemon:
             log.error("reload failed, keeping the running configuration: %s", exc)
             self.notifier.ready("reload failed; running with the previous configuration")
             return
-        if new.server != self.config.server:
+        plan = plan_reload(self.config, new)
+        if plan.server_changed:
             log.warning("server settings changed: they take effect at the next restart")
-        new_asr = plan_languages(new).asr
-        if new_asr != self.languages.asr or new.streaming != self.config.streaming:
-            transcriber = await model_thread("asr").call(WhisperTranscriber, new_asr)
-            self._asr = await model_thread("asr").call(StreamingAsr, transcriber, new.streaming)
+        transcriber: Transcriber
+        if plan.new_asr_model:
+            transcriber = await model_thread("asr").call(WhisperTranscriber, plan.asr)
             self._asr_name = transcriber.name
             if self.server is not None:
                 self.server.update_info(self.service_info(transcriber.name))
         else:
             assert self._asr is not None
-            self._asr = StreamingAsr(self._asr.transcriber, new.streaming)
-        if new.capture.source != self.config.capture.source:
+            transcriber = self._asr.transcriber
+        # A fresh stream either way: the new streaming settings, no state of the old run.
+        self._asr = await model_thread("asr").call(StreamingAsr, transcriber, new.streaming)
+        if plan.source_changed:
             from subtitled.capture import parse_source
 
             source = parse_source(new.capture.source)
             self.options = dataclasses.replace(self.options, source=source)
-        translation_changed = new.translation != self.config.translation
         self.config = dataclasses.replace(new, server=self.config.server)
-        if translation_changed:
+        if plan.translation_changed:
             self._translator = None
             if self.translation is not None:
                 self.translation.set_translator(None)
@@ -386,7 +429,7 @@ class Daemon:
         if self._power_watch is not None:
             self._power_watch.cancel()
             self._power_watch = None
-        if self.config.power.profile == "auto":
+        if plan.watch_power:
             self._power_watch = asyncio.create_task(self._watch_power(), name="power")
         self.apply_power(force=True)  # on the new ASR, with the new settings
         log.info("configuration reloaded")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from subtitled.errors import ConfigError
+
 Backend = Literal["onnx", "openai"]
 Provider = Literal["auto", "cpu", "cuda"]
 
@@ -50,12 +52,24 @@ class TranslationConfig:
     def __post_init__(self) -> None:
         for code in self.targets:
             if not code or not code.replace("-", "").isalnum() or len(code) > 16:
-                raise ValueError(f"target language {code!r} is not a language code")
+                raise ConfigError(
+                    f"translation.targets: {code!r} is not a language code (e.g. 'de', 'pt-BR')"
+                )
         if len(set(self.targets)) != len(self.targets):
-            raise ValueError("target languages repeat")
-        if self.threads < 0 or self.context_tokens < 64 or self.agreement < 1:
-            raise ValueError("threads must be >= 0, context_tokens >= 64, agreement >= 1")
-        if self.sentence_words is not None and self.sentence_words < 0:
-            raise ValueError("sentence_words must be >= 0")
-        if self.max_new_tokens < 1 or self.server_timeout_s <= 0:
-            raise ValueError("max_new_tokens and server_timeout_s must be positive")
+            raise ConfigError(f"translation.targets: {list(self.targets)} names a language twice")
+        _at_least("threads", self.threads, 0)
+        _at_least("context_tokens", self.context_tokens, 64)
+        _at_least("agreement", self.agreement, 1)
+        if self.sentence_words is not None:
+            _at_least("sentence_words", self.sentence_words, 0)
+        _at_least("max_new_tokens", self.max_new_tokens, 1)
+        if not self.server_timeout_s > 0:
+            raise ConfigError(
+                f"translation.server_timeout_s: {self.server_timeout_s} is invalid; "
+                "expected more than 0"
+            )
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"translation.{key}: {value} is invalid; expected an integer >= {low}")

@@ -30,14 +30,20 @@ import numpy as np
 import numpy.typing as npt
 
 from subtitled.translate.cache import CacheLedger
+from subtitled.translate.contract import (
+    CACHE_LENGTHS,
+    INPUT_IDS,
+    LOGITS,
+    LOGITS_ROWS,
+    PAST,
+    POSITION_IDS,
+    PRESENT,
+    past_name,
+    present_name,
+)
 from subtitled.translate.manifest import KvLayer
 
 FloatArray = npt.NDArray[np.float32]
-CACHE_LENGTHS = "cache_lengths"
-LOGITS_ROWS = "logits_rows"
-"""Graph input (1,) int64 of exports since 2026-12-05: how many of the fed positions, from
-the last, get logits. Prefill needs one row (or a draft's), and the LM head over a 262k
-vocabulary is the largest matmul of a step; older graphs compute every row."""
 FIRST_CAPACITY = 64
 """Tokens a shared buffer holds when first allocated; it doubles from there."""
 
@@ -48,17 +54,6 @@ def sliding_slack(keep_limit: int) -> int:
     keeps that read near window + reserve; each compaction moves `keep_limit` tokens
     once per `slack` tokens, little beside the held buffer read every step."""
     return max(16, keep_limit // 16)
-
-
-PAST, PRESENT = "past_key_values.", "present."
-
-
-def past_name(kv: KvLayer, tensor: str) -> str:
-    return f"{PAST}{kv.layer}.{tensor}"
-
-
-def present_name(kv: KvLayer, tensor: str) -> str:
-    return f"{PRESENT}{kv.layer}.{tensor}"
 
 
 def onnxruntime_value(value: Any) -> Any:
@@ -97,7 +92,7 @@ class SlotBuffers:
         grown = capacity != self.capacity or self.device != "cpu"
         for kv in self.layers:
             for t in kv.tensors:
-                self._move(past_name(kv, t), kv, drop, keep, capacity)
+                self._move(past_name(kv.layer, t), kv, drop, keep, capacity)
         self.held, self.capacity = keep, capacity
         return grown
 
@@ -147,7 +142,7 @@ class KvCache:
         if sorted(self.slots) != list(range(len(self.slots))):
             raise ValueError(f"length slots {sorted(self.slots)} are not 0 .. n-1")
         self._appended = [  # (index in the layout, layer, past, present) per tensor
-            (index, kv, past_name(kv, t), present_name(kv, t))
+            (index, kv, past_name(kv.layer, t), present_name(kv.layer, t))
             for index, kv in enumerate(self.layout)
             if kv.length_slot is None
             for t in kv.tensors
@@ -160,7 +155,7 @@ class KvCache:
         # preallocated, with the last call's shape). Shared buffers stay bound until they
         # are reallocated.
         self._binding = session.io_binding()
-        self._fresh = ["logits", *(present for *_, present in self._appended)]
+        self._fresh = [LOGITS, *(present for *_, present in self._appended)]
         for name in self._fresh:
             self._binding.bind_output(name, device)
         self.reset()
@@ -209,11 +204,11 @@ class KvCache:
         rows = len(ids) if rows is None else min(max(rows, 1), len(ids))
         start = self.ledger.held
         binding = self._binding
-        binding.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
+        binding.bind_cpu_input(INPUT_IDS, np.asarray([ids], dtype=np.int64))
         if self.row_input:
             binding.bind_cpu_input(LOGITS_ROWS, np.asarray([rows], dtype=np.int64))
         binding.bind_cpu_input(
-            "position_ids", np.arange(start, start + len(ids), dtype=np.int64)[None, :]
+            POSITION_IDS, np.arange(start, start + len(ids), dtype=np.int64)[None, :]
         )
         if self.slots:
             for slot in self.slots.values():

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from subtitled.errors import ModelError
+from subtitled.translate.contract import MANIFEST_FILE
 from subtitled.translate.digests import DigestCache, sha256_of
 
-MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
 
 
@@ -117,7 +117,7 @@ class Manifest:
         return json.dumps({"schema_version": SCHEMA_VERSION, **asdict(self)}, indent=2) + "\n"
 
     def write(self, directory: Path) -> Path:
-        path = directory / MANIFEST_NAME
+        path = directory / MANIFEST_FILE
         path.write_text(self.to_json(), encoding="utf-8")
         return path
 
@@ -213,7 +213,7 @@ def _optional(data: dict[str, Any], key: str, kind: type, where: str) -> Any:
     return _field(data, key, kind, where)
 
 
-def parse_manifest(text: str, source: str = MANIFEST_NAME) -> Manifest:
+def parse_manifest(text: str, source: str = MANIFEST_FILE) -> Manifest:
     """Parse a manifest; errors name the source and the key."""
     try:
         data = json.loads(text)
@@ -251,7 +251,7 @@ def load_manifest(
 ) -> Manifest:
     """Read `directory/manifest.json` and, by default, check every file's size and sha256:
     a digest remembered for an unchanged file (`DigestCache`) unless not `remembered`."""
-    path = directory / MANIFEST_NAME
+    path = directory / MANIFEST_FILE
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

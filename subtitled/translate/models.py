@@ -13,7 +13,8 @@ from pathlib import Path
 
 from subtitled.errors import ModelError
 from subtitled.translate.config import TranslationConfig
-from subtitled.translate.manifest import MANIFEST_NAME, load_manifest
+from subtitled.translate.contract import MANIFEST_FILE
+from subtitled.translate.manifest import load_manifest
 from subtitled.translate.stream import Translator
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def installed_models() -> list[Path]:
     found: list[Path] = []
     for base in models_dirs():
         if base.is_dir():
-            found += sorted(p for p in base.iterdir() if (p / MANIFEST_NAME).is_file())
+            found += sorted(p for p in base.iterdir() if (p / MANIFEST_FILE).is_file())
     return found
 
 
@@ -42,12 +43,12 @@ def resolve_model(name: str) -> Path:
     """The directory of the configured model; a missing one is a `ModelError`."""
     if "/" in name or name.startswith((".", "~")):
         path = Path(name).expanduser()
-        if not (path / MANIFEST_NAME).is_file():
-            raise ModelError(f"translation model {path}: no {MANIFEST_NAME} there")
+        if not (path / MANIFEST_FILE).is_file():
+            raise ModelError(f"translation model {path}: no {MANIFEST_FILE} there")
         return path
     wanted = BUNDLED_MODEL if name == BUNDLED else name
     for base in models_dirs():
-        if (base / wanted / MANIFEST_NAME).is_file():
+        if (base / wanted / MANIFEST_FILE).is_file():
             return base / wanted
     searched = ", ".join(str(b) for b in models_dirs())
     raise ModelError(f"translation model {wanted!r} is not installed (searched {searched})")

@@ -16,13 +16,24 @@ from typing import Any, Literal
 
 from subtitled.errors import ModelError
 from subtitled.translate import native
-from subtitled.translate.kvcache import CACHE_LENGTHS, KvCache, past_name, present_name
+from subtitled.translate.contract import (
+    CACHE_LENGTHS,
+    CPU_PROVIDER,
+    CUDA_PROVIDER,
+    INPUT_IDS,
+    LOGITS,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    POSITION_IDS,
+    past_name,
+    present_name,
+)
+from subtitled.translate.kvcache import KvCache
 from subtitled.translate.manifest import Manifest, load_manifest
 from subtitled.translate.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.onnx"
 Provider = Literal["auto", "cpu", "cuda"]
 
 
@@ -48,14 +59,14 @@ def _providers(choice: Provider) -> list[str]:
     import onnxruntime
 
     available = onnxruntime.get_available_providers()
-    if choice == "cuda" and "CUDAExecutionProvider" not in available:
+    if choice == "cuda" and CUDA_PROVIDER not in available:
         raise ModelError(
             "translation provider 'cuda' needs onnxruntime-gpu and a GPU; "
             f"available: {', '.join(available)}"
         )
-    if choice != "cpu" and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+    if choice != "cpu" and CUDA_PROVIDER in available:
+        return [CUDA_PROVIDER, CPU_PROVIDER]
+    return [CPU_PROVIDER]
 
 
 def open_session(
@@ -93,7 +104,7 @@ class OnnxModel:
         if not directory.is_dir():
             raise ModelError(f"translation model directory {directory} does not exist")
         self.manifest: Manifest = load_manifest(directory)
-        where = directory / "manifest.json"
+        where = directory / MANIFEST_FILE
         if self.manifest.tokenizer is None or self.manifest.prompt is None:
             raise ModelError(
                 f"{where} has no 'tokenizer' or no 'prompt': the model cannot translate "
@@ -141,10 +152,10 @@ class OnnxModel:
                 f"{sorted(graph_inputs ^ listed_inputs) + sorted(graph_outputs ^ listed_outputs)}"
                 " differ"
             )
-        expected = {"input_ids", "position_ids", "logits"}
+        expected = {INPUT_IDS, POSITION_IDS, LOGITS}
         for kv in self.manifest.kv_layout:
             for t in kv.tensors:
-                expected |= {past_name(kv, t), present_name(kv, t)}
+                expected |= {past_name(kv.layer, t), present_name(kv.layer, t)}
             if kv.length_slot is not None:
                 expected.add(CACHE_LENGTHS)
         missing = expected - graph_inputs - graph_outputs
@@ -152,7 +163,7 @@ class OnnxModel:
             raise ModelError(f"{where}: the graph lacks {', '.join(sorted(missing))}")
 
     def _vocab_size(self, where: Path) -> int:
-        logits = next(t for t in self.manifest.outputs if t.name == "logits")
+        logits = next(t for t in self.manifest.outputs if t.name == LOGITS)
         size = logits.shape[-1] if logits.shape else None
         if not isinstance(size, int):
             raise ModelError(f"{where}: output 'logits' must have a fixed vocabulary dimension")

@@ -21,9 +21,10 @@ pytest.importorskip("transformers", reason=REASON)
 tokenizers = pytest.importorskip("tokenizers", reason=REASON)
 pytest.importorskip("onnxruntime", reason="onnxruntime is a runtime dependency")
 
-from export.model_dir import MODEL_FILE, REFERENCE_LINK  # noqa: E402 - needs onnx
+from export.model_dir import REFERENCE_LINK  # noqa: E402 - needs onnx
 from export.reference import random_model  # noqa: E402 - needs torch
 from export.verify import SAMPLE  # noqa: E402 - needs torch
+from subtitled.translate.contract import MODEL_FILE  # noqa: E402
 from subtitled.translate.manifest import load_manifest  # noqa: E402
 
 SPECIALS = ["<unk>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"]

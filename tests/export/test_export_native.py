@@ -23,8 +23,8 @@ onnx = pytest.importorskip("onnx", reason=REASON)
 pytest.importorskip("torch", reason=REASON)
 pytest.importorskip("transformers", reason=REASON)
 
-from export.model_dir import MODEL_FILE  # noqa: E402 - needs onnx
 from export.onnx_native import moe_kernel_precision  # noqa: E402 - needs onnx
+from subtitled.translate.contract import MODEL_FILE  # noqa: E402
 
 built = pytest.mark.skipif(native.library_path() is None, reason="native kernel not built")
 

@@ -24,9 +24,9 @@ pytest.importorskip("torch", reason=REASON)
 pytest.importorskip("transformers", reason=REASON)
 onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime is a runtime dependency")
 
-from export.model_dir import MODEL_FILE  # noqa: E402 - needs onnx
 from export.onnx_graph import LAYER_BUILDERS, build_model  # noqa: E402 - needs onnx
 from export.reference import random_model  # noqa: E402 - needs torch
+from subtitled.translate.contract import MODEL_FILE  # noqa: E402
 from subtitled.translate.manifest import load_manifest  # noqa: E402
 
 

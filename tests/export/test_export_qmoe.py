@@ -113,7 +113,7 @@ def test_mixtral_int8_exports_through_qmoe_and_verifies(
     from export_configs import ALL
 
     from export.cli import main
-    from export.model_dir import MODEL_FILE
+    from subtitled.translate.contract import MODEL_FILE
 
     config = ALL["mixtral"]()
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -146,7 +146,7 @@ def test_moe_kernel_sparse_keeps_the_gather_path(tmp_path: Path) -> None:
     from export_configs import ALL
 
     from export.cli import main
-    from export.model_dir import MODEL_FILE
+    from subtitled.translate.contract import MODEL_FILE
 
     (tmp_path / "config.json").write_text(json.dumps(ALL["mixtral"]()))
     out = tmp_path / "sparse"

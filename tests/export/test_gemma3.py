@@ -23,9 +23,10 @@ transformers = pytest.importorskip("transformers", reason=REASON)
 pytest.importorskip("onnxruntime", reason="onnxruntime is a runtime dependency")
 
 from export.cli import main  # noqa: E402
-from export.model_dir import MODEL_FILE, REFERENCE_DIR, prompt_template  # noqa: E402
+from export.model_dir import REFERENCE_DIR, prompt_template  # noqa: E402
 from export.restore import restore_into  # noqa: E402
 from export.verify import FP32_MAX_DIFF, MIN_COSINE, VerifyReport, verify  # noqa: E402
+from subtitled.translate.contract import MODEL_FILE  # noqa: E402
 from subtitled.translate.kvcache import KvCache  # noqa: E402
 from subtitled.translate.manifest import load_manifest  # noqa: E402
 from subtitled.translate.runtime import open_session  # noqa: E402
