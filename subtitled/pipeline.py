@@ -91,6 +91,65 @@ class Recogniser:
         )
 
 
+class AsrCore:
+    """The ASR stage's core, synchronous (it runs on the model thread): the step rule
+    (`Recogniser`), a fresh ASR state on the same model after a failed call, and segment
+    ids unique across such restarts (a fresh state numbers from 0 again; ids go on from
+    the next unused one). Testable with no event loop: feed it, make it fail, read ids."""
+
+    def __init__(
+        self, asr: StreamingAsr, *, step_every_due: bool, first_segment_id: int = 0
+    ) -> None:
+        self.recogniser = Recogniser(asr, step_every_due=step_every_due)
+        self._id_offset = first_segment_id
+        self.next_segment_id = first_segment_id
+        self.audio_s = 0.0
+        self.failures = 0
+
+    @property
+    def asr(self) -> StreamingAsr:
+        return self.recogniser.asr
+
+    def feed(
+        self, chunks: Sequence[AudioChunk], ended: bool, now: Callable[[], float]
+    ) -> list[SegmentUpdate]:
+        """Feed audio, transcribe when due (or at the end); survive a failed model call.
+
+        A crashed call must not take captions down: it is logged, a fresh ASR state is
+        started on the same model, and the next audio goes to it (the audio of the
+        failed step is lost, nothing else). Live audio is fed as one batch (one step
+        catches up with a backlog); other sources chunk by chunk, so a failure loses only
+        the audio before it.
+        """
+        updates: list[SegmentUpdate] = []
+        groups = [[c] for c in chunks] if self.recogniser.step_every_due else [list(chunks)]
+        for i, group in enumerate(groups or [[]]):
+            last = i == len(groups) - 1 or not groups
+            self.audio_s += sum(c.duration_s for c in group)
+            try:
+                produced = self.recogniser.feed(group, ended and last, now)
+            except Exception:
+                self.failures += 1
+                log.exception("the ASR worker failed; restarting it (failure %d)", self.failures)
+                self._restart()
+                continue
+            updates += [self._renumber(u) for u in produced]
+        return updates
+
+    def _restart(self) -> None:
+        asr = self.recogniser.asr
+        fresh = StreamingAsr(asr.transcriber, asr.config)
+        self.recogniser = Recogniser(fresh, step_every_due=self.recogniser.step_every_due)
+        self._id_offset = self.next_segment_id
+
+    def _renumber(self, update: SegmentUpdate) -> SegmentUpdate:
+        segment_id = self._id_offset + update.segment_id
+        self.next_segment_id = max(self.next_segment_id, segment_id + 1)
+        if segment_id == update.segment_id:
+            return update
+        return dataclasses.replace(update, segment_id=segment_id)
+
+
 class Pipeline:
     """Runs one audio source through the streaming ASR into the sinks."""
 
@@ -103,17 +162,32 @@ class Pipeline:
         queue: QueuePolicy | None = None,
         first_segment_id: int = 0,
     ) -> None:
-        self.asr = asr
-        # Segment ids are unique for the daemon's life: after an ASR restart (which
-        # numbers from 0 again) they go on from the next unused id.
-        self._id_offset = first_segment_id
-        self.next_segment_id = first_segment_id
-        self.recogniser = Recogniser(asr, step_every_due=not (queue or QueuePolicy()).live)
+        self.core = AsrCore(
+            asr, step_every_due=not (queue or QueuePolicy()).live,
+            first_segment_id=first_segment_id,
+        )
         self._chunks = chunks
         self._sinks = list(sinks)
         self._policy = queue or QueuePolicy()
         self._queue: asyncio.Queue[AudioChunk | None] = asyncio.Queue(self._policy.max_chunks)
         self.stats = PipelineStats()
+
+    @property
+    def asr(self) -> StreamingAsr:
+        return self.core.asr
+
+    @property
+    def recogniser(self) -> Recogniser:
+        return self.core.recogniser
+
+    @recogniser.setter
+    def recogniser(self, recogniser: Recogniser) -> None:
+        self.core.recogniser = recogniser
+
+    @property
+    def next_segment_id(self) -> int:
+        """The first segment id the next run may use (ids are unique for the daemon's life)."""
+        return self.core.next_segment_id
 
     async def run(self, stop: asyncio.Event | None = None) -> PipelineStats:
         """Run until the source ends or `stop` is set; then finalise open segments."""
@@ -188,44 +262,12 @@ class Pipeline:
                 self._emit(update)
 
     def _work(self, chunks: list[AudioChunk], ended: bool) -> list[SegmentUpdate]:
-        """Worker thread: feed audio, transcribe when due (or at the end).
-
-        A crashed model call must not take captions down: it is logged, a fresh ASR
-        state is started on the same model, and the next audio goes to it (the audio
-        of the failed step is lost, nothing else).
-        """
+        """Worker thread: the core's feed, timed."""
         started = time.perf_counter()
-        updates: list[SegmentUpdate] = []
-        # Live audio is fed as one batch (one step catches up with a backlog); other
-        # sources chunk by chunk, so a failure loses only the audio before it.
-        groups = [[c] for c in chunks] if self.recogniser.step_every_due else [chunks]
-        for i, group in enumerate(groups or [[]]):
-            last = i == len(groups) - 1 or not groups
-            self.stats.audio_s += sum(c.duration_s for c in group)
-            try:
-                produced = self.recogniser.feed(group, ended and last, time.time)
-            except Exception:
-                self.stats.asr_failures += 1
-                log.exception(
-                    "the ASR worker failed; restarting it (failure %d)", self.stats.asr_failures
-                )
-                self._restart_asr()
-                continue
-            updates += [self._renumber(u) for u in produced]
+        updates = self.core.feed(chunks, ended, time.time)
+        self.stats.audio_s, self.stats.asr_failures = self.core.audio_s, self.core.failures
         self.stats.asr_compute_s += time.perf_counter() - started
         return updates
-
-    def _restart_asr(self) -> None:
-        self.asr = StreamingAsr(self.asr.transcriber, self.asr.config)
-        self.recogniser = Recogniser(self.asr, step_every_due=self.recogniser.step_every_due)
-        self._id_offset = self.next_segment_id
-
-    def _renumber(self, update: SegmentUpdate) -> SegmentUpdate:
-        segment_id = self._id_offset + update.segment_id
-        self.next_segment_id = max(self.next_segment_id, segment_id + 1)
-        if segment_id == update.segment_id:
-            return update
-        return dataclasses.replace(update, segment_id=segment_id)
 
     def _emit(self, update: SegmentUpdate) -> None:
         if update.status == "final":

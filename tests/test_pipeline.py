@@ -1,4 +1,5 @@
-"""The pipeline shell: ASR failures are survived, live overflow drops the oldest audio."""
+"""The pipeline: the ASR core survives a failure and keeps ids unique (no event loop);
+the shell does it end to end, and live overflow drops the oldest audio."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from subtitled.asr.stream import StreamingAsr
 from subtitled.asr.whisper import Hypothesis, WhisperTranscriber
 from subtitled.capture import decode_file
 from subtitled.events import AudioChunk, SegmentUpdate, Word
-from subtitled.pipeline import Pipeline, QueuePolicy
+from subtitled.pipeline import AsrCore, Pipeline, QueuePolicy
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +70,34 @@ def test_asr_failure_is_logged_and_survived(caplog: pytest.LogCaptureFixture) ->
     assert len({u.segment_id for u in finals}) == len(finals)
     # The crash cost at most the words of the step it hit; the next sentence is whole.
     assert wer([second.transcript], [finals[-1].text]) < 0.2
+
+
+def test_the_asr_core_restarts_after_a_failure_and_ids_go_on() -> None:
+    """The core alone, chunk by chunk on this thread: a failed call starts a fresh ASR
+    state whose segments (numbered from 0 inside it) go on after the ids already used."""
+    by_name = {c.path.name: c for c in clips()}
+    gap = np.zeros(16_000, dtype=np.float32)
+    audio = np.concatenate([decode_file(by_name["LJ001-0001.flac"].path), gap,
+                            decode_file(by_name["LJ001-0002.flac"].path), gap])
+    core = AsrCore(StreamingAsr(FailsOnce(WhisperTranscriber(), fail_on_call=12)),
+                   step_every_due=True, first_segment_id=3)
+    first_asr = core.asr
+    updates: list[SegmentUpdate] = []
+    before: list[int] = []  # segment ids published before the failure
+    chunks = [AudioChunk(audio[i : i + 1600], i / 16_000) for i in range(0, len(audio), 1600)]
+    for n, chunk in enumerate(chunks):
+        produced = core.feed([chunk], n == len(chunks) - 1, lambda: 0.0)
+        if not core.failures:
+            before += [u.segment_id for u in produced]
+        updates += produced
+    assert core.failures == 1 and core.asr is not first_asr
+    after = [u.segment_id for u in updates[len(before):]]
+    assert before and after and min(after) > max(before)
+    assert core.audio_s == pytest.approx(len(audio) / 16_000, abs=1e-6)
+    ids = [u.segment_id for u in updates]
+    assert min(ids) >= 3 and core.next_segment_id == max(ids) + 1
+    finals = [u.segment_id for u in updates if u.status == "final"]
+    assert len(set(finals)) == len(finals)
 
 
 def test_live_overflow_drops_oldest_audio() -> None:

@@ -98,7 +98,7 @@ def test_translation_config_keys() -> None:
     assert config.translation.targets == ("de", "es") and config.translation.model == "bundled"
     with pytest.raises(ConfigError, match=r"translation\.backend"):
         replace_path(Config(), "translation.backend", "cloud")
-    with pytest.raises(ConfigError, match="translation.targets: .* names a language twice"):
+    with pytest.raises(ConfigError, match=r"translation\.targets: .* names a language twice"):
         replace_path(Config(), "translation.targets", "de,de")
 
 
