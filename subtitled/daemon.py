@@ -139,6 +139,7 @@ class Daemon:
         self._next_segment_id = 0
         self._detected_language: str | None = None
         self._pipeline: Pipeline | None = None
+        self._done = PipelineStats()  # of the pipeline runs before the current one
         self.profile: Profile | None = None
         """The power profile in force (`subtitled.power`); None before start."""
         self.power_source: PowerSource = "unknown"
@@ -251,9 +252,24 @@ class Daemon:
             await asyncio.sleep(self.config.power.poll_s)
             self.apply_power()
 
+    def asr_stats(self, attr: str) -> float:
+        """A `PipelineStats` counter over the daemon's life: the runs before a reload and
+        the current one."""
+        current = 0.0 if self._pipeline is None else _stat(self._pipeline.stats, attr)
+        return _stat(self._done, attr) + current
+
     def _translation_metrics(self, server: SubtitleServer) -> None:
         from prometheus_client import Gauge
 
+        for attr, name, doc in [
+            ("audio_s", "audio_seconds", "Seconds of audio the ASR has taken in"),
+            ("asr_compute_s", "compute_seconds", "Seconds spent in the ASR model"),
+            ("dropped_chunks", "dropped_chunks",
+             "Audio blocks dropped because the ASR fell behind real time"),
+            ("asr_failures", "failures", "ASR worker failures (each followed by a restart)"),
+        ]:
+            gauge = Gauge(f"subtitled_asr_{name}", doc, registry=server.registry)
+            gauge.set_function(functools.partial(self.asr_stats, attr))
         assert self.translation is not None
         stats = self.translation.stats
         for attr, doc in [
@@ -346,15 +362,14 @@ class Daemon:
         where = f" on {self.server.url}" if self.server is not None else ""
         self.notifier.ready(f"captioning {self.options.source}{where}")
         watchdog = asyncio.create_task(self.notifier.watchdog(), name="watchdog")
-        total = PipelineStats()
         try:
             while True:
                 stats = await self._run_pipeline(self._asr)
                 for field in dataclasses.fields(PipelineStats):
                     name = field.name
-                    setattr(total, name, getattr(total, name) + getattr(stats, name))
+                    setattr(self._done, name, getattr(self._done, name) + getattr(stats, name))
                 if not self._reload_requested or self._stop.is_set():
-                    return total
+                    return self._done
                 await self._reload()
         finally:
             watchdog.cancel()

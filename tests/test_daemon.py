@@ -123,6 +123,24 @@ HEADSET = "headset"
 """A second null sink a test plugs in; `unload_headset` removes it again."""
 
 
+def wait_for_audio(url: str, timeout_s: float = 30.0) -> None:
+    """Until the daemon's ASR has taken in audio (`subtitled_asr_audio_seconds` on
+    /metrics): the null sink's monitor delivers its first audio up to 2 s after the
+    capture opens, and a clip played before that would lose its start."""
+    import urllib.request
+
+    metrics = url.replace("ws://", "http://", 1).rstrip("/") + "/metrics"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(metrics, timeout=5) as response:
+            text = response.read().decode()
+        match = re.search(r"^subtitled_asr_audio_seconds (\S+)$", text, re.MULTILINE)
+        if match and float(match.group(1)) > 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no audio reached the ASR within {timeout_s} s")
+
+
 def load_headset(server) -> None:  # type: ignore[no-untyped-def]
     server.pactl("load-module", "module-null-sink", f"sink_name={HEADSET}")
 
@@ -143,7 +161,7 @@ def test_monitor_capture_to_websocket(pulse_sink) -> None:  # type: ignore[no-un
     proc, url = start_daemon(pulse_sink.env, "--source", "monitor")
     try:
         async def scenario() -> list[dict]:
-            await asyncio.sleep(2.5)  # the null sink delivers its first audio after up to 2 s
+            await asyncio.to_thread(wait_for_audio, url)
             play = pulse_sink.play(clip.path, wait=False)
             # a segment's final waits for its German (the default): give a busy machine time
             return await collect(url, play, quiet_s=15.0)
@@ -375,7 +393,7 @@ def test_german_speech_from_the_monitor_gives_english_and_spanish(pulse_sink) ->
                              "--source-language", "auto", "--target", "en,es")
     try:
         async def scenario() -> list[dict]:
-            await asyncio.sleep(2.5)
+            await asyncio.to_thread(wait_for_audio, url)
             # as 16-bit WAV: paplay plays the FLEURS clips' 24-bit FLAC as silence
             play = pulse_sink.play(pulse_sink._as_wav(clip), wait=False)
             return await collect(url, play, quiet_s=15.0)

@@ -27,50 +27,63 @@ def test_is_loopback(host: object, loopback: bool) -> None:
 
 
 SCRIPT = textwrap.dedent("""
-    import json, socket, sys, threading, time
+    import io, json, re, socket, sys, threading
     connects = []
     def record(event, args):
         if event in ("socket.connect", "socket.sendto", "socket.getaddrinfo"):
             connects.append([event, repr(args[-1] if event != "socket.getaddrinfo" else args[0])])
     sys.addaudithook(record)
     from subtitled.cli import main
+
+    class Banner(io.StringIO):
+        # The demo's stdout: the feed URL it prints, on a free port it picked itself.
+        def __init__(self):
+            super().__init__()
+            self.url = threading.Event()
+        def write(self, text):
+            found = re.search(r"feed:\\s+(ws://\\S+)", self.getvalue() + text)
+            if found and not self.url.is_set():
+                self.feed = found.group(1)
+                self.url.set()
+            return super().write(text)
+
     # A client on loopback while the demo runs: allowed, and recorded.
     def client():
-        time.sleep(3)
+        if not banner.url.wait(120):
+            connects.append(["client-error", "no feed URL printed"])
+            return
         from websockets.sync.client import connect
         try:
-            with connect("ws://127.0.0.1:%d/" % PORT) as ws:
+            with connect(banner.feed) as ws:
                 ws.recv(timeout=5)
         except Exception as exc:
             connects.append(["client-error", repr(exc)])
-    PORT = int(sys.argv[1])
+    banner = Banner()
+    sys.stdout = banner
     threading.Thread(target=client, daemon=True).start()
-    code = main(["demo", "--fast", "--port", str(PORT)])
+    code = main(["demo", "--fast", "--port", "0"])
     # And an outside connect is refused by subtitled's own guard.
     try:
         socket.create_connection(("10.255.255.1", 80), timeout=0.1)
         refused = False
     except PermissionError:
         refused = True
+    sys.stdout = sys.__stdout__
     print(json.dumps({"code": code, "connects": connects, "refused": refused}))
 """)
 
 
 @pytest.mark.slow
 def test_pipeline_connects_only_to_loopback(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     script = tmp_path / "audit.py"
     script.write_text(SCRIPT)
-    run = subprocess.run([sys.executable, str(script), str(port)], capture_output=True,
+    run = subprocess.run([sys.executable, str(script)], capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["code"] == 0 and result["refused"] is True
     connects = result["connects"]
+    assert not [c for c in connects if c[0] == "client-error"], connects
     assert any(event == "socket.connect" for event, _ in connects), connects  # the client
     for event, target in connects[:-1]:  # the last is the refused outside connect
         assert "127.0.0.1" in target or "localhost" in target or "::1" in target, (event, target)
