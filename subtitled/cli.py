@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from subtitled import __version__
-from subtitled.bench.cli import add_parser as add_bench_parser
 from subtitled.config import Config, load_config, replace_path, with_overrides
 from subtitled.errors import ConfigError, PortInUse, SubtitledError
 from subtitled.memory import limit_malloc_arenas
+from subtitled.tools.bench.cli import add_parser as add_bench_parser
 
 if TYPE_CHECKING:
     from subtitled.daemon import Daemon
@@ -119,10 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     translate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     translate.set_defaults(handler=_cmd_translate)
 
-    from subtitled.bench.translate import add_parser as add_bench_translate_parser
+    from subtitled.tools.bench.translate import add_parser as add_bench_translate_parser
 
     add_bench_translate_parser(commands)
-    from subtitled.bench.startup import add_parser as add_bench_startup_parser
+    from subtitled.tools.bench.startup import add_parser as add_bench_startup_parser
 
     add_bench_startup_parser(commands)
 
@@ -475,7 +475,7 @@ def _cmd_transcript(args: argparse.Namespace) -> int:
 def _cmd_soak(args: argparse.Namespace) -> int:
     import json
 
-    from subtitled.soak import soak
+    from subtitled.tools.soak import soak
 
     report = asyncio.run(soak(args.manifest, args.minutes, args.clients))
     text = json.dumps(report, indent=2)

@@ -9,7 +9,7 @@ from pathlib import Path
 from pulse import SPEECH
 
 # The one normalisation (lower-case, keep [a-z0-9'] and spaces) lives in the bench.
-from subtitled.bench.metrics import normalise
+from subtitled.tools.bench.metrics import normalise
 
 __all__ = ["Clip", "clips", "normalise", "wer"]
 
@@ -29,7 +29,7 @@ def clips() -> list[Clip]:
 
 
 def wer(references: list[str], hypotheses: list[str]) -> float:
-    from subtitled.bench.metrics import wer as bench_wer
+    from subtitled.tools.bench.metrics import wer as bench_wer
 
     value = bench_wer(references, hypotheses)
     assert value is not None, "no reference words"

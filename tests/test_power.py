@@ -103,7 +103,7 @@ def test_battery_threads(fewer: int, configured: int, threads: int) -> None:
 def test_bench_runs_the_battery_profile_as_the_daemon_does() -> None:
     import argparse
 
-    from subtitled.bench.cli import load_bench_config
+    from subtitled.tools.bench.cli import load_bench_config
 
     args = argparse.Namespace(config=None, asr_model=None, threads=None, target="de",
                               translation_model=None, set=[], profile="battery")

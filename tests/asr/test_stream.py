@@ -20,9 +20,9 @@ from subtitled.asr.whisper import (
     WhisperTranscriber,
     default_model_path,
 )
-from subtitled.bench.metrics import standard_normalise, word_errors
 from subtitled.errors import ConfigError, ModelError
 from subtitled.events import AudioChunk, SegmentUpdate, Word
+from subtitled.tools.bench.metrics import standard_normalise, word_errors
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SPEECH = DATA / "speech"

@@ -21,7 +21,7 @@ from subtitled.config import Config, load_config, plan_languages, with_overrides
 from subtitled.errors import ConfigError
 
 if TYPE_CHECKING:  # the driver pulls in the ASR stack: only when the command runs
-    from subtitled.bench.driver import Progress
+    from subtitled.tools.bench.driver import Progress
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -70,10 +70,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark described by `args`; 0 on success (errors are raised)."""
     from subtitled.asr.whisper import WhisperTranscriber
-    from subtitled.bench.driver import offline_words, peak_rss_mb, plan_streams, run_streams
-    from subtitled.bench.manifest import add_references, read_manifest, select
-    from subtitled.bench.report import RunInfo, analyse, format_table, to_json
     from subtitled.capture import decode_file
+    from subtitled.tools.bench.driver import offline_words, peak_rss_mb, plan_streams, run_streams
+    from subtitled.tools.bench.manifest import add_references, read_manifest, select
+    from subtitled.tools.bench.report import RunInfo, analyse, format_table, to_json
 
     config = load_bench_config(args)
     # English wanted from other speech is Whisper's translate task, as in the daemon: the
@@ -135,7 +135,7 @@ def run_bench(args: argparse.Namespace) -> int:
         ))
     _write(out, json.dumps(to_json(result), indent=2, ensure_ascii=False) + "\n")
     if plot is not None:
-        from subtitled.bench.plot import write_plot
+        from subtitled.tools.bench.plot import write_plot
 
         write_plot(result, plot)
     print(format_table(result))
@@ -146,8 +146,8 @@ def run_bench(args: argparse.Namespace) -> int:
 def _with_whisper_tracks(run: Any, targets: tuple[str, ...]) -> Any:
     """`run` with each revision carrying the tracks Whisper itself produced (the daemon's
     `whisper_tracks`), so BLEU, chrF and latency are reported for them as for any target."""
-    from subtitled.bench.metrics import Emission
     from subtitled.daemon import whisper_tracks
+    from subtitled.tools.bench.metrics import Emission
 
     emissions = tuple(
         Emission(e.time_s, whisper_tracks(e.update, targets)) for e in run.emissions
@@ -161,8 +161,8 @@ def _translate_runs(
     """Each stream's ASR revisions through the translate stage on the benchmark clock
     (after the ASR run: the two stages' competition for the CPU is not modelled); the
     runs, the model's name and the translator's CPU seconds."""
-    from subtitled.bench.translate_sim import simulate
     from subtitled.errors import ModelError
+    from subtitled.tools.bench.translate_sim import simulate
     from subtitled.translate.models import load_translator
 
     try:

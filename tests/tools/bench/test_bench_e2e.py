@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from subtitled.bench.cli import add_parser
+from subtitled.tools.bench.cli import add_parser
 
 pytestmark = pytest.mark.slow
 
-SPEECH = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "speech"
+SPEECH = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "speech"
 MANIFEST = SPEECH / "manifest.tsv"
 KEYS = {
     "items", "audio_seconds", "wer", "offline_wer", "latency_ms", "partial_latency_ms",

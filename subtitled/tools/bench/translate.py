@@ -19,18 +19,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from subtitled.bench import metrics
-from subtitled.bench.translate_sim import (
+from subtitled.config import Config, load_config, with_overrides
+from subtitled.errors import ConfigError
+from subtitled.tools.bench import metrics
+from subtitled.tools.bench.translate_sim import (
     Simulation,
     UpdateCost,
     simulate,
     timed_word_emissions,
     word_shown_latencies,
 )
-from subtitled.config import Config, load_config, with_overrides
-from subtitled.errors import ConfigError
 
-DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / \
+DEFAULT_MANIFEST = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / \
     "speech" / "manifest.tsv"
 WINDOW_S = 60.0
 """'First minute' and 'last minute' of the stream for the latency drift comparison."""
@@ -116,7 +116,7 @@ def summarise(sim: Simulation, language: str, duration_s: float) -> dict[str, An
 
 
 def run_bench_translate(args: argparse.Namespace) -> int:
-    from subtitled.bench.manifest import read_manifest, select
+    from subtitled.tools.bench.manifest import read_manifest, select
     from subtitled.translate.models import load_translator
     from subtitled.translate.stream import OnnxTranslator
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from subtitled import SAMPLE_RATE_HZ
-from subtitled.bench.driver import (
+from subtitled.events import AudioChunk, SegmentUpdate, Word
+from subtitled.tools.bench.driver import (
     GAP_S,
     SimulatedClock,
     StreamPlan,
@@ -17,8 +18,7 @@ from subtitled.bench.driver import (
     run_real,
     run_simulated,
 )
-from subtitled.bench.manifest import ManifestItem
-from subtitled.events import AudioChunk, SegmentUpdate, Word
+from subtitled.tools.bench.manifest import ManifestItem
 
 
 class Timer:

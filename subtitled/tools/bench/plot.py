@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from subtitled.bench.report import BenchResult, TimedPoint
 from subtitled.errors import ConfigError
+from subtitled.tools.bench.report import BenchResult, TimedPoint
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

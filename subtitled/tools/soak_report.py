@@ -2,7 +2,7 @@
 
 `ClientLog` and `CommitTracker` book what each WebSocket client received; the
 `*_report` functions and `summarise` turn those, the journal and the daemon's
-/proc samples into the report whose criteria `subtitled.soak` describes:
+/proc samples into the report whose criteria `subtitled.tools.soak` describes:
 memory growth (medians over `WINDOW_S` after `WARMUP_S` against the last
 `WINDOW_S`), latency drift (first against last `WINDOW_S` of audio), and delivery
 to every client against the journal.

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from subtitled.bench.startup import StartupRun, format_summary, summarise
 from subtitled.cli import main
+from subtitled.tools.bench.startup import StartupRun, format_summary, summarise
 
 
 def test_summary_takes_medians_and_says_never() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).parents[1]
+TESTS = Path(__file__).parents[2]
 sys.path[:0] = [str(TESTS / "translate"), str(TESTS / "export")]
 
 

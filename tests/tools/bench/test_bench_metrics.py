@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from subtitled.bench import metrics
-from subtitled.bench.metrics import Emission, Percentiles, WordErrors
 from subtitled.events import SegmentUpdate, Translation, Word
+from subtitled.tools.bench import metrics
+from subtitled.tools.bench.metrics import Emission, Percentiles, WordErrors
 
 
 def w(text: str, start_s: float, end_s: float) -> Word:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from subtitled.bench.manifest import add_references, read_manifest, select
 from subtitled.errors import ConfigError
+from subtitled.tools.bench.manifest import add_references, read_manifest, select
 
 HEADER = "path\tduration_s\tspeaker\tsource\tlicense\ttranscript"
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from subtitled.soak import soak
+from subtitled.tools.soak import soak
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from subtitled.soak_report import (
+from subtitled.tools.soak_report import (
     ClientLog,
     CommitTracker,
     cost_report,

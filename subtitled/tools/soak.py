@@ -22,7 +22,7 @@ time are read from /proc. At the end (issue 7's soak criteria):
   increasing, and, for always-connected clients, no gap in the seq numbering at all.
 
 Everything reported is measured in this run; nothing is assumed. What is recorded and
-how it is judged lives in `subtitled.soak_report`.
+how it is judged lives in `subtitled.tools.soak_report`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ import numpy.typing as npt
 from subtitled import SAMPLE_RATE_HZ
 from subtitled.capture import decode_file
 from subtitled.publish.journal import read_journal
-from subtitled.soak_report import ClientLog, CommitTracker, summarise, summary_text
+from subtitled.tools.soak_report import ClientLog, CommitTracker, summarise, summary_text
 
 log = logging.getLogger(__name__)
 

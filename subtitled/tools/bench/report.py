@@ -11,7 +11,7 @@ Report keys (top level): `items` (per-item detail), `audio_seconds`, `wer`, `off
 `translation_cpu_seconds`, `cpu_s_per_audio_s` (ASR and translation), `peak_rss_mb`
 (of the streaming run, before the baseline model loads; it includes `bench_audio_mb`, the
 decoded audio the benchmark holds), `max_lag_s`, plus the run's settings and `notes`
-explaining any null. Definitions are in `subtitled.bench.metrics`.
+explaining any null. Definitions are in `subtitled.tools.bench.metrics`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from subtitled import SAMPLE_RATE_HZ
-from subtitled.bench import metrics
-from subtitled.bench.driver import StreamRun
-from subtitled.bench.manifest import ManifestItem
-from subtitled.bench.metrics import Percentiles, WordErrors
 from subtitled.events import Word
+from subtitled.tools.bench import metrics
+from subtitled.tools.bench.driver import StreamRun
+from subtitled.tools.bench.manifest import ManifestItem
+from subtitled.tools.bench.metrics import Percentiles, WordErrors
 
 SCHEMA_VERSION = 1
 TABLE_ITEMS = 20

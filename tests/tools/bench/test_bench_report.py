@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from subtitled import SAMPLE_RATE_HZ
-from subtitled.bench.driver import LagSample, StreamPlan, StreamRun
-from subtitled.bench.manifest import ManifestItem
-from subtitled.bench.metrics import Emission
-from subtitled.bench.plot import write_plot
-from subtitled.bench.report import RunInfo, analyse, format_table, to_json
 from subtitled.events import SegmentUpdate, Word
+from subtitled.tools.bench.driver import LagSample, StreamPlan, StreamRun
+from subtitled.tools.bench.manifest import ManifestItem
+from subtitled.tools.bench.metrics import Emission
+from subtitled.tools.bench.plot import write_plot
+from subtitled.tools.bench.report import RunInfo, analyse, format_table, to_json
 
 TOP_LEVEL_KEYS = {
     "items", "audio_seconds", "wer", "offline_wer", "latency_ms", "partial_latency_ms",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from subtitled.bench.translate_sim import simulate, timed_word_emissions, word_shown_latencies
+from subtitled.tools.bench.translate_sim import simulate, timed_word_emissions, word_shown_latencies
 from subtitled.translate.stream import LanguageResult, SourceUpdate
 
 
@@ -97,7 +97,7 @@ def test_finals_only_translates_each_segment_once() -> None:
 def test_bench_fills_translation_figures(tiny_model_dir: Path, tmp_path: Path) -> None:
     from subtitled.cli import main
 
-    manifest = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "speech" / \
+    manifest = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "speech" / \
         "manifest.tsv"
     refs = tmp_path / "refs.tsv"
     refs.write_text("path\tref_de\nljspeech/LJ001-0002.flac\tindem sie vergleichsweise "

@@ -16,8 +16,8 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from subtitled.bench.metrics import Emission
 from subtitled.events import SegmentUpdate, Translation, Word
+from subtitled.tools.bench.metrics import Emission
 from subtitled.translate.stream import LanguageResult, SourceUpdate, Translator, as_translation
 
 

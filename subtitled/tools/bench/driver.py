@@ -36,12 +36,12 @@ import numpy.typing as npt
 from subtitled import SAMPLE_RATE_HZ
 from subtitled.asr.stream import StreamingAsr
 from subtitled.asr.whisper import Transcriber, WhisperConfig
-from subtitled.bench.manifest import ManifestItem
-from subtitled.bench.metrics import Emission
 from subtitled.config import Config
 from subtitled.errors import ModelError
 from subtitled.events import AudioChunk, SegmentUpdate, Word
 from subtitled.pipeline import Pipeline, QueuePolicy, Recogniser
+from subtitled.tools.bench.manifest import ManifestItem
+from subtitled.tools.bench.metrics import Emission
 
 log = logging.getLogger(__name__)
 
