@@ -1,10 +1,10 @@
 """The pipeline shell: capture -> asr -> publish on one asyncio loop.
 
-Stages are joined by a bounded audio queue. Its overflow policy depends on the
-source: a live source (device, monitor) never waits, so when the ASR falls behind
-the oldest queued audio is dropped and counted (the ASR sees the jump in audio time
-as a gap and closes the segment); a file or stdin source is simply paused
-(back-pressure), since nothing is lost by reading it later.
+Capture and the ASR are joined by a bounded audio `Channel` whose overflow policy
+depends on the source: a live source (device, monitor) never waits, so when the ASR
+falls behind the oldest queued audio is dropped and counted (`drop-oldest`; the ASR
+sees the jump in audio time as a gap and closes the segment); a file or stdin source
+is simply paused (`back-pressure`), since nothing is lost by reading it later.
 
 The model runs on its own worker thread (`subtitled.workers`), never on the loop. Every
 segment revision goes to each sink in `sinks`, on the loop.
@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from subtitled.asr.stream import StreamingAsr
+from subtitled.channel import Channel
 from subtitled.events import AudioChunk, SegmentUpdate, StatusUpdate
 from subtitled.workers import model_thread
 
@@ -169,8 +170,12 @@ class Pipeline:
         self._chunks = chunks
         self._sinks = list(sinks)
         self._policy = queue or QueuePolicy()
-        self._queue: asyncio.Queue[AudioChunk | None] = asyncio.Queue(self._policy.max_chunks)
         self.stats = PipelineStats()
+        self._audio: Channel[AudioChunk] = Channel(
+            self._policy.max_chunks,
+            "drop-oldest" if self._policy.live else "back-pressure",
+            on_drop=self._dropped,
+        )
 
     @property
     def asr(self) -> StreamingAsr:
@@ -213,36 +218,19 @@ class Pipeline:
                     await task
         return self.stats
 
-    async def _put_end(self) -> None:
-        while True:
-            try:
-                self._queue.put_nowait(None)
-                return
-            except asyncio.QueueFull:
-                self._queue.get_nowait()
-                self.stats.dropped_chunks += 1
+    def _dropped(self, count: int) -> None:
+        self.stats.dropped_chunks = count
+        if count in (1, 10, 100) or not count % 1000:
+            log.warning("ASR is behind real time: %d audio blocks dropped so far", count)
 
     async def _capture(self) -> None:
         try:
             async for chunk in self._chunks:
-                if self._policy.live:
-                    while self._queue.full():
-                        self._queue.get_nowait()
-                        self.stats.dropped_chunks += 1
-                        if self.stats.dropped_chunks in (1, 10, 100) or not (
-                            self.stats.dropped_chunks % 1000
-                        ):
-                            log.warning(
-                                "ASR is behind real time: %d audio blocks dropped so far",
-                                self.stats.dropped_chunks,
-                            )
-                    self._queue.put_nowait(chunk)
-                else:
-                    await self._queue.put(chunk)
+                await self._audio.put(chunk)
         finally:
             # Whatever ended capture (the source ended, failed, or was cancelled),
             # the ASR finishes what it has and finalises the open segment.
-            await self._put_end()
+            self._audio.close()
             with contextlib.suppress(RuntimeError):
                 closer = getattr(self._chunks, "aclose", None)
                 if closer is not None:
@@ -251,12 +239,7 @@ class Pipeline:
     async def _recognise(self) -> None:
         ended = False
         while not ended:
-            batch = [await self._queue.get()]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            if batch[-1] is None or None in batch:
-                ended = True
-            chunks = [c for c in batch if c is not None]
+            chunks, ended = await self._audio.take()
             updates = await model_thread("asr").call(self._work, chunks, ended)
             for update in updates:
                 self._emit(update)
