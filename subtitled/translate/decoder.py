@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from subtitled.translate.kvcache import KvCache
-from subtitled.translate.policy import PolicyConfig, loop_cut, repetition_cut
+from subtitled.translate.policy import DecodePolicy, loop_cut, repetition_cut
 from subtitled.translate.runtime import OnnxModel
 
 
@@ -44,7 +44,7 @@ class Decoder:
     SimulStreaming-style re-prefilling); the output is identical.
     """
 
-    def __init__(self, model: OnnxModel, policy: PolicyConfig, reuse: bool = True) -> None:
+    def __init__(self, model: OnnxModel, policy: DecodePolicy, reuse: bool = True) -> None:
         self.model = model
         self.policy = policy
         self.reuse = reuse

@@ -90,7 +90,7 @@ def load_translator(config: TranslationConfig, reuse: bool = True) -> Translator
         from subtitled.translate.openai import OpenAiTranslator
 
         return OpenAiTranslator(config)
-    from subtitled.translate.policy import PolicyConfig
+    from subtitled.translate.policy import DecodePolicy
     from subtitled.translate.runtime import OnnxModel, RuntimeConfig
     from subtitled.translate.stream import OnnxTranslator
 
@@ -98,6 +98,6 @@ def load_translator(config: TranslationConfig, reuse: bool = True) -> Translator
         resolve_model(config.model), RuntimeConfig(threads=config.threads,
                                                    provider=config.provider)
     )
-    policy = PolicyConfig(agreement=config.agreement, max_new_tokens=config.max_new_tokens)
+    policy = DecodePolicy(agreement=config.agreement, max_new_tokens=config.max_new_tokens)
     return OnnxTranslator(model, config.targets, policy, context_tokens=config.context_tokens,
                           reuse=reuse, sentence_words=config.sentence_words)

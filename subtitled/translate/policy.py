@@ -23,7 +23,7 @@ T = TypeVar("T", bound=Hashable)
 
 
 @dataclass(frozen=True)
-class PolicyConfig:
+class DecodePolicy:
     """Decoding limits and the agreement rule."""
 
     agreement: int = 2

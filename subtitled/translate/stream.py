@@ -16,7 +16,7 @@ from typing import Protocol
 from subtitled.errors import ModelError
 from subtitled.events import Translation
 from subtitled.translate.decoder import Decoder
-from subtitled.translate.policy import PolicyConfig, StabilityPolicy, StableText, clause_cut
+from subtitled.translate.policy import DecodePolicy, StabilityPolicy, StableText, clause_cut
 from subtitled.translate.prompt import Conversation
 from subtitled.translate.runtime import OnnxModel
 
@@ -106,7 +106,7 @@ class LanguageStream:
         self,
         model: OnnxModel,
         language: str,
-        policy: PolicyConfig | None = None,
+        policy: DecodePolicy | None = None,
         *,
         context_tokens: int | None = None,
         reuse: bool = True,
@@ -114,7 +114,7 @@ class LanguageStream:
     ) -> None:
         self.model = model
         self.language = language
-        self.config = policy or PolicyConfig()
+        self.config = policy or DecodePolicy()
         self.decoder = Decoder(model, self.config, reuse=reuse)
         prompt = model.prompt
         if prompt.languages and language not in prompt.languages:
@@ -251,7 +251,7 @@ class OnnxTranslator:
         self,
         model: OnnxModel,
         languages: Sequence[str],
-        policy: PolicyConfig | None = None,
+        policy: DecodePolicy | None = None,
         *,
         context_tokens: int | None = None,
         reuse: bool = True,

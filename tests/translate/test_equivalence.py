@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from subtitled.translate.decoder import DecodeResult
-from subtitled.translate.policy import PolicyConfig, loop_cut, repetition_cut
+from subtitled.translate.policy import DecodePolicy, loop_cut, repetition_cut
 from subtitled.translate.runtime import OnnxModel, RuntimeConfig
 from subtitled.translate.stream import LanguageStream
 
@@ -37,7 +37,7 @@ for sid, sentence in enumerate([
 class ScratchDecoder:
     """Greedy decoding without any cache: the whole sequence is run for every token."""
 
-    def __init__(self, model: OnnxModel, policy: PolicyConfig) -> None:
+    def __init__(self, model: OnnxModel, policy: DecodePolicy) -> None:
         self.model, self.policy = model, policy
 
     def reset(self) -> None:
@@ -84,7 +84,7 @@ def test_cache_reuse_matches_recompute_from_scratch(
     # The random model says <eos> early; stop on a token it never picks, so hypotheses
     # run to the length limit or the repetition guard and exercise long decodes.
     model.stop_ids = frozenset({model.tokenizer.token_id("<pad>", "test")})
-    policy = PolicyConfig(length_ratio=1.0, length_margin=6, max_new_tokens=24)
+    policy = DecodePolicy(length_ratio=1.0, length_margin=6, max_new_tokens=24)
     budget = 160
 
     incremental = LanguageStream(model, "de", policy, context_tokens=budget)

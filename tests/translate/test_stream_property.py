@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from subtitled.translate.policy import PolicyConfig
+from subtitled.translate.policy import DecodePolicy
 from subtitled.translate.runtime import OnnxModel, RuntimeConfig
 from subtitled.translate.stream import LanguageStream
 
@@ -39,7 +39,7 @@ def test_stable_text_is_never_retracted(model: OnnxModel, script: list[tuple[str
         model.stop_ids = frozenset()
     try:
         # sentence_words 4: sentences over 4 words are cut at a comma, clause by clause
-        stream = LanguageStream(model, "es", PolicyConfig(max_new_tokens=12), context_tokens=96,
+        stream = LanguageStream(model, "es", DecodePolicy(max_new_tokens=12), context_tokens=96,
                                 sentence_words=sentence_words)
         words: list[str] = []
         segment, shown = 0, ""

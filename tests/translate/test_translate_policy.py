@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from subtitled.translate.policy import (
-    PolicyConfig,
+    DecodePolicy,
     StabilityPolicy,
     StableText,
     clause_cut,
@@ -116,11 +116,11 @@ def test_loop_guard(ids: tuple[int, ...], cut: int | None) -> None:
 
 
 def test_length_limit_is_relative_to_the_source() -> None:
-    config = PolicyConfig(length_ratio=2.0, length_margin=8, max_new_tokens=100)
+    config = DecodePolicy(length_ratio=2.0, length_margin=8, max_new_tokens=100)
     assert config.length_limit(10) == 28
     assert config.length_limit(1000) == 100
     with pytest.raises(ValueError):
-        PolicyConfig(agreement=0)
+        DecodePolicy(agreement=0)
 
 
 def test_conversation_evicts_oldest_pairs_at_once() -> None:
