@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from subtitled import SAMPLE_RATE_HZ
 from subtitled.asr.stream import StreamingAsr
-from subtitled.asr.whisper import Transcriber, WhisperConfig
+from subtitled.asr.whisper import Transcriber, WhisperConfig, WhisperTranscriber
 from subtitled.config import Config
 from subtitled.errors import ModelError
 from subtitled.events import AudioChunk, SegmentUpdate, Word
@@ -322,6 +322,8 @@ def run_streams(
     runs: list[StreamRun] = []
     run = run_simulated if clock == "simulated" else run_real
     for n, plan in enumerate(plans):
+        if isinstance(transcriber, WhisperTranscriber):
+            transcriber.reset_language()  # a new stream: its language is identified anew
         asr = StreamingAsr(transcriber, config.streaming)
 
         def progress(

@@ -8,10 +8,11 @@ Definitions (all times in seconds on the benchmark clock, whose 0 is the start o
 audio stream, so "audio time" and "clock time" are directly comparable):
 
 - Text normalisation (WER and word comparisons): lower-case; every character other than
-  ``a-z``, ``0-9``, apostrophe and space becomes a space; whitespace is collapsed. So
-  "Hello, World!" and "hello world" are the same text; "don't" keeps its apostrophe;
-  "forty-two" becomes two words "forty two". This is the normalisation of the shared
-  data README, used by every WER in the project.
+  a letter, a digit, an apostrophe and a space becomes a space; whitespace is collapsed.
+  So "Hello, World!" and "hello world" are the same text; "don't" keeps its apostrophe;
+  "forty-two" becomes two words "forty two". On English this is the normalisation of the
+  shared data README (``a-z``, ``0-9``), used by every WER in the project; letters of
+  other scripts are kept, so "großer" stays one word (it became "gro er" before).
 - Standard normalisation (reported beside it): Whisper's English text normaliser
   (`whisper-normalizer`, the one the Open ASR Leaderboard uses): numbers, spellings,
   contractions and titles in one form, so "1813" and "eighteen thirteen" or "Mr." and
@@ -45,17 +46,17 @@ import numpy as np
 from subtitled.errors import ConfigError
 from subtitled.events import SegmentUpdate
 
-_DROP = re.compile(r"[^a-z0-9' ]+")
+_DROP = re.compile(r"[^\w' ]+|_")
 
 NORMALISATION = (
-    "lower-case; characters other than a-z, 0-9, apostrophe and space become spaces; "
-    "whitespace collapsed"
+    "lower-case; characters other than letters (of any script), digits, apostrophe and "
+    "space become spaces; whitespace collapsed"
 )
 """The text normalisation applied before WER and word comparisons, for reports."""
 
 
 def normalise(text: str) -> str:
-    """Lower-case, keep ``[a-z0-9']`` and single spaces (see the module docstring)."""
+    """Lower-case, keep letters, digits, ``'`` and single spaces (see the module docstring)."""
     return " ".join(_DROP.sub(" ", text.lower()).split())
 
 

@@ -59,6 +59,9 @@ ONE_RETRACTION = [
         ("Route 66", "route 66"),
         ("", ""),
         ("...", ""),
+        # Other scripts keep their letters (German, French, Greek); underscores go.
+        ("Ein großer Dinosaurier, ça!", "ein großer dinosaurier ça"),
+        ("ΑΘΗΝΑ_2004", "αθηνα 2004"),
     ],
 )
 def test_normalise(text: str, expected: str) -> None:
