@@ -247,33 +247,39 @@ def _run_daemon(
 
     async def go() -> int:
         nonlocal forced
+        # Signals are handled from before the models load: a stop during start-up ends
+        # the run cleanly once they are loaded; a second one exits at once.
         daemon = Daemon(config, options, sinks, reload_config=reload)
-        try:
-            await daemon.start()
-        except PortInUse:
-            if not demo:
-                raise
-            # The demo must run even when a daemon already holds the port.
-            print(f"port {config.server.port} is busy; the demo uses a free port", flush=True)
-            daemon = Daemon(replace_path(config, "server.port", 0), options, sinks,
-                            reload_config=reload)
-            await daemon.start()
         daemon.install_signal_handlers()
-        if banner and daemon.server is not None:
-            print(f"overlay: {daemon.server.overlay_url}\nfeed:    {daemon.server.url}",
-                  flush=True)
-            if not demo and options.source.kind in ("file", "stdin"):
-                print(f"captioning {options.source}; subtitled exits at its end", flush=True)
         try:
-            stats = await daemon.serve()
+            try:
+                await daemon.start()
+            except PortInUse:
+                if not demo:
+                    raise
+                # The demo must run even when a daemon already holds the port.
+                print(f"port {config.server.port} is busy; the demo uses a free port",
+                      flush=True)
+                daemon = Daemon(replace_path(config, "server.port", 0), options, sinks,
+                                reload_config=reload)
+                daemon.install_signal_handlers()
+                await daemon.start()
+            if banner and daemon.server is not None:
+                print(f"overlay: {daemon.server.overlay_url}\nfeed:    {daemon.server.url}",
+                      flush=True)
+                if not demo and options.source.kind in ("file", "stdin"):
+                    print(f"captioning {options.source}; subtitled exits at its end",
+                          flush=True)
+            try:
+                stats = await daemon.serve()
+            finally:
+                if not daemon.force_exit:
+                    await daemon.close()
         except asyncio.CancelledError:
             if not daemon.force_exit:
                 raise
             forced = True
             return EXIT_INTERRUPTED
-        finally:
-            if not daemon.force_exit:
-                await daemon.close()
         log.info("%.1f s of audio, %d segments, ASR compute %.1f s",
                  stats.audio_s, stats.segments_final, stats.asr_compute_s)
         if banner:
@@ -334,9 +340,9 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
     async def go() -> bool:
         daemon = Daemon(config, options, [collect])
-        await daemon.start()
         daemon.install_signal_handlers()
         try:
+            await daemon.start()
             await daemon.serve()
         except asyncio.CancelledError:
             if not daemon.force_exit:

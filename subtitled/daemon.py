@@ -378,8 +378,8 @@ class Daemon:
 
     async def _run_pipeline(self, asr: StreamingAsr) -> PipelineStats:
         self._run_stop = asyncio.Event()
-        if self._stop.is_set():
-            self._run_stop.set()
+        if self._stop.is_set() or self._reload_requested:
+            self._run_stop.set()  # requested before this run began (during start-up)
         live = self.options.source.kind in ("device", "monitor")
         chunks: AsyncIterator[AudioChunk] = open_source(
             self.options.source,

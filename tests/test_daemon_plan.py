@@ -85,3 +85,27 @@ def test_one_stop_request_drains(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert daemon.stop_requested and not daemon.force_exit
+
+
+@pytest.mark.slow
+def test_a_stop_during_start_up_ends_the_run_cleanly() -> None:
+    """SIGTERM while the models load (the CLI handles signals from before `start`): the
+    run begins stopped, drains nothing, and returns; nothing is killed."""
+    from speech import clips
+
+    clip = next(c for c in clips() if c.path.name == "LJ001-0001.flac")
+    config = replace_path(Config(), "translation.targets", "none")
+    daemon = Daemon(config, RunOptions(source=parse_source(f"file:{clip.path}"),
+                                       realtime=True, serve=False))
+
+    async def main() -> float:
+        daemon.install_signal_handlers()
+        daemon.request_stop()  # arrives before the models are loaded
+        await daemon.start()
+        stats = await asyncio.wait_for(daemon.serve(), timeout=30)
+        await daemon.close()
+        return stats.audio_s
+
+    audio_s = asyncio.run(main())
+    assert daemon.stop_requested and not daemon.force_exit
+    assert audio_s < 1.0  # a real-time file run stopped at once, not played to its end
