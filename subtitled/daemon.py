@@ -139,7 +139,7 @@ class Daemon:
         self._next_segment_id = 0
         self._detected_language: str | None = None
         self._pipeline: Pipeline | None = None
-        self._done = PipelineStats()  # of the pipeline runs before the current one
+        self._done = PipelineStats()  # of the pipeline runs that have ended
         self.profile: Profile | None = None
         """The power profile in force (`subtitled.power`); None before start."""
         self.power_source: PowerSource = "unknown"
@@ -206,7 +206,7 @@ class Daemon:
                 self._next_segment_id = restored.next_segment_id
                 log.info("transcript journal %s: %d segments restored",
                          journal.path, len(restored.finals))
-            self._translation_metrics(self.server)
+            self._register_metrics(self.server)
 
     def apply_power(self, force: bool = False) -> None:
         """Read the power source and put the profile it calls for in force: the ASR's
@@ -258,7 +258,7 @@ class Daemon:
         current = 0.0 if self._pipeline is None else _stat(self._pipeline.stats, attr)
         return _stat(self._done, attr) + current
 
-    def _translation_metrics(self, server: SubtitleServer) -> None:
+    def _register_metrics(self, server: SubtitleServer) -> None:
         from prometheus_client import Gauge
 
         for attr, name, doc in [
@@ -364,10 +364,7 @@ class Daemon:
         watchdog = asyncio.create_task(self.notifier.watchdog(), name="watchdog")
         try:
             while True:
-                stats = await self._run_pipeline(self._asr)
-                for field in dataclasses.fields(PipelineStats):
-                    name = field.name
-                    setattr(self._done, name, getattr(self._done, name) + getattr(stats, name))
+                await self._run_pipeline(self._asr)
                 if not self._reload_requested or self._stop.is_set():
                     return self._done
                 await self._reload()
@@ -376,7 +373,7 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
 
-    async def _run_pipeline(self, asr: StreamingAsr) -> PipelineStats:
+    async def _run_pipeline(self, asr: StreamingAsr) -> None:
         self._run_stop = asyncio.Event()
         if self._stop.is_set() or self._reload_requested:
             self._run_stop.set()  # requested before this run began (during start-up)
@@ -395,8 +392,13 @@ class Daemon:
         )
         self._pipeline = pipeline
         try:
-            return await pipeline.run(self._run_stop)
+            await pipeline.run(self._run_stop)
         finally:
+            # Into the life totals in the same step as the run is dropped: /metrics never
+            # reads a total without it.
+            for field in dataclasses.fields(PipelineStats):
+                name = field.name
+                setattr(self._done, name, getattr(self._done, name) + getattr(pipeline.stats, name))
             self._pipeline = None
             self._next_segment_id = pipeline.next_segment_id
             # Finals wait for their translation: publish them before the run ends.

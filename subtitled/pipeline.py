@@ -99,17 +99,30 @@ class AsrCore:
     the next unused one). Testable with no event loop: feed it, make it fail, read ids."""
 
     def __init__(
-        self, asr: StreamingAsr, *, step_every_due: bool, first_segment_id: int = 0
+        self,
+        asr: StreamingAsr,
+        *,
+        step_every_due: bool,
+        first_segment_id: int = 0,
+        stats: PipelineStats | None = None,
     ) -> None:
         self.recogniser = Recogniser(asr, step_every_due=step_every_due)
         self._id_offset = first_segment_id
         self.next_segment_id = first_segment_id
-        self.audio_s = 0.0
-        self.failures = 0
+        self.stats = stats if stats is not None else PipelineStats()
+        """Counts `audio_s` and `asr_failures` (the pipeline's own, when it runs this)."""
 
     @property
     def asr(self) -> StreamingAsr:
         return self.recogniser.asr
+
+    @property
+    def audio_s(self) -> float:
+        return self.stats.audio_s
+
+    @property
+    def failures(self) -> int:
+        return self.stats.asr_failures
 
     def feed(
         self, chunks: Sequence[AudioChunk], ended: bool, now: Callable[[], float]
@@ -126,11 +139,11 @@ class AsrCore:
         groups = [[c] for c in chunks] if self.recogniser.step_every_due else [list(chunks)]
         for i, group in enumerate(groups or [[]]):
             last = i == len(groups) - 1 or not groups
-            self.audio_s += sum(c.duration_s for c in group)
+            self.stats.audio_s += sum(c.duration_s for c in group)
             try:
                 produced = self.recogniser.feed(group, ended and last, now)
             except Exception:
-                self.failures += 1
+                self.stats.asr_failures += 1
                 log.exception("the ASR worker failed; restarting it (failure %d)", self.failures)
                 self._restart()
                 continue
@@ -163,14 +176,14 @@ class Pipeline:
         queue: QueuePolicy | None = None,
         first_segment_id: int = 0,
     ) -> None:
+        self._policy = queue or QueuePolicy()
+        self.stats = PipelineStats()
         self.core = AsrCore(
-            asr, step_every_due=not (queue or QueuePolicy()).live,
-            first_segment_id=first_segment_id,
+            asr, step_every_due=not self._policy.live, first_segment_id=first_segment_id,
+            stats=self.stats,
         )
         self._chunks = chunks
         self._sinks = list(sinks)
-        self._policy = queue or QueuePolicy()
-        self.stats = PipelineStats()
         self._audio: Channel[AudioChunk] = Channel(
             self._policy.max_chunks,
             "drop-oldest" if self._policy.live else "back-pressure",
@@ -248,7 +261,6 @@ class Pipeline:
         """Worker thread: the core's feed, timed."""
         started = time.perf_counter()
         updates = self.core.feed(chunks, ended, time.time)
-        self.stats.audio_s, self.stats.asr_failures = self.core.audio_s, self.core.failures
         self.stats.asr_compute_s += time.perf_counter() - started
         return updates
 
