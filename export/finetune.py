@@ -105,6 +105,38 @@ def load_corpus(data_dir: Path, test_pairs: int, seed: int) -> Corpus:
     return Corpus(train, split)
 
 
+JOIN_MIN_WORDS = 5
+SENTENCE_ENDS = (".", "!", "?")
+
+
+def joined_pairs(pairs: Sequence[tatoeba.Pair], count: int, seed: str) -> list[tatoeba.Pair]:
+    """`count` synthetic long pairs, each two or three whole-sentence pairs (of at least
+    `JOIN_MIN_WORDS` English words) joined source to source and target to target.
+
+    Tatoeba's pairs are short (en-es: 1.1k of 116k have 15+ words) and a model trained on
+    them ends a long sentence after its first clause or two; joined pairs teach it to
+    translate every part of a long line, in order (concatenation augmentation)."""
+    pool = [
+        p for p in pairs
+        if len(p.source.split()) >= JOIN_MIN_WORDS
+        and p.source.endswith(SENTENCE_ENDS) and p.target.endswith(SENTENCE_ENDS)
+    ]
+    if count <= 0 or len(pool) < 3:
+        return []
+    rng = random.Random(seed)
+    joined = []
+    for _ in range(count):
+        parts = rng.sample(pool, rng.choice((2, 3)))
+        joined.append(
+            tatoeba.Pair(
+                parts[0].language,
+                " ".join(p.source for p in parts),
+                " ".join(p.target for p in parts),
+            )
+        )
+    return joined
+
+
 def trimmed_tokenizer(
     gguf: GgufFile, corpus: Corpus, run: Path, init: Path | None = None
 ) -> tuple[Tokenizer, list[int]]:
@@ -276,7 +308,15 @@ def run(args: argparse.Namespace) -> int:
     items, long = {}, {}
     for code, pairs in corpus.train.items():
         items[code], long[code] = encode(tokenizer, pairs)
-        print(f"  en-{code}: {len(items[code])} pairs, {sum(long[code])} long", flush=True)
+        joined = joined_pairs(pairs, args.join, f"{args.seed}:join:{code}")
+        extra, _ = encode(tokenizer, joined)
+        items[code] += extra
+        long[code] += [True] * len(extra)  # taken every epoch
+        print(
+            f"  en-{code}: {len(items[code])} pairs, {sum(long[code])} long "
+            f"({len(extra)} joined)",
+            flush=True,
+        )
     order_seed = args.seed if args.order_seed is None else args.order_seed
     order_seed = state.get("order_seed", order_seed)
     stream = Stream(items, long, order_seed, bos, pad)

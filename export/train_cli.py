@@ -74,6 +74,13 @@ def add_parser(commands: Any) -> None:
     train.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     train.add_argument("--vocab-size", type=int, default=8000)
     train.add_argument(
+        "--join",
+        type=int,
+        default=0,
+        help="with --base: this many synthetic long pairs per language, each two or "
+        "three training pairs joined (export/finetune.py, joined_pairs)",
+    )
+    train.add_argument(
         "--eval-pairs", type=int, default=2000, help="held-out pairs scored at the end"
     )
     train.set_defaults(run=_run)

@@ -117,3 +117,29 @@ def test_long_pairs_are_flagged_by_english_words() -> None:
     short = tatoeba.Pair("es", "I am here.", "Estoy aquí.")
     long = tatoeba.Pair("es", "one two three four five six seven eight", "x")
     assert finetune.encode(tokenizer, [short, long])[1] == [False, True]
+
+
+def test_joined_pairs_join_the_same_pairs_on_both_sides() -> None:
+    """Each synthetic pair is two or three whole-sentence pairs: the English and the
+    translations of the same pairs, in the same order; short or unfinished ones never."""
+    import re
+
+    pairs = [tatoeba.Pair("es", f"Sentence number {i} is here.", f"La frase {i} está aquí.")
+             for i in range(10)]
+    pairs += [tatoeba.Pair("es", "Hi.", "Hola."),
+              tatoeba.Pair("es", "and then there was one more", "y luego hubo una más")]
+    joined = finetune.joined_pairs(pairs, 40, "seed")
+    assert len(joined) == 40
+    assert joined == finetune.joined_pairs(pairs, 40, "seed")
+    assert joined != finetune.joined_pairs(pairs, 40, "other")
+    sizes = set()
+    for pair in joined:
+        english = re.findall(r"number (\d+)", pair.source)
+        assert english == re.findall(r"frase (\d+)", pair.target)
+        assert len(set(english)) == len(english)
+        sizes.add(len(english))
+        assert "Hi." not in pair.source and "one more" not in pair.source
+        assert pair.language == "es"
+    assert sizes == {2, 3}
+    assert finetune.joined_pairs(pairs[:2], 5, "seed") == []
+    assert finetune.joined_pairs(pairs, 0, "seed") == []
