@@ -1,6 +1,6 @@
 """The transcript journal: every final segment on disk before any client sees it.
 
-One JSON object per line, appended and fsync'ed:
+One JSON object per line, appended and flushed to the OS before the call returns:
 
     {"kind": "stream", "id": "3f9c..."}
     {"kind": "session", "number": 3, "started": 1733390000.0, "source": "file:talk.flac"}
@@ -17,7 +17,15 @@ saw seq N gets replayed exactly the finals after N. A daemon that shuts down cle
 releases what it did not use (`release` through its last seq): the next run goes on
 from there, so numbering jumps only after a crash. A torn last line (power loss,
 `kill -9` mid-write) is dropped on open; everything before it is intact because
-each line was fsync'ed before the next was written. The `stream` id names this
+each line was written whole before the next.
+
+Durability: a record is in the OS's hands (`write` + `flush`) before `append_final` returns,
+so a final a client has seen survives the daemon's death (`kill -9`, a crash). `fsync`, which
+also survives a power loss, costs milliseconds to tens of milliseconds on a laptop disk: for
+finals it runs on the journal's own thread, off the event loop (one `fsync` covers every
+record written since the last), so a power loss can lose the finals of the last moment.
+Reservations, the session and stream records are fsync'ed before the call returns: seq
+numbers must never repeat, even after a power loss. The `stream` id names this
 numbering; it is sent in hello, so a client can tell "the daemon restarted and went
 on" (same id) from "numbering began again" (a new journal, or none: a new id).
 
@@ -28,10 +36,12 @@ it, so `subtitled transcript --session last|N|all` exports one run (or all of th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -170,6 +180,7 @@ class Journal:
         self.reserved_through = 0
         self.restored = Restored()
         self._file: TextIO | None = None
+        self._syncer: _Syncer | None = None
 
     def open(self) -> Restored:
         """Read what is there, then open for appending. Returns the restored history."""
@@ -178,6 +189,7 @@ class Journal:
             restored = read_journal(self.path)
             self._repair_tail()
             self._file = self.path.open("a", encoding="utf-8")
+            self._syncer = _Syncer(self._file.fileno(), str(self.path))
         except OSError as exc:
             raise JournalError(f"cannot open the transcript journal {self.path}: {exc}") from exc
         self.reserved_through = restored.last_seq
@@ -217,22 +229,91 @@ class Journal:
             self.reserved_through = last_seq
 
     def append_final(self, seq: int, message: Mapping[str, Any]) -> None:
-        self._write({"kind": "final", "seq": seq, "message": message})
+        """Write a final: flushed to the OS on return, fsync'ed soon after on the journal's
+        own thread (see the module's note on durability)."""
+        self._write({"kind": "final", "seq": seq, "message": message}, sync=False)
 
-    def _write(self, record: Mapping[str, Any]) -> None:
-        if self._file is None:
+    def _write(self, record: Mapping[str, Any], *, sync: bool = True) -> None:
+        if self._file is None or self._syncer is None:
             raise JournalError("the journal is not open")
         try:
             self._file.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
             self._file.flush()
-            os.fsync(self._file.fileno())
+            if sync:
+                os.fsync(self._file.fileno())
+            else:
+                self._syncer.dirty()
         except OSError as exc:
             raise JournalError(f"cannot write the transcript journal {self.path}: {exc}") from exc
 
+    @property
+    def sync_failures(self) -> int:
+        """Background fsyncs that failed (each is logged)."""
+        return 0 if self._syncer is None else self._syncer.failures
+
+    def wait_synced(self, timeout_s: float | None = None) -> bool:
+        """Block until every final written so far is fsync'ed; False on timeout."""
+        return True if self._syncer is None else self._syncer.wait(timeout_s)
+
     def close(self) -> None:
+        """fsync what is written and close the file."""
+        if self._syncer is not None:
+            self._syncer.stop()
+            self._syncer = None
         if self._file is not None:
+            with contextlib.suppress(OSError):
+                os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
+
+
+class _Syncer:
+    """The journal's fsync thread: after `dirty()`, one `fsync` covers every record written
+    before it began (group commit). A failure is logged and counted; the next write tries
+    again."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        self._fd = fd
+        self._name = name
+        self._cond = threading.Condition()
+        self._written = 0  # dirty() calls so far
+        self._synced = 0  # of them, covered by a finished fsync
+        self._stopping = False
+        self.failures = 0
+        self._thread = threading.Thread(target=self._run, name="journal-fsync", daemon=True)
+        self._thread.start()
+
+    def dirty(self) -> None:
+        with self._cond:
+            self._written += 1
+            self._cond.notify_all()
+
+    def wait(self, timeout_s: float | None) -> bool:
+        with self._cond:
+            target = self._written
+            return self._cond.wait_for(lambda: self._synced >= target, timeout_s)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._written > self._synced or self._stopping)
+                if self._written == self._synced:
+                    return  # stopping, nothing left
+                target = self._written
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self.failures += 1
+                log.error("cannot fsync the transcript journal %s: %s", self._name, exc)
+            with self._cond:
+                self._synced = target
+                self._cond.notify_all()
 
 
 def segment_from_message(message: Mapping[str, Any]) -> SegmentUpdate:

@@ -207,3 +207,60 @@ def test_each_open_is_a_session_and_old_finals_are_session_zero(tmp_path: Path) 
     assert [m["text"] for m in restored.session("1")] == ["first run"]
     assert [m["text"] for m in restored.session("all")] == ["old", "first run", "second run"]
     assert [u.segment_id for u in journal_segments(path, "0")] == [0]
+
+
+def test_finals_are_fsynced_off_the_calling_thread_and_reservations_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event loop never waits for the disk on a final; a reservation (which keeps seq
+    numbers from repeating after a power loss) is on stable storage before it returns."""
+    import threading
+
+    calls: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        time.sleep(0.05)  # a slow laptop disk
+        calls.append(threading.current_thread().name)
+        real_fsync(fd)
+
+    journal = Journal(tmp_path / "j.jsonl")
+    journal.open()
+    monkeypatch.setattr(os, "fsync", fsync)
+    started = time.monotonic()
+    for seq in range(1, 6):
+        journal.append_final(seq, {"seq": seq, "id": seq, "text": f"final {seq}"})
+    returned_s = time.monotonic() - started
+    assert returned_s < 0.05, "append_final waited for an fsync"
+    # Flushed to the OS at once: another reader (or a restart after kill -9) sees them.
+    assert len(read_journal(tmp_path / "j.jsonl").finals) == 5
+    assert journal.wait_synced(5.0)
+    assert calls and set(calls) == {"journal-fsync"}
+    assert len(calls) < 5, "one fsync covers the finals written while the last one ran"
+    calls.clear()
+    journal.ensure_reserved(RESERVE_BLOCK + 1)
+    assert calls == [threading.current_thread().name]
+    journal.append_final(6, {"seq": 6, "id": 6, "text": "last"})
+    journal.close()  # fsyncs what is written
+    assert journal.sync_failures == 0
+    assert [m["text"] for m in read_journal(tmp_path / "j.jsonl").finals][-1] == "last"
+
+
+def test_a_failing_fsync_is_logged_and_writing_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = Journal(tmp_path / "j.jsonl")
+    journal.open()
+
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    journal.append_final(1, {"seq": 1, "id": 1, "text": "one"})
+    assert journal.wait_synced(5.0)
+    assert journal.sync_failures == 1
+    assert "cannot fsync the transcript journal" in caplog.text
+    journal.append_final(2, {"seq": 2, "id": 2, "text": "two"})
+    monkeypatch.undo()
+    journal.close()
+    assert [m["text"] for m in read_journal(tmp_path / "j.jsonl").finals] == ["one", "two"]
