@@ -35,7 +35,7 @@ from subtitled.asr.whisper import WhisperConfig
 from subtitled.errors import ConfigError
 from subtitled.power import PowerConfig
 from subtitled.publish import ServerConfig
-from subtitled.translate.config import TranslationConfig
+from subtitled.translate.config import TranslationConfig, moved_key, nest_moved_keys
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,8 @@ def load_config(path: Path | None = None, *, explicit: bool = False) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
     try:
+        if isinstance(data.get("translation"), dict):
+            data["translation"] = nest_moved_keys(data["translation"])
         return build(Config, data, "")
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
@@ -160,6 +162,9 @@ def build(cls: type[T], data: Any, prefix: str) -> T:
 
 def replace_path(config: T, key: str, value: Any, _prefix: str = "") -> T:
     """Return `config` with the dotted `key` (e.g. 'server.port') set and validated."""
+    if not _prefix and key.startswith("translation."):
+        moved = moved_key(key.removeprefix("translation."))
+        key = key if moved is None else f"translation.{moved}"
     head, _, rest = key.partition(".")
     where = _prefix.rstrip(".") or "the top level"
     if not dataclasses.is_dataclass(config):

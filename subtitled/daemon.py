@@ -185,7 +185,7 @@ class Daemon:
             self._with_whisper_targets(sink) for sink in [self._publish, *self._extra_sinks]
         ]
         self.translation = TranslationStage(
-            sinks, self._translator, include_partial=self.config.translation.include_partial
+            sinks, self._translator, include_partial=self.config.translation.policy.include_partial
         )
         self.translation.start()
         if self.options.wait_for_translation:
@@ -439,7 +439,7 @@ class Daemon:
             self._translator = None
             if self.translation is not None:
                 self.translation.set_translator(None)
-                self.translation.include_partial = new.translation.include_partial
+                self.translation.include_partial = new.translation.policy.include_partial
             if self.server is not None:
                 self.server.update_info(self.service_info(self._asr_name))
             self._loading = asyncio.create_task(self._load_translation(), name="load-translation")

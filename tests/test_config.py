@@ -72,12 +72,16 @@ allowed_origins = ["http://localhost:3000"]
         ("[streaming.vad]\npause_s = [1]\n", r"streaming.vad.pause_s: expected a number"),
         ("asr = 3\n", r"asr: expected a table, got int"),
         ("[server\n", r"not valid TOML"),
-        ("[translation]\nsentence_words = -1\n", r"translation\.sentence_words: -1 is invalid"),
+        ("[translation.policy]\nsentence_words = -1\n",
+         r"translation\.policy\.sentence_words: -1 is invalid"),
         ("[translation]\nthreads = -2\n", r"translation\.threads: -2 is invalid; expected .* >= 0"),
-        ("[translation]\ncontext_tokens = 10\n", r"translation\.context_tokens: 10 is invalid"),
+        ("[translation.policy]\ncontext_tokens = 10\n",
+         r"translation\.policy\.context_tokens: 10 is invalid"),
         ("[translation]\ntargets = ['de', 'de']\n", r"translation\.targets: .* names a language"),
         ("[translation]\ntargets = ['d e']\n", r"translation\.targets: 'd e' is not a language"),
-        ("[translation]\nserver_timeout_s = 0\n", r"translation\.server_timeout_s: 0"),
+        ("[translation.server]\ntimeout_s = 0\n", r"translation\.server\.timeout_s: 0"),
+        ("[translation]\nagreement = 3\n[translation.policy]\nagreement = 2\n",
+         r"translation\.agreement and translation\.policy\.agreement are both set"),
         ("[asr]\nlanguage = 'klingon'\n", r"asr.language: 'klingon' is not a Whisper language"),
         ("[asr]\nlanguage = 'de'\n", r"asr.language 'de' needs a multilingual model.*'tiny.en'"),
         ("[asr]\nlanguage = 'auto'\n", r"needs a multilingual model.*asr.model = \"base\""),
@@ -101,9 +105,30 @@ def test_replace_path_validates(tmp_path: Path) -> None:
     for off in ("none", "None", ""):
         assert replace_path(Config(), "translation.targets", off).translation.targets == ()
     assert load_config(write(tmp_path, "[translation]\ntargets = []\n")).translation.targets == ()
-    split = load_config(write(tmp_path, "[translation]\nsentence_words = 20\n")).translation
-    assert split.sentence_words == 20
-    assert Config().translation.sentence_words is None  # the model's own setting
+    split = load_config(write(tmp_path, "[translation.policy]\nsentence_words = 20\n"))
+    assert split.translation.policy.sentence_words == 20
+    assert Config().translation.policy.sentence_words is None  # the model's own setting
+
+
+def test_flat_translation_keys_of_older_files_still_work(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`[translation]` used to be flat: its old keys are read into the nested tables, with a
+    warning naming the new key, in files and in `--set`."""
+    old = (
+        "[translation]\nagreement = 3\ninclude_partial = true\nsentence_words = 9\n"
+        "context_tokens = 300\nmax_new_tokens = 99\nserver_url = 'http://127.0.0.1:1234/v1'\n"
+        "server_model = 'gemma3:4b'\nserver_timeout_s = 5.0\n"
+    )
+    translation = load_config(write(tmp_path, old)).translation
+    assert (translation.policy.agreement, translation.policy.include_partial) == (3, True)
+    assert (translation.policy.sentence_words, translation.policy.context_tokens) == (9, 300)
+    assert translation.policy.max_new_tokens == 99
+    assert translation.server.url == "http://127.0.0.1:1234/v1"
+    assert (translation.server.model, translation.server.timeout_s) == ("gemma3:4b", 5.0)
+    assert "translation.server_url is now translation.server.url" in caplog.text
+    new = with_overrides(Config(), {}, ["translation.agreement=4", "translation.server.model=m"])
+    assert (new.translation.policy.agreement, new.translation.server.model) == (4, "m")
 
 
 def test_replace_path_unknown_key() -> None:

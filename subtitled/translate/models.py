@@ -98,6 +98,7 @@ def load_translator(config: TranslationConfig, reuse: bool = True) -> Translator
         resolve_model(config.model), RuntimeConfig(threads=config.threads,
                                                    provider=config.provider)
     )
-    policy = DecodePolicy(agreement=config.agreement, max_new_tokens=config.max_new_tokens)
-    return OnnxTranslator(model, config.targets, policy, context_tokens=config.context_tokens,
-                          reuse=reuse, sentence_words=config.sentence_words)
+    rules = config.policy
+    policy = DecodePolicy(agreement=rules.agreement, max_new_tokens=rules.max_new_tokens)
+    return OnnxTranslator(model, config.targets, policy, context_tokens=rules.context_tokens,
+                          reuse=reuse, sentence_words=rules.sentence_words)

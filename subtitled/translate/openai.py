@@ -39,10 +39,10 @@ def check_loopback(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.scheme not in ("http", "https"):
-        raise ConfigError(f"translation.server_url {url!r}: must be http:// or https://")
+        raise ConfigError(f"translation.server.url {url!r}: must be http:// or https://")
     if not is_loopback(host):
         raise ConfigError(
-            f"translation.server_url {url!r}: only a loopback address (127.0.0.1, ::1, "
+            f"translation.server.url {url!r}: only a loopback address (127.0.0.1, ::1, "
             "localhost) is allowed; nothing leaves this machine"
         )
     return url.rstrip("/")
@@ -71,19 +71,20 @@ class OpenAiTranslator:
     """Translator over an OpenAI-compatible `/chat/completions` endpoint on loopback."""
 
     def __init__(self, config: TranslationConfig) -> None:
-        if not config.server_model:
-            raise ConfigError("translation.server_model: name the server's model, "
+        if not config.server.model:
+            raise ConfigError("translation.server.model: name the server's model, "
                               "e.g. 'gemma3:4b'")
-        self.url = check_loopback(config.server_url) + "/chat/completions"
+        self.url = check_loopback(config.server.url) + "/chat/completions"
         self.config = config
         self.languages = config.targets
-        self.name = f"{config.server_model} via {config.server_url} (no cache control)"
-        self._streams = {code: _Language(code, config.agreement) for code in self.languages}
+        self.name = f"{config.server.model} via {config.server.url} (no cache control)"
+        self._streams = {code: _Language(code, config.policy.agreement) for code in self.languages}
         log.warning("translation backend 'openai': %s; the server gets the whole sentence "
-                    "on every update (no KV-cache control from here)", config.server_url)
+                    "on every update (no KV-cache control from here)", config.server.url)
 
     def reset(self) -> None:
-        self._streams = {code: _Language(code, self.config.agreement) for code in self.languages}
+        agreement = self.config.policy.agreement
+        self._streams = {code: _Language(code, agreement) for code in self.languages}
 
     def _messages(self, stream: _Language, source: str) -> list[dict[str, str]]:
         language = NAMES.get(stream.code, stream.code)
@@ -97,14 +98,14 @@ class OpenAiTranslator:
 
     def _complete(self, messages: list[dict[str, str]]) -> str:
         body = json.dumps({
-            "model": self.config.server_model, "messages": messages, "temperature": 0,
-            "max_tokens": self.config.max_new_tokens, "stream": False,
+            "model": self.config.server.model, "messages": messages, "temperature": 0,
+            "max_tokens": self.config.policy.max_new_tokens, "stream": False,
         }).encode()
         request = urllib.request.Request(
             self.url, body, {"Content-Type": "application/json"}, method="POST"
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.config.server_timeout_s) as reply:
+            with urllib.request.urlopen(request, timeout=self.config.server.timeout_s) as reply:
                 data: Any = json.loads(reply.read())
         except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
             raise ModelError(f"translation server {self.url}: {exc}") from exc

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from subtitled.errors import ConfigError, ModelError
-from subtitled.translate.config import TranslationConfig
+from subtitled.translate.config import TranslationConfig, TranslationServerConfig
 from subtitled.translate.models import load_translator
 from subtitled.translate.openai import OpenAiTranslator, check_loopback
 from subtitled.translate.stream import SourceUpdate
@@ -53,8 +53,10 @@ def server() -> Iterator[FakeServer]:
 
 def config_for(server: FakeServer) -> TranslationConfig:
     return TranslationConfig(
-        targets=("de",), backend="openai", server_model="fake:1b",
-        server_url=f"http://127.0.0.1:{server.server_address[1]}/v1",
+        targets=("de",), backend="openai",
+        server=TranslationServerConfig(
+            url=f"http://127.0.0.1:{server.server_address[1]}/v1", model="fake:1b"
+        ),
     )
 
 
@@ -86,7 +88,7 @@ def test_unchanged_source_is_not_sent_again(server: FakeServer) -> None:
 @pytest.mark.parametrize("url", ["http://192.168.1.5:11434/v1", "http://example.com/v1",
                                  "ftp://127.0.0.1/v1"])
 def test_only_loopback_servers(url: str) -> None:
-    with pytest.raises(ConfigError, match="server_url"):
+    with pytest.raises(ConfigError, match=r"server\.url"):
         check_loopback(url)
 
 
@@ -97,7 +99,9 @@ def test_loopback_urls_pass(url: str) -> None:
 
 
 def test_a_dead_server_is_a_model_error() -> None:
-    config = TranslationConfig(targets=("de",), backend="openai", server_model="x",
-                               server_url="http://127.0.0.1:9/v1", server_timeout_s=2)
+    config = TranslationConfig(
+        targets=("de",), backend="openai",
+        server=TranslationServerConfig(url="http://127.0.0.1:9/v1", model="x", timeout_s=2),
+    )
     with pytest.raises(ModelError, match="translation server"):
         load_translator(config).translate(SourceUpdate(0, "hello", final=True))

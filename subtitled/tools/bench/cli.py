@@ -176,7 +176,7 @@ def _translate_runs(
     cpu_s = 0.0
     for run in runs:
         translator.reset()
-        sim = simulate(run.emissions, translator, config.translation.include_partial,
+        sim = simulate(run.emissions, translator, config.translation.policy.include_partial,
                        finals_only=finals_only)
         translated.append(dataclasses.replace(run, emissions=sim.emissions))
         cpu_s += sum(cost.cpu_s for cost in sim.costs)

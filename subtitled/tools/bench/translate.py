@@ -149,7 +149,7 @@ def run_bench_translate(args: argparse.Namespace) -> int:
             translator.model.stop_ids = frozenset()
             report["ignore_stop"] = True
         print(f"bench-translate: {name} ({translator.name})", file=err, flush=True)
-        sim = simulate(emissions, translator, config.translation.include_partial,
+        sim = simulate(emissions, translator, config.translation.policy.include_partial,
                        coalesce=not args.every_update)
         report[name] = summarise(sim, language, duration_s)
         if isinstance(translator, OnnxTranslator):
@@ -157,7 +157,7 @@ def run_bench_translate(args: argparse.Namespace) -> int:
             report[name]["evictions"] = stream.conversation.evictions
             report["model"] = translator.name
             report["threads"] = config.translation.threads
-            report["context_tokens"] = config.translation.context_tokens
+            report["context_tokens"] = config.translation.policy.context_tokens
         final = metrics.final_translation(sim.emissions, language) or ""
         report[name]["translation_sample"] = final[:200]
     if "baseline" in report:
