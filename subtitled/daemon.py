@@ -15,7 +15,8 @@ other targets go to the translation model. The language the ASR identifies
 hello.
 
 Translation (`translation.targets`) sits between the ASR and the sinks
-(`translate.stage.TranslationStage`). Its model loads in the background while captions
+(`translate.stage.TranslationStage`); the pure stages around it are declared in
+`Daemon.graph` (`subtitled.graph`). Its model loads in the background while captions
 already flow; when it is live, clients get a new hello naming it. A missing or corrupt
 model is logged and the daemon goes on captions-only.
 """
@@ -36,6 +37,7 @@ from subtitled.asr.whisper import Transcriber, WhisperConfig, WhisperTranscriber
 from subtitled.capture import SourceSpec, check_source, open_source
 from subtitled.config import Config, LanguagePlan, plan_languages
 from subtitled.events import AudioChunk, SegmentUpdate, StatusUpdate, Translation
+from subtitled.graph import Graph, MapStage, chain
 from subtitled.pipeline import Pipeline, PipelineStats, QueuePolicy, SegmentSink
 from subtitled.power import PowerSource, Profile, choose_profile, read_power_source
 from subtitled.publish import ServiceInfo, SubtitleServer
@@ -144,6 +146,13 @@ class Daemon:
         """The power profile in force (`subtitled.power`); None before start."""
         self.power_source: PowerSource = "unknown"
         self._power_watch: asyncio.Task[None] | None = None
+        self.graph = Graph(
+            # The map stages around translation (`subtitled.graph`), in order; a new one
+            # is its pure core and one line here.
+            before=(),
+            after=(MapStage("whisper-tracks", self._whisper_tracks),),
+            sinks=("publish", *(getattr(s, "__name__", "sink") for s in self._extra_sinks)),
+        )
 
     @property
     def languages(self) -> LanguagePlan:
@@ -181,12 +190,12 @@ class Daemon:
         transcriber = await model_thread("asr").call(WhisperTranscriber, self.languages.asr)
         self._asr = await model_thread("asr").call(StreamingAsr, transcriber, self.config.streaming)
         self._asr_name = transcriber.name
-        sinks: list[SegmentSink] = [
-            self._with_whisper_targets(sink) for sink in [self._publish, *self._extra_sinks]
-        ]
+        published = chain(self.graph.after, [self._publish, *self._extra_sinks])
         self.translation = TranslationStage(
-            sinks, self._translator, include_partial=self.config.translation.policy.include_partial
+            [published], self._translator,
+            include_partial=self.config.translation.policy.include_partial,
         )
+        log.info("pipeline: %s", self.graph.describe())
         self.translation.start()
         if self.options.wait_for_translation:
             await self._load_translation(fail=True)
@@ -385,7 +394,7 @@ class Daemon:
             on_status=self._on_status,
         )
         assert self.translation is not None
-        sinks: list[SegmentSink] = [self.translation.submit]
+        sinks = [chain(self.graph.before, [self.translation.submit])]
         pipeline = Pipeline(
             asr, chunks, sinks, queue=QueuePolicy(live=live),
             first_segment_id=self._next_segment_id,
@@ -472,13 +481,9 @@ class Daemon:
             if self.server.journal is not None:
                 self.server.journal.close()
 
-    def _with_whisper_targets(self, sink: SegmentSink) -> SegmentSink:
-        """`sink`, given each update with the tracks Whisper produced (see `whisper_tracks`)."""
-
-        def stamped(update: SegmentUpdate) -> None:
-            sink(whisper_tracks(update, self.languages.whisper_targets))
-
-        return stamped
+    def _whisper_tracks(self, update: SegmentUpdate) -> SegmentUpdate:
+        """`update` with the tracks Whisper produced (see `whisper_tracks`)."""
+        return whisper_tracks(update, self.languages.whisper_targets)
 
     def _publish(self, update: SegmentUpdate) -> None:
         spoken = update.spoken_language or update.language
