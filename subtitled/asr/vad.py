@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from subtitled import SAMPLE_RATE_HZ
 from subtitled.errors import ConfigError
+from subtitled.translate.contract import CPU_PROVIDER
 
 WINDOW_SAMPLES = 512  # Silero v5/v6 at 16 kHz: 32 ms windows
 CONTEXT_SAMPLES = 64
@@ -55,7 +56,7 @@ class SileroStream:
         options.log_severity_level = 4
         path = os.path.join(get_assets_path(), "silero_vad_v6.onnx")
         self._session = onnxruntime.InferenceSession(
-            path, providers=["CPUExecutionProvider"], sess_options=options
+            path, providers=[CPU_PROVIDER], sess_options=options
         )
         self._h = np.zeros((1, 1, 128), dtype=np.float32)
         self._c = np.zeros((1, 1, 128), dtype=np.float32)

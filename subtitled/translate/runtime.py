@@ -118,7 +118,7 @@ class OnnxModel:
         self.session = open_session(
             directory / MODEL_FILE, self.config.threads, self.config.provider
         )
-        self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
+        self.device = "cuda" if CUDA_PROVIDER in self.session.get_providers() else "cpu"
         self._check_graph(where)
         self.layout = self.manifest.kv_layout
         try:  # the length slots: one window each, numbered 0 .. n-1
