@@ -92,6 +92,61 @@ _GEMMA4_WHOLE = {
     "ffn_gate_up_exps.weight": "experts.gate_up_proj",  # (E, 2F, H): gate rows, then up
     "ffn_down_exps.weight": "experts.down_proj",
 }
+# Llama 4 (llama.cpp's `llama4`; `conversion/llama4.py` Llama4Model, `tensor_mapping.py`):
+# the MLP and MoE live under `feed_forward`; the shared expert is `*_shexp`. The converter
+# splits the fused `experts.gate_up_proj` (E, H, 2F) into gate and up and transposes both it
+# and `experts.down_proj` to (E, out, in), as every other llama.cpp expert tensor is; q and k
+# are not permuted (`undo_permute = False`: Llama 4's RoPE already rotates adjacent pairs).
+_LLAMA4_LAYER = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "feed_forward.gate_proj",
+    "ffn_up": "feed_forward.up_proj",
+    "ffn_down": "feed_forward.down_proj",
+    "ffn_gate_inp": "feed_forward.router",
+    "ffn_gate_exps": "feed_forward.experts.gate_proj",
+    "ffn_up_exps": "feed_forward.experts.up_proj",
+    "ffn_down_exps": "feed_forward.experts.down_proj",
+    "ffn_gate_shexp": "feed_forward.shared_expert.gate_proj",
+    "ffn_up_shexp": "feed_forward.shared_expert.up_proj",
+    "ffn_down_shexp": "feed_forward.shared_expert.down_proj",
+}
+# DeepSeek-V2/V3 (llama.cpp's `deepseek2`; `conversion/deepseek.py` DeepseekV2Model,
+# `tensor_mapping.py`): MLA's low-rank projections and their norms, llama-like MLPs, shared
+# experts as `*_shexp`. Newer converters split `kv_b_proj` per head into `attn_k_b` (H, r,
+# nope), transposed, and `attn_v_b` (H, v, r) for the absorbed-MLA graph; older files keep
+# `attn_kv_b`. `GgufWeights` joins the split back.
+_DEEPSEEK2_LAYER = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",  # no q LoRA (DeepSeek-V2-Lite)
+    "attn_q_a": "self_attn.q_a_proj",
+    "attn_q_a_norm": "self_attn.q_a_layernorm",
+    "attn_q_b": "self_attn.q_b_proj",
+    "attn_kv_a_mqa": "self_attn.kv_a_proj_with_mqa",
+    "attn_kv_a_norm": "self_attn.kv_a_layernorm",
+    "attn_kv_b": "self_attn.kv_b_proj",
+    "attn_k_b": "self_attn.k_b_proj",
+    "attn_v_b": "self_attn.v_b_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "ffn_gate_inp": "mlp.gate",
+    "ffn_gate_exps": "mlp.experts.gate_proj",
+    "ffn_up_exps": "mlp.experts.up_proj",
+    "ffn_down_exps": "mlp.experts.down_proj",
+    "ffn_gate_shexp": "mlp.shared_experts.gate_proj",
+    "ffn_up_shexp": "mlp.shared_experts.up_proj",
+    "ffn_down_shexp": "mlp.shared_experts.down_proj",
+}
+# The router's selection bias (`blk.{i}.exp_probs_b.bias`, FFN_EXP_PROBS_B), which
+# transformers keeps as `mlp.gate.e_score_correction_bias`.
+_DEEPSEEK2_WHOLE = {"exp_probs_b.bias": "mlp.gate.e_score_correction_bias"}
 _GLOBAL = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
 
@@ -118,7 +173,11 @@ class ArchitectureNames:
     tokenizer_class: str | None = None
     """transformers' tokenizer class for the file's tokenizer, where `AutoTokenizer` cannot
     pick it: it first builds a config from the GGUF metadata, and transformers' reader
-    fails on Gemma 4's per-layer `head_count_kv` (an array)."""
+    fails on Gemma 4's per-layer `head_count_kv` (an array) and knows no `llama4` or
+    `deepseek2` config at all."""
+    experts_in_out: bool = False
+    """transformers keeps the expert tables as (E, in, out) (Llama 4's `gate_up_proj` (E, H,
+    2F), `down_proj` (E, F, H)) where llama.cpp stores (E, out, in): transposed on read."""
 
 
 TENSOR_NAMES: dict[str, ArchitectureNames] = {
@@ -134,6 +193,19 @@ TENSOR_NAMES: dict[str, ArchitectureNames] = {
     "qwen3": ArchitectureNames(_LLAMA_LAYER, norm_plus_one=False),
     "qwen3moe": ArchitectureNames(_LLAMA_LAYER, norm_plus_one=False),
     "llama": ArchitectureNames(_LLAMA_LAYER, norm_plus_one=False, rope_permuted=True),
+    "llama4": ArchitectureNames(
+        _LLAMA4_LAYER,
+        norm_plus_one=False,
+        config_tensors=frozenset({ROPE_FREQS}),  # llama3 RoPE scaling (`gguf_config`)
+        tokenizer_class="PreTrainedTokenizerFast",
+        experts_in_out=True,
+    ),
+    "deepseek2": ArchitectureNames(
+        _DEEPSEEK2_LAYER,
+        norm_plus_one=False,
+        whole=_DEEPSEEK2_WHOLE,
+        tokenizer_class="PreTrainedTokenizerFast",
+    ),
 }
 
 
@@ -299,7 +371,8 @@ def unpermute_rope_rows(weight: np.ndarray, heads: int) -> np.ndarray:
 class GgufWeights:
     """A GGUF file as the exporter's `Weights`: transformers' keys in, float32 out, with
     the fused expert tables (`experts.gate_up_proj`: gate rows then up rows per expert;
-    `experts.down_proj`) assembled from llama.cpp's per-projection expert tensors."""
+    `experts.down_proj`) assembled from llama.cpp's per-projection expert tensors, and
+    MLA's `kv_b_proj` joined from a split `attn_k_b` / `attn_v_b`."""
 
     def __init__(self, gguf: GgufFile) -> None:
         self.gguf = gguf
@@ -307,13 +380,35 @@ class GgufWeights:
     def __call__(self, key: str) -> np.ndarray:
         if self.gguf.has(key):  # Gemma 4's expert tables: stored as transformers keeps them
             return self.gguf.tensor(key)
+        in_out = TENSOR_NAMES[self.gguf.architecture].experts_in_out
         if key.endswith(".experts.gate_up_proj"):
             base = key.removesuffix("gate_up_proj")
-            gate = self.gguf.tensor(f"{base}gate_proj.weight")
-            return np.concatenate([gate, self.gguf.tensor(f"{base}up_proj.weight")], axis=1)
+            gate = self.gguf.tensor(f"{base}gate_proj.weight")  # (E, F, H)
+            table = np.concatenate([gate, self.gguf.tensor(f"{base}up_proj.weight")], axis=1)
+            return table.transpose(0, 2, 1) if in_out else table
         if key.endswith(".experts.down_proj"):
-            return self.gguf.tensor(f"{key}.weight")
+            table = self.gguf.tensor(f"{key}.weight")  # (E, H, F)
+            return table.transpose(0, 2, 1) if in_out else table
+        if key.endswith(".self_attn.kv_b_proj.weight"):
+            return join_kv_b(
+                self.gguf.tensor(key.replace("kv_b_proj", "k_b_proj")),
+                self.gguf.tensor(key.replace("kv_b_proj", "v_b_proj")),
+            )
         return self.gguf.tensor(key)
+
+
+def join_kv_b(k_b: np.ndarray, v_b: np.ndarray) -> np.ndarray:
+    """transformers' `kv_b_proj` (H * (nope + v), r) from llama.cpp's split, undoing
+    `DeepseekV2Model.modify_tensors`: per head the nope rows of K, then the rows of V.
+    k_b (H, r, nope), stored transposed; v_b (H, v, r)."""
+    if k_b.ndim != 3 or v_b.ndim != 3 or k_b.shape[:2] != (v_b.shape[0], v_b.shape[2]):
+        raise ExportError(
+            f"attn_k_b {k_b.shape} and attn_v_b {v_b.shape} are not one kv_b_proj split "
+            "per head ((H, r, nope) and (H, v, r))"
+        )
+    heads, rank = v_b.shape[0], v_b.shape[2]
+    joined = np.concatenate([k_b.transpose(0, 2, 1), v_b], axis=1)  # (H, nope + v, r)
+    return joined.reshape(heads * joined.shape[1], rank)
 
 
 def hf_tokenizer_json(gguf: GgufFile) -> str:
