@@ -54,6 +54,7 @@ _SENTENCE_END = re.compile(f"[.?!…][{CLOSING_MARKS}]*$")
 _ELLIPSIS = re.compile(f"(\\.\\.\\.|…)[{CLOSING_MARKS}]*$")
 _NORMALISE = re.compile(r"[^\w']+")
 _HISTORY_CHARS = 2000
+TRANSLATION_COMMITS = ("pause", "agreement")
 MAX_BUFFER_S = 28.0
 """Longest allowed `max_buffer_s`: a step's audio and the encoder's 1 s of padding
 must still fit Whisper's 30 s window."""
@@ -112,8 +113,19 @@ class PolicyConfig:
     after it. Two early hypotheses agree on a first word guessed from half a second of
     sound ("the air type" for "their type"); with a second more they correct it. Once a
     word is committed it anchors the rest, and `cut_margin_s` applies."""
+    translation_commit: str = "pause"
+    """How Whisper's translate task commits: "pause" (the utterance is re-translated whole
+    at each step and committed at the pause that ends it) or "agreement" (the prefix two
+    re-translations agree on is committed and force-decoded from then on, the audio kept
+    whole until the pause). Measured on the 18 FLEURS clips into English: committed words
+    at 2.3 s p50 against 5.8 s, BLEU 11.2 against 15.0 (README, Other languages)."""
 
     def __post_init__(self) -> None:
+        if self.translation_commit not in TRANSLATION_COMMITS:
+            raise ConfigError(
+                f"streaming.policy.translation_commit: {self.translation_commit!r} is invalid; "
+                f"expected one of {', '.join(TRANSLATION_COMMITS)}"
+            )
         if not 1.0 <= self.max_buffer_s <= MAX_BUFFER_S:
             raise ConfigError(
                 f"streaming.policy.max_buffer_s: {self.max_buffer_s} is invalid; expected 1 to "
@@ -209,7 +221,7 @@ class CommitPolicy:
         words = self._after_committed(words)
         agreed = _common_prefix_length(self._pending, words)
         agreed = min(agreed, self._heard_pending())
-        if not self.aligned:
+        if not self.aligned and self.config.translation_commit == "pause":
             agreed = 0  # re-translation: the whole utterance is committed at its pause
         if agreed and agreed == len(words) and ends_sentence(words[-1]):
             # Whisper ends a sentence wherever the buffer ends, so a period on the last

@@ -339,6 +339,33 @@ def test_a_translation_is_shown_whole_and_committed_at_the_pause() -> None:
     assert policy.buffer_start_s == 7.0
 
 
+def test_translation_by_agreement_commits_the_agreed_prefix_and_keeps_the_audio() -> None:
+    """With translation_commit = "agreement", what two re-translations agree on is
+    committed and force-decoded from then on; the audio stays whole (no trim at a guessed
+    word time) until the pause, which commits the rest."""
+    policy = CommitPolicy(PolicyConfig(first_context_s=0.0, translation_commit="agreement"))
+    policy.aligned = False
+    feed(policy, "if you have seen the film", 3.5)
+    updates = feed(policy, "if you have seen the movie National Treasure,", 4.5)
+    assert committed(updates) == "if you have seen the"
+    assert texts(policy.prefix_words) == "if you have seen the"
+    assert texts(updates[-1].partial) == "movie National Treasure,"
+    updates = feed(policy, "if you have seen the movie National Treasure, you may", 6.0)
+    assert committed(updates) == "if you have seen the movie National Treasure,"
+    assert policy.buffer_start_s == 0.0
+    closing = ws("you may think a map was written.", 4.0)
+    updates = policy.on_pause(closing, pause_start_s=7.0, now_unix=NOW)
+    assert finals(updates) == [
+        "if you have seen the movie National Treasure, you may think a map was written."
+    ]
+    assert policy.buffer_start_s == 7.0 and policy.prefix_words == ()
+
+
+def test_translation_commit_is_checked() -> None:
+    with pytest.raises(ConfigError, match=r"streaming\.policy\.translation_commit"):
+        PolicyConfig(translation_commit="never")
+
+
 def test_translated_words_timed_before_the_committed_end_are_kept() -> None:
     """Translated words' times are guesses: one timed inside audio already committed is
     no repeat of it, so it is not filtered out as it is when transcribing."""
