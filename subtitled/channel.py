@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic, Literal, TypeVar
 
+from subtitled.errors import InvalidArgument, InvalidState
+
 T = TypeVar("T")
 Overflow = Literal["drop-oldest", "back-pressure"]
 
@@ -35,7 +37,7 @@ class Channel(Generic[T]):
         on_drop: Callable[[int], None] | None = None,
     ) -> None:
         if capacity < 1:
-            raise ValueError(f"capacity must be at least 1, got {capacity}")
+            raise InvalidArgument(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
         self.overflow: Overflow = overflow
         self.dropped = 0
@@ -54,7 +56,7 @@ class Channel(Generic[T]):
         """Queue `item`: at once under `drop-oldest`, when there is room under
         `back-pressure`."""
         if self._closed:
-            raise RuntimeError("put() on a closed channel")
+            raise InvalidState("put() on a closed channel")
         if self.overflow == "back-pressure":
             while len(self._items) >= self.capacity:
                 self._writable.clear()

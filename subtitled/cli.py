@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from subtitled import __version__
 from subtitled.config import Config, load_config, replace_path, with_overrides
-from subtitled.errors import ConfigError, PortInUse, SubtitledError
+from subtitled.errors import ConfigError, InternalError, PortInUse, SubtitledError
 from subtitled.memory import limit_malloc_arenas
 from subtitled.tools.bench.cli import add_parser as add_bench_parser
 
@@ -52,6 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
+    except InternalError as exc:
+        traceback.print_exception(exc, file=sys.stderr)
+        print(f"subtitled: internal error (a bug in subtitled, not in your input; please "
+              f"report it with the traceback above): {exc}", file=sys.stderr)
+        return exc.exit_code
     except SubtitledError as exc:
         print(f"subtitled: error: {exc}", file=sys.stderr)
         return exc.exit_code

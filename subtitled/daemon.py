@@ -36,6 +36,7 @@ from subtitled.asr.stream import StreamingAsr
 from subtitled.asr.whisper import Transcriber, WhisperConfig, WhisperTranscriber
 from subtitled.capture import SourceSpec, check_source, open_source
 from subtitled.config import Config, LanguagePlan, plan_languages
+from subtitled.errors import InvalidState
 from subtitled.events import AudioChunk, SegmentUpdate, StatusUpdate, Translation
 from subtitled.graph import Graph, MapStage, chain
 from subtitled.pipeline import Pipeline, PipelineStats, QueuePolicy, SegmentSink
@@ -367,7 +368,7 @@ class Daemon:
     async def serve(self) -> PipelineStats:
         """Run the pipeline until the source ends or a stop is requested."""
         if self._asr is None:
-            raise RuntimeError("Daemon.start() must run before serve()")
+            raise InvalidState("Daemon.start() must run before serve()")
         where = f" on {self.server.url}" if self.server is not None else ""
         self.notifier.ready(f"captioning {self.options.source}{where}")
         watchdog = asyncio.create_task(self.notifier.watchdog(), name="watchdog")

@@ -7,7 +7,15 @@ SubtitledError
  │    ├── DeviceNotFound    no capture device matches the name or index
  │    └── AudioDecodeError  a file is missing or is not audio PyAV can decode
  ├── ModelError         a model is missing, corrupt, or does not match its manifest
- └── ProtocolError      a client sent something the wire protocol does not allow
+ ├── ProtocolError      a client sent something the wire protocol does not allow
+ └── InternalError      a bug in subtitled, not in its input (exit 70, EX_SOFTWARE)
+      ├── InvalidArgument   a component made or called with a value it does not take
+      │                     (also a ValueError)
+      └── InvalidState      a call out of order: start twice, put on a closed channel
+                            (also a RuntimeError)
+
+What a user can set is checked where it is read and raised as a `ConfigError` naming the
+key; an `InternalError` from a component means a caller skipped that check.
 """
 
 from __future__ import annotations
@@ -51,3 +59,17 @@ class ModelError(SubtitledError):
 
 class ProtocolError(SubtitledError):
     """A client message violates the wire protocol."""
+
+
+class InternalError(SubtitledError):
+    """A broken invariant inside subtitled: a bug, not bad input."""
+
+    exit_code = 70
+
+
+class InvalidArgument(InternalError, ValueError):
+    """A component was made or called with a value it does not take."""
+
+
+class InvalidState(InternalError, RuntimeError):
+    """A call out of order (started twice, used before start, put on a closed channel)."""

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from subtitled import SAMPLE_RATE_HZ
 from subtitled.capture.chunking import MonoResampler, Rechunker, downmix
+from subtitled.errors import InvalidArgument
 from subtitled.events import AudioChunk
 
 
@@ -48,7 +49,7 @@ class BlockBridge:
 
     def __init__(self, max_blocks: int, wake: Callable[[], None]) -> None:
         if max_blocks < 1:
-            raise ValueError(f"max_blocks must be >= 1, got {max_blocks}")
+            raise InvalidArgument(f"max_blocks must be >= 1, got {max_blocks}")
         self.max_blocks = max_blocks
         self._wake = wake
         self._blocks: deque[Block] = deque()

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from subtitled import SAMPLE_RATE_HZ
+from subtitled.errors import InvalidArgument
 from subtitled.events import AudioChunk
 
 FloatArray = npt.NDArray[np.float32]
@@ -22,7 +23,7 @@ FloatArray = npt.NDArray[np.float32]
 def block_samples_for(block_s: float, sample_rate_hz: int = SAMPLE_RATE_HZ) -> int:
     """Samples in one chunk of `block_s` seconds (at least one)."""
     if not block_s > 0:
-        raise ValueError(f"block_s must be positive, got {block_s}")
+        raise InvalidArgument(f"block_s must be positive, got {block_s}")
     return max(1, round(block_s * sample_rate_hz))
 
 
@@ -94,7 +95,7 @@ class Rechunker:
         self, block_samples: int, sample_rate_hz: int = SAMPLE_RATE_HZ, start_s: float = 0.0
     ) -> None:
         if block_samples < 1:
-            raise ValueError(f"block_samples must be >= 1, got {block_samples}")
+            raise InvalidArgument(f"block_samples must be >= 1, got {block_samples}")
         self.block_samples = block_samples
         self.sample_rate_hz = sample_rate_hz
         self._base_s = start_s

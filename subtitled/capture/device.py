@@ -29,7 +29,7 @@ from subtitled.capture import portaudio, pulse
 from subtitled.capture.bridge import Block, BlockAssembler, BlockBridge, RateLimiter
 from subtitled.capture.chunking import block_samples_for
 from subtitled.capture.source import SourceSpec
-from subtitled.errors import CaptureError
+from subtitled.errors import CaptureError, InvalidArgument, InvalidState
 from subtitled.events import AudioChunk, CaptureState, StatusUpdate
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ class DeviceCapture:
     async def chunks(self) -> AsyncGenerator[AudioChunk, None]:
         """Yield chunks until closed; the first open's errors propagate, later ones are retried."""
         if self._generation:
-            raise RuntimeError("DeviceCapture.chunks() can be iterated only once")
+            raise InvalidState("DeviceCapture.chunks() can be iterated only once")
         self._status("starting", self._opener.description)
         stream = await self._open(refresh=False)
         is_open = True
@@ -252,7 +252,7 @@ class DeviceCapture:
         """Wait for blocks, a lost stream, or the stall timeout (which marks the stream lost)."""
         bridge = self._bridge
         if bridge is None:
-            raise RuntimeError("no stream is open")
+            raise InvalidState("no stream is open")
         # Clear, then drain: drain() re-arms the producer's wake-up first, so any block
         # pushed from here on sets the event again after this clear.
         self._event.clear()
@@ -404,7 +404,7 @@ class PortAudioOpener:
 
     def __init__(self, spec: SourceSpec) -> None:
         if spec.kind not in ("device", "monitor"):
-            raise ValueError(f"PortAudioOpener opens devices and monitors, not {spec.kind}")
+            raise InvalidArgument(f"PortAudioOpener opens devices and monitors, not {spec.kind}")
         self.spec = spec
 
     @property

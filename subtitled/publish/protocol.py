@@ -23,7 +23,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from subtitled import __version__
-from subtitled.errors import ProtocolError
+from subtitled.errors import InvalidArgument, ProtocolError
 from subtitled.events import CaptureState, SegmentUpdate, StatusUpdate, Translation
 
 PROTOCOL_VERSION = 1
@@ -393,9 +393,11 @@ class Feed:
 
     def __post_init__(self) -> None:
         if self.history_size < 1:
-            raise ValueError(f"history_size must be at least 1, got {self.history_size}")
+            raise InvalidArgument(f"history_size must be at least 1, got {self.history_size}")
         if self.max_open_segments < 1:
-            raise ValueError(f"max_open_segments must be at least 1, got {self.max_open_segments}")
+            raise InvalidArgument(
+                f"max_open_segments must be at least 1, got {self.max_open_segments}"
+            )
 
     @property
     def capture(self) -> CaptureState:
@@ -421,7 +423,7 @@ class Feed:
         """Load journaled final messages into an empty feed; numbering goes on after
         `last_seq` (which may be past the last final: see `publish.journal`)."""
         if self.last_seq:
-            raise ValueError("restore() needs an empty feed")
+            raise InvalidArgument("restore() needs an empty feed")
         for payload in finals[-self.history_size :]:
             self._finals.append(
                 FeedMessage(seq=int(payload["seq"]), payload=payload,
@@ -484,7 +486,7 @@ class Feed:
         held, marked incomplete.
         """
         if seq < 0:
-            raise ValueError(f"since must be >= 0, got {seq}")
+            raise InvalidArgument(f"since must be >= 0, got {seq}")
         if (stream is not None and stream != self.stream_id) or seq > self.last_seq:
             # Numbering restarted (a new daemon): everything held is new to the client.
             return Replay(seq, self._history_after(0), complete=False)

@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from subtitled import __version__
-from subtitled.errors import ConfigError, PortInUse
+from subtitled.errors import ConfigError, InvalidState, PortInUse
 from subtitled.events import SegmentUpdate, StatusUpdate
 from subtitled.publish import routes
 from subtitled.publish.journal import Journal
@@ -168,7 +168,7 @@ class SubtitleServer:
     async def start(self) -> None:
         """Bind and start serving. Raises ConfigError if the address cannot be used."""
         if self._ws_server is not None:
-            raise RuntimeError("SubtitleServer.start() called twice")
+            raise InvalidState("SubtitleServer.start() called twice")
         if self.journal is not None:
             restored = self.journal.open()
             self._feed.restore(restored.finals, restored.last_seq, restored.stream_id)
@@ -244,7 +244,7 @@ class SubtitleServer:
     def port(self) -> int:
         """The port actually bound (useful when `config.port` is 0)."""
         if self._port is None:
-            raise RuntimeError("SubtitleServer.port is known only after start()")
+            raise InvalidState("SubtitleServer.port is known only after start()")
         return self._port
 
     @property

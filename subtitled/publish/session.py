@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from subtitled.errors import InvalidArgument
 from subtitled.publish.protocol import (
     ClientMessageError,
     JsonObject,
@@ -95,9 +96,9 @@ class Outbox:
 
     def __post_init__(self) -> None:
         if self.capacity < 1:
-            raise ValueError(f"capacity must be at least 1, got {self.capacity}")
+            raise InvalidArgument(f"capacity must be at least 1, got {self.capacity}")
         if self.max_lag < 1:
-            raise ValueError(f"max_lag must be at least 1, got {self.max_lag}")
+            raise InvalidArgument(f"max_lag must be at least 1, got {self.max_lag}")
         self.delivered_seq = self.start_seq
 
     def __len__(self) -> int:
@@ -200,9 +201,9 @@ class TokenBucket:
 
     def __post_init__(self) -> None:
         if not self.rate_per_s > 0:
-            raise ValueError(f"rate_per_s must be positive, got {self.rate_per_s}")
+            raise InvalidArgument(f"rate_per_s must be positive, got {self.rate_per_s}")
         if not self.burst >= 1:
-            raise ValueError(f"burst must be at least 1, got {self.burst}")
+            raise InvalidArgument(f"burst must be at least 1, got {self.burst}")
         self._tokens = float(self.burst)
 
     def take(self, now_s: float) -> bool:

@@ -46,6 +46,7 @@ import numpy.typing as npt
 
 from subtitled import SAMPLE_RATE_HZ
 from subtitled.capture import decode_file
+from subtitled.errors import InvalidState, SubtitledError
 from subtitled.publish.journal import read_journal
 from subtitled.tools.soak_report import ClientLog, CommitTracker, summarise, summary_text
 
@@ -198,7 +199,7 @@ async def soak(
     while not await asyncio.to_thread(_healthy, f"http://127.0.0.1:{port}/healthz"):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError(f"the daemon did not start; see {state / 'daemon.log'}")
+            raise SubtitledError(f"the daemon did not start; see {state / 'daemon.log'}")
         await asyncio.sleep(0.5)
     logs = [
         ClientLog(
@@ -221,7 +222,7 @@ async def soak(
 
     def feed() -> None:
         if proc.stdin is None:
-            raise RuntimeError("the daemon has no stdin pipe")
+            raise InvalidState("the daemon has no stdin pipe")
         try:
             proc.stdin.write(pcm)  # paced at 1x by the daemon's stdin source
             proc.stdin.close()

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
+from subtitled.errors import InvalidArgument
+
 
 def common_prefix(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
     """Length of the longest common prefix of two sequences (token ids, words)."""
@@ -58,12 +60,12 @@ class CacheLedger:
         trims: Sequence[bool] | None = None,
     ) -> None:
         if reserve < 0:
-            raise ValueError("reserve must be >= 0")
+            raise InvalidArgument("reserve must be >= 0")
         self.windows = tuple(windows)
         self.reserve = reserve
         self.trims = tuple(trims) if trims is not None else (True,) * len(self.windows)
         if len(self.trims) != len(self.windows):
-            raise ValueError("trims must give one flag per layer")
+            raise InvalidArgument("trims must give one flag per layer")
         self.tokens: list[int] = []
         self.held_from = [0] * len(self.windows)
 
@@ -94,7 +96,7 @@ class CacheLedger:
         `reuse` (the re-prefill baseline) nothing is kept.
         """
         if not prompt:
-            raise ValueError("an empty prompt cannot be decoded")
+            raise InvalidArgument("an empty prompt cannot be decoded")
         keep = min(common_prefix(self.tokens, prompt), len(prompt) - 1) if reuse else 0
         if not self.can_keep(keep):
             keep = 0
@@ -103,7 +105,7 @@ class CacheLedger:
     def rollback(self, keep: int) -> None:
         """Forget every token from position `keep` on."""
         if not self.can_keep(keep):
-            raise ValueError(f"cannot roll back to {keep}: a sliding layer no longer holds it")
+            raise InvalidArgument(f"cannot roll back to {keep}: a sliding layer no longer holds it")
         del self.tokens[keep:]
         if keep == 0:
             self.held_from = [0] * len(self.windows)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from subtitled.errors import InvalidArgument, InvalidState
 from subtitled.translate.cache import CacheLedger
 from subtitled.translate.contract import (
     CACHE_LENGTHS,
@@ -137,10 +138,12 @@ class KvCache:
             limit = None if kv.window is None else kv.window + reserve_tokens
             slot = self.slots.setdefault(kv.length_slot, SlotBuffers([], limit, device))
             if slot.keep_limit != limit:
-                raise ValueError(f"layer {kv.layer}: length slot {kv.length_slot} mixes windows")
+                raise InvalidArgument(
+                    f"layer {kv.layer}: length slot {kv.length_slot} mixes windows"
+                )
             slot.layers.append(kv)
         if sorted(self.slots) != list(range(len(self.slots))):
-            raise ValueError(f"length slots {sorted(self.slots)} are not 0 .. n-1")
+            raise InvalidArgument(f"length slots {sorted(self.slots)} are not 0 .. n-1")
         self._appended = [  # (index in the layout, layer, past, present) per tensor
             (index, kv, past_name(kv.layer, t), present_name(kv.layer, t))
             for index, kv in enumerate(self.layout)
@@ -183,7 +186,7 @@ class KvCache:
         self.ledger.rollback(keep)
         for slot in self.slots.values():
             if slot.held < drop:
-                raise RuntimeError(f"a length slot holds {slot.held} < {drop} tokens to drop")
+                raise InvalidState(f"a length slot holds {slot.held} < {drop} tokens to drop")
             slot.held -= drop
         for _, _, name, _ in self._appended:
             array = self._host(name)
@@ -200,7 +203,7 @@ class KvCache:
         """Feed `ids` after the held tokens; return the logits of the last `rows` of them
         (default all), (rows, vocab)."""
         if not ids:
-            raise ValueError("nothing to feed")
+            raise InvalidArgument("nothing to feed")
         rows = len(ids) if rows is None else min(max(rows, 1), len(ids))
         start = self.ledger.held
         binding = self._binding
@@ -256,5 +259,5 @@ class KvCache:
         if fed <= kv.window:
             fresh = np.concatenate([self._host(name), fresh[:, :, -fed:]], axis=2)
         if fresh.shape[2] < keep:
-            raise RuntimeError(f"layer {kv.layer}: cache holds {fresh.shape[2]} < {keep} tokens")
+            raise InvalidState(f"layer {kv.layer}: cache holds {fresh.shape[2]} < {keep} tokens")
         self._values[name] = np.ascontiguousarray(fresh[:, :, -keep:]) if keep else fresh[:, :, :0]

@@ -17,6 +17,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from subtitled.errors import InvalidArgument
 from subtitled.translate.cache import common_prefix
 
 T = TypeVar("T", bound=Hashable)
@@ -43,13 +44,13 @@ class DecodePolicy:
 
     def __post_init__(self) -> None:
         if self.agreement < 1:
-            raise ValueError("agreement must be >= 1")
+            raise InvalidArgument("agreement must be >= 1")
         if self.length_ratio <= 0 or self.length_margin < 0 or self.max_new_tokens < 1:
-            raise ValueError("length limits must be positive")
+            raise InvalidArgument("length limits must be positive")
         if self.repeat_ngram < 1 or self.repeat_times < 2:
-            raise ValueError("repeat_ngram must be >= 1 and repeat_times >= 2")
+            raise InvalidArgument("repeat_ngram must be >= 1 and repeat_times >= 2")
         if self.loop_span < 0:
-            raise ValueError("loop_span must be >= 0")
+            raise InvalidArgument("loop_span must be >= 0")
 
     def length_limit(self, source_tokens: int) -> int:
         """The most target tokens a sentence of `source_tokens` may get."""
@@ -143,7 +144,7 @@ class StabilityPolicy(Generic[T]):
     def update(self, hypothesis: Sequence[T], final: bool) -> Verdict[T]:
         """Take a new hypothesis; `final` when ASR closed the sentence."""
         if self.closed:
-            raise ValueError("the sentence is already final")
+            raise InvalidArgument("the sentence is already final")
         hyp = tuple(hypothesis)
         before = len(self.stable)
         if hyp[:before] != self.stable:

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from subtitled.errors import InvalidArgument
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -35,9 +37,9 @@ class Conversation:
         low_water: float = 0.5,
     ) -> None:
         if budget_tokens <= len(preamble):
-            raise ValueError("the context budget must exceed the preamble")
+            raise InvalidArgument("the context budget must exceed the preamble")
         if not 0.0 < low_water <= 1.0:
-            raise ValueError("low_water must be in (0, 1]")
+            raise InvalidArgument("low_water must be in (0, 1]")
         self.preamble = preamble
         self.target_end = target_end
         self.budget_tokens = budget_tokens

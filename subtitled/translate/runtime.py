@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from subtitled.errors import ModelError
+from subtitled.errors import InvalidArgument, ModelError
 from subtitled.translate import native
 from subtitled.translate.contract import (
     CACHE_LENGTHS,
@@ -50,9 +50,9 @@ class RuntimeConfig:
 
     def __post_init__(self) -> None:
         if self.threads < 0:
-            raise ValueError("threads must be >= 0")
+            raise InvalidArgument("threads must be >= 0")
         if self.reserve_tokens < 0:
-            raise ValueError("reserve_tokens must be >= 0")
+            raise InvalidArgument("reserve_tokens must be >= 0")
 
 
 def _providers(choice: Provider) -> list[str]:

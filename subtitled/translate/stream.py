@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from subtitled.errors import ModelError
+from subtitled.errors import InvalidArgument, ModelError
 from subtitled.events import Translation
 from subtitled.translate.decoder import Decoder
 from subtitled.translate.policy import DecodePolicy, StabilityPolicy, StableText, clause_cut
@@ -258,7 +258,7 @@ class OnnxTranslator:
         sentence_words: int | None = None,
     ) -> None:
         if not languages:
-            raise ValueError("no target language")
+            raise InvalidArgument("no target language")
         self.model = model
         self.name = model.name
         self.languages = tuple(languages)

@@ -43,7 +43,7 @@ from functools import cache
 
 import numpy as np
 
-from subtitled.errors import ConfigError
+from subtitled.errors import ConfigError, InvalidArgument
 from subtitled.events import SegmentUpdate
 
 _DROP = re.compile(r"[^\w' ]+|_")
@@ -133,7 +133,7 @@ def word_errors(
     an insertion (jiwer refuses empty references).
     """
     if len(references) != len(hypotheses):
-        raise ValueError(
+        raise InvalidArgument(
             f"{len(references)} references but {len(hypotheses)} hypotheses: they pair up"
         )
     refs = [normaliser(r) for r in references]
@@ -346,5 +346,5 @@ def assign_to_items(times_s: Sequence[float], item_starts_s: Sequence[float]) ->
     `item_starts_s` must be ascending; a time before the first start goes to item 0.
     """
     if not item_starts_s:
-        raise ValueError("no items to assign to")
+        raise InvalidArgument("no items to assign to")
     return [max(bisect.bisect_right(item_starts_s, t) - 1, 0) for t in times_s]

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from subtitled.errors import SubtitledError
+
 
 @dataclass(frozen=True)
 class StartupRun:
@@ -121,7 +123,7 @@ def launch_once(
                 proc.wait()
         if ready is None and proc.returncode not in (0, -signal.SIGINT, 130):
             stderr = proc.stderr.read() if proc.stderr is not None else ""
-            raise RuntimeError(f"subtitled run failed ({proc.returncode}): {stderr[-2000:]}")
+            raise SubtitledError(f"subtitled run failed ({proc.returncode}): {stderr[-2000:]}")
         return StartupRun(ready, caption, word, live)
 
 
