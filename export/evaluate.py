@@ -19,6 +19,7 @@ from typing import Any
 
 from export import tatoeba
 from export.errors import ExportError
+from subtitled.translate.contract import TOKENIZER_FILE
 
 FLORES_CODES = {"de": "deu", "es": "spa"}
 
@@ -61,7 +62,7 @@ def torch_translate(checkpoint: Path, language: str) -> Callable[[Sequence[str]]
 
     auto: Any = transformers.AutoModelForCausalLM
     model = auto.from_pretrained(checkpoint, attn_implementation="eager").eval()
-    tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(checkpoint / TOKENIZER_FILE))
     template = read_sidecar(checkpoint).prompt
     if template is None:
         raise ExportError(f"{checkpoint}/subtitled.json has no prompt to translate with")

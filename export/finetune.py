@@ -47,7 +47,7 @@ from export.gguf_config import gemma3_config
 from export.gguf_file import GgufFile, hf_tokenizer_json, packaged_gemma3_270m
 from export.moe_split import MOE_KEYS
 from export.train import _save, learning_rate
-from subtitled.translate.contract import MANIFEST_FILE
+from subtitled.translate.contract import MANIFEST_FILE, TOKENIZER_FILE
 
 SEQ_LEN = 256
 BATCH = 8
@@ -142,9 +142,9 @@ def trimmed_tokenizer(
 ) -> tuple[Tokenizer, list[int]]:
     """The trimmed tokenizer of the run (made once, then read back: its ids are what the
     checkpoint's embeddings mean); with `init`, that model's own."""
-    path, ids_path = run / "tokenizer.json", run / "vocab.json"
+    path, ids_path = run / TOKENIZER_FILE, run / "vocab.json"
     if init is not None:
-        shipped = (init / "tokenizer.json").read_bytes()
+        shipped = (init / TOKENIZER_FILE).read_bytes()
         if path.exists() and path.read_bytes() != shipped:
             raise ExportError(f"{path} is not the tokenizer of {init}")
         path.write_bytes(shipped)
@@ -452,7 +452,7 @@ def write_final(
     final.mkdir(exist_ok=True)
     model.eval()
     model.save_pretrained(final, safe_serialization=True)
-    shutil.copy2(run / "tokenizer.json", final / "tokenizer.json")  # the exact bytes
+    shutil.copy2(run / TOKENIZER_FILE, final / TOKENIZER_FILE)  # the exact bytes
     for document in LICENCE_DIR.iterdir():  # the Gemma terms travel with the weights
         shutil.copy2(document, final / document.name)
     meta = {

@@ -121,8 +121,9 @@ _LLAMA4_LAYER = {
 # nope), transposed, and `attn_v_b` (H, v, r) for the absorbed-MLA graph; older files keep
 # `attn_kv_b`. `GgufWeights` joins the split back.
 _DEEPSEEK2_LAYER = {
-    "attn_norm": "input_layernorm",
-    "attn_q": "self_attn.q_proj",  # no q LoRA (DeepSeek-V2-Lite)
+    # the llama names but k, v and the q/k norms (attn_q stays: DeepSeek-V2-Lite has no q LoRA)
+    **{k: v for k, v in _LLAMA_LAYER.items()
+       if k not in ("attn_k", "attn_v", "attn_q_norm", "attn_k_norm")},
     "attn_q_a": "self_attn.q_a_proj",
     "attn_q_a_norm": "self_attn.q_a_layernorm",
     "attn_q_b": "self_attn.q_b_proj",
@@ -131,15 +132,6 @@ _DEEPSEEK2_LAYER = {
     "attn_kv_b": "self_attn.kv_b_proj",
     "attn_k_b": "self_attn.k_b_proj",
     "attn_v_b": "self_attn.v_b_proj",
-    "attn_output": "self_attn.o_proj",
-    "ffn_norm": "post_attention_layernorm",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-    "ffn_gate_inp": "mlp.gate",
-    "ffn_gate_exps": "mlp.experts.gate_proj",
-    "ffn_up_exps": "mlp.experts.up_proj",
-    "ffn_down_exps": "mlp.experts.down_proj",
     "ffn_gate_shexp": "mlp.shared_experts.gate_proj",
     "ffn_up_shexp": "mlp.shared_experts.up_proj",
     "ffn_down_shexp": "mlp.shared_experts.down_proj",

@@ -32,6 +32,7 @@ from tokenizers import Tokenizer
 
 from export import tatoeba
 from export.errors import ExportError
+from subtitled.translate.contract import TOKENIZER_FILE
 
 log = logging.getLogger(__name__)
 SEQ_LEN = 256
@@ -200,10 +201,10 @@ def _prepare(args: argparse.Namespace) -> tuple[Tokenizer, tatoeba.Split]:
     split = tatoeba.load_split(args.data, args.eval_pairs, args.seed)
     for code in tatoeba.LANGUAGES:
         print(f"  en-{code}: {len(split.train[code])} train, {len(split.test[code])} held out")
-    tokenizer_path = run / "tokenizer.json"
+    tokenizer_path = run / TOKENIZER_FILE
     if args.init is not None:
         # the model's own tokenizer: its ids are what the restored embeddings mean
-        shipped = (args.init / "tokenizer.json").read_bytes()
+        shipped = (args.init / TOKENIZER_FILE).read_bytes()
         if tokenizer_path.exists() and tokenizer_path.read_bytes() != shipped:
             raise ExportError(f"{tokenizer_path} is not the tokenizer of {args.init}")
         tokenizer_path.write_bytes(shipped)
@@ -345,7 +346,7 @@ def write_final(model: Any, tokenizer: Any, config: dict[str, Any], run_dir: Pat
     final.mkdir(exist_ok=True)
     model.eval()
     model.save_pretrained(final, safe_serialization=True)
-    tokenizer.save(str(final / "tokenizer.json"))
+    tokenizer.save(str(final / TOKENIZER_FILE))
     meta = {
         "name": "subtitled-tatoeba-moe",
         "licence": "CC BY 2.0 FR (weights trained on Tatoeba sentences; see ATTRIBUTION.md)",

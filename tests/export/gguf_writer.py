@@ -312,3 +312,38 @@ def write_gguf(model: Any, path: Path, quant: str = "F32", split_kv_b: bool = Tr
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def assert_llama_cpp_matches(gguf: Path, model: Any, tokens: list[int]) -> None:
+    """llama.cpp (llama-cpp-python, skipped when not installed) runs `gguf` on `tokens` to
+    the logits `model` (transformers) gives, up to float rounding: cosine > 0.999 at every
+    position and the same top-1."""
+    import pytest
+    import torch
+
+    llama_cpp = pytest.importorskip(
+        "llama_cpp", reason="llama-cpp-python is not installed (not a dependency)"
+    )
+    llm = llama_cpp.Llama(
+        model_path=str(gguf), n_ctx=64, logits_all=True, n_threads=1, verbose=False
+    )
+    llm.eval(tokens)
+    theirs = np.array(llm.scores[: len(tokens)], np.float64)
+    with torch.no_grad():
+        ours = model(torch.tensor([tokens])).logits[0].double().numpy()
+    norms = np.linalg.norm(theirs, axis=-1) * np.linalg.norm(ours, axis=-1)
+    cosine = (theirs * ours).sum(-1) / norms
+    assert cosine.min() > 0.999, cosine
+    np.testing.assert_array_equal(theirs.argmax(-1), ours.argmax(-1))
+
+
+def family_folder(root: Path, name: str, families: dict[str, dict[str, Any]]) -> Path:
+    """`root` with `reference/` (a seeded random transformers model of `families[name]`),
+    `model.gguf` (it, F32, as llama.cpp's converter writes it) and `model.txt` (`name`)."""
+    from export.reference import random_model
+
+    model = random_model(families[name])
+    model.save_pretrained(root / "reference")
+    write_gguf(model, root / "model.gguf")
+    (root / "model.txt").write_text(name)
+    return root

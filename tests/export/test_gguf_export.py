@@ -21,7 +21,7 @@ pytest.importorskip("gguf", reason=REASON)
 torch = pytest.importorskip("torch", reason=REASON)
 pytest.importorskip("transformers", reason=REASON)
 
-from gguf_writer import permute_rope_rows, write_gguf  # noqa: E402
+from gguf_writer import family_folder, permute_rope_rows, write_gguf  # noqa: E402
 
 from export import gguf_config, gguf_file  # noqa: E402
 from export.cli import main  # noqa: E402
@@ -46,12 +46,7 @@ FAMILIES = {
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with `reference/` (the transformers model) and `model.gguf` (F32)."""
-    root = tmp_path_factory.mktemp(request.param)
-    model = random_model(FAMILIES[request.param])
-    model.save_pretrained(root / "reference")
-    write_gguf(model, root / "model.gguf")
-    (root / "model.txt").write_text(request.param)
-    return root
+    return family_folder(tmp_path_factory.mktemp(request.param), request.param, FAMILIES)
 
 
 def _verify(out: Path, reference: Path, capsys: pytest.CaptureFixture[str]) -> str:

@@ -18,6 +18,8 @@ gguf = pytest.importorskip("gguf", reason=REASON)
 torch = pytest.importorskip("torch", reason=REASON)
 pytest.importorskip("transformers", reason=REASON)
 
+from gguf_writer import assert_llama_cpp_matches  # noqa: E402
+
 from export import gguf_config, gguf_file, gguf_write, quantize  # noqa: E402
 from export.checkpoint import checkpoint_shapes  # noqa: E402
 from export.cli import main  # noqa: E402
@@ -263,22 +265,5 @@ def test_what_cannot_be_written_is_named(model: Any, tmp_path: Path) -> None:
 def test_llama_cpp_runs_the_file_as_transformers_does(model: Any, written: Path) -> None:
     """llama.cpp loads the F32 file and its logits are the transformers model's up to float
     rounding: 24 tokens, past the 16-token sliding window."""
-    llama_cpp = pytest.importorskip(
-        "llama_cpp", reason="llama-cpp-python is not installed (not a dependency)"
-    )
     tokens = [2, *np.random.default_rng(3).integers(5, CONFIG["vocab_size"], 23).tolist()]
-    llm = llama_cpp.Llama(
-        model_path=str(written / "model.gguf"),
-        n_ctx=64,
-        logits_all=True,
-        n_threads=1,
-        verbose=False,
-    )
-    llm.eval(tokens)
-    theirs = np.array(llm.scores[: len(tokens)], np.float64)
-    with torch.no_grad():
-        ours = model(torch.tensor([tokens])).logits[0].double().numpy()
-    norms = np.linalg.norm(theirs, axis=-1) * np.linalg.norm(ours, axis=-1)
-    cosine = (theirs * ours).sum(-1) / norms
-    assert cosine.min() > 0.999, cosine
-    np.testing.assert_array_equal(theirs.argmax(-1), ours.argmax(-1))
+    assert_llama_cpp_matches(written / "model.gguf", model, tokens)

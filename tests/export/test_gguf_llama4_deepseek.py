@@ -23,7 +23,7 @@ gguf = pytest.importorskip("gguf", reason=REASON)
 torch = pytest.importorskip("torch", reason=REASON)
 pytest.importorskip("transformers", reason=REASON)
 
-from gguf_writer import write_gguf  # noqa: E402
+from gguf_writer import assert_llama_cpp_matches, family_folder, write_gguf  # noqa: E402
 
 from export import gguf_config, gguf_file  # noqa: E402
 from export.checkpoint import checkpoint_shapes  # noqa: E402
@@ -98,12 +98,7 @@ def test_deepseek2_has_no_place_for_plain_attention(name: str) -> None:
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with `reference/` (the transformers model) and `model.gguf` (F32)."""
-    root = tmp_path_factory.mktemp(request.param)
-    model = random_model(FAMILIES[request.param])
-    model.save_pretrained(root / "reference")
-    write_gguf(model, root / "model.gguf")
-    (root / "model.txt").write_text(request.param)
-    return root
+    return family_folder(tmp_path_factory.mktemp(request.param), request.param, FAMILIES)
 
 
 def _model(family: Path) -> Any:
@@ -313,22 +308,5 @@ def test_what_llama_cpp_files_say_that_export_cannot_follow_is_named(
 def test_llama_cpp_runs_the_file_as_transformers_does(family: Path) -> None:
     """An independent reader of the test writer's files: llama.cpp loads each and its
     logits are the transformers model's up to float rounding, 24 tokens."""
-    llama_cpp = pytest.importorskip(
-        "llama_cpp", reason="llama-cpp-python is not installed (not a dependency)"
-    )
     tokens = [261, *np.random.default_rng(3).integers(5, 256, 23).tolist()]
-    llm = llama_cpp.Llama(
-        model_path=str(family / "model.gguf"),
-        n_ctx=64,
-        logits_all=True,
-        n_threads=1,
-        verbose=False,
-    )
-    llm.eval(tokens)
-    theirs = np.array(llm.scores[: len(tokens)], np.float64)
-    with torch.no_grad():
-        ours = _model(family)(torch.tensor([tokens])).logits[0].double().numpy()
-    norms = np.linalg.norm(theirs, axis=-1) * np.linalg.norm(ours, axis=-1)
-    cosine = (theirs * ours).sum(-1) / norms
-    assert cosine.min() > 0.999, cosine
-    np.testing.assert_array_equal(theirs.argmax(-1), ours.argmax(-1))
+    assert_llama_cpp_matches(family / "model.gguf", _model(family), tokens)
