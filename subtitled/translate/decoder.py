@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -35,6 +36,17 @@ class DecodeResult:
     decode_steps: int
     calls: int
     compute_s: float
+
+
+class GreedyDecoder(Protocol):
+    """What a `LanguageStream` asks of its decoder (`Decoder` here; the benchmark puts
+    llama.cpp in its place)."""
+
+    def decode(
+        self, prompt: Sequence[int], forced: Sequence[int], limit: int, draft: Sequence[int] = ()
+    ) -> DecodeResult: ...
+
+    def reset(self) -> None: ...
 
 
 class Decoder:

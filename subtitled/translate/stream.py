@@ -15,7 +15,7 @@ from typing import Protocol
 
 from subtitled.errors import InvalidArgument, ModelError
 from subtitled.events import Translation
-from subtitled.translate.decoder import Decoder
+from subtitled.translate.decoder import Decoder, GreedyDecoder
 from subtitled.translate.policy import DecodePolicy, StabilityPolicy, StableText, clause_cut
 from subtitled.translate.prompt import Conversation
 from subtitled.translate.runtime import OnnxModel
@@ -115,7 +115,7 @@ class LanguageStream:
         self.model = model
         self.language = language
         self.config = policy or DecodePolicy()
-        self.decoder = Decoder(model, self.config, reuse=reuse)
+        self.decoder: GreedyDecoder = Decoder(model, self.config, reuse=reuse)
         prompt = model.prompt
         if prompt.languages and language not in prompt.languages:
             raise ModelError(
@@ -145,6 +145,11 @@ class LanguageStream:
         self.prefilled_tokens = 0
         self.decode_steps = 0
         self.compute_s = 0.0
+
+    @property
+    def context_budget(self) -> int:
+        """Tokens the prompt and its decoding may take in all."""
+        return self._budget
 
     def reset(self) -> None:
         self.decoder.reset()

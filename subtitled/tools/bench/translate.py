@@ -58,6 +58,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                             "for both variants); default: the daemon's policy, where a busy "
                             "translator skips superseded revisions")
     bench.add_argument("--no-baseline", action="store_true", help="skip the re-prefill baseline")
+    bench.add_argument("--llama-cpp", type=Path, metavar="FILE.gguf",
+                       help="also run llama.cpp (llama-cpp-python) on this GGUF as the decoder, "
+                            "reusing its own prompt cache; the translation model must be "
+                            "`python -m export onnx --model FILE.gguf` of the same file")
     bench.add_argument("--out", type=Path, help="write the JSON report here")
     bench.add_argument("-c", "--config", type=Path)
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -143,11 +147,15 @@ def run_bench_translate(args: argparse.Namespace) -> int:
                               "stream_s": round(duration_s, 1), "words": len(emissions),
                               "target": language, "every_update": args.every_update}
     variants = [("incremental", True)] + ([] if args.no_baseline else [("baseline", False)])
+    if args.llama_cpp is not None:
+        variants.append(("llama.cpp", True))
     for name, reuse in variants:
         translator = load_translator(config.translation, reuse=reuse)
         if args.ignore_stop and isinstance(translator, OnnxTranslator):
             translator.model.stop_ids = frozenset()
             report["ignore_stop"] = True
+        if name == "llama.cpp":
+            _use_llama_cpp(translator, args.llama_cpp, config.translation.threads)
         print(f"bench-translate: {name} ({translator.name})", file=err, flush=True)
         sim = simulate(emissions, translator, config.translation.policy.include_partial,
                        coalesce=not args.every_update)
@@ -160,6 +168,12 @@ def run_bench_translate(args: argparse.Namespace) -> int:
             report["context_tokens"] = config.translation.policy.context_tokens
         final = metrics.final_translation(sim.emissions, language) or ""
         report[name]["translation_sample"] = final[:200]
+    if "llama.cpp" in report:
+        inc, theirs = report["incremental"], report["llama.cpp"]
+        report["ratios_to_llama_cpp"] = {
+            "update_latency_p50": _ratio(inc["update_latency_ms"], theirs["update_latency_ms"]),
+            "compute": round(inc["compute_s"] / max(theirs["compute_s"], 1e-9), 3),
+        }
     if "baseline" in report:
         inc, base = report["incremental"], report["baseline"]
         report["ratios"] = {
@@ -176,6 +190,21 @@ def run_bench_translate(args: argparse.Namespace) -> int:
     if args.out is not None:
         args.out.write_text(text + "\n", encoding="utf-8")
     return 0
+
+
+def _use_llama_cpp(translator: Any, gguf: Path, threads: int) -> None:
+    """Put llama.cpp on `gguf` in place of each language stream's ONNX decoder."""
+    from subtitled.tools.bench.llama_cpp import LlamaCppDecoder, LlamaCppModel
+    from subtitled.translate.stream import OnnxTranslator
+
+    if not isinstance(translator, OnnxTranslator):
+        raise ConfigError("--llama-cpp needs the onnx translation backend (its tokenizer and "
+                          "prompt)")
+    for stream in translator.streams.values():
+        model = LlamaCppModel(gguf, threads or 2, stream.context_budget,
+                              translator.model.vocab_size)
+        stream.decoder = LlamaCppDecoder(model, stream.config, translator.model.stop_ids)
+    translator.name = f"llama.cpp on {gguf.name} (prompt cache)"
 
 
 def _goals(report: dict[str, Any]) -> dict[str, bool | None]:
