@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from subtitled.translate.kvcache import KvCache
-from subtitled.translate.policy import DecodePolicy, loop_cut, repetition_cut
+from subtitled.translate.policy import DecodePolicy
 from subtitled.translate.runtime import OnnxModel
 
 
@@ -122,11 +122,7 @@ class Decoder:
                 stopped = True
                 break
             tokens.append(next_id)
-            cut = repetition_cut(tokens, self.policy.repeat_ngram, self.policy.repeat_times)
-            if cut is None:
-                cut = loop_cut(tokens, self.policy.loop_span)
-            if cut is not None and cut >= len(forced):
-                del tokens[cut:]
+            if self.policy.cut_runaway(tokens, len(forced)):
                 break
             if len(tokens) >= limit:
                 break

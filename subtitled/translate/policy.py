@@ -52,6 +52,17 @@ class DecodePolicy:
         if self.loop_span < 0:
             raise InvalidArgument("loop_span must be >= 0")
 
+    def cut_runaway(self, tokens: list[int], forced: int) -> bool:
+        """Drop a repetition or loop at the end of `tokens` (never into the first `forced`,
+        the stable prefix): True when it cut, and decoding ends there."""
+        cut = repetition_cut(tokens, self.repeat_ngram, self.repeat_times)
+        if cut is None:
+            cut = loop_cut(tokens, self.loop_span)
+        if cut is None or cut < forced:
+            return False
+        del tokens[cut:]
+        return True
+
     def length_limit(self, source_tokens: int) -> int:
         """The most target tokens a sentence of `source_tokens` may get."""
         limit = math.ceil(self.length_ratio * source_tokens) + self.length_margin

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from subtitled.translate.decoder import DecodeResult
-from subtitled.translate.policy import DecodePolicy, loop_cut, repetition_cut
+from subtitled.translate.policy import DecodePolicy
 from subtitled.translate.runtime import OnnxModel, RuntimeConfig
 from subtitled.translate.stream import LanguageStream
 
@@ -55,11 +55,7 @@ class ScratchDecoder:
                 stopped = True
                 break
             tokens.append(next_id)
-            cut = repetition_cut(tokens, self.policy.repeat_ngram, self.policy.repeat_times)
-            if cut is None:
-                cut = loop_cut(tokens, self.policy.loop_span)
-            if cut is not None and cut >= len(forced):
-                del tokens[cut:]
+            if self.policy.cut_runaway(tokens, len(forced)):
                 break
         return DecodeResult(tuple(tokens), stopped, fed, 0, 0, 0.0)
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from subtitled.errors import ConfigError
 from subtitled.translate.decoder import DecodeResult
-from subtitled.translate.policy import DecodePolicy, loop_cut, repetition_cut
+from subtitled.translate.policy import DecodePolicy
 
 
 def common_prefix(held: Sequence[int], wanted: Sequence[int]) -> int:
@@ -119,11 +119,7 @@ class LlamaCppDecoder:
                 stopped = True
                 break
             tokens.append(next_id)
-            cut = repetition_cut(tokens, self.policy.repeat_ngram, self.policy.repeat_times)
-            if cut is None:
-                cut = loop_cut(tokens, self.policy.loop_span)
-            if cut is not None and cut >= len(forced):
-                del tokens[cut:]
+            if self.policy.cut_runaway(tokens, len(forced)):
                 break
             if len(tokens) >= limit:
                 break
